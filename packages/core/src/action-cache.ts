@@ -1,0 +1,295 @@
+/**
+ * The action cache (AC): action key -> manifest digest, signed, write-once. Bazel's REAPI splits
+ * CAS from AC the same way; cacache keeps its entry index apart from content.
+ *
+ * An entry is canonical JSON:
+ * ```json
+ * {"created":1732200000000,"format":"cascache.ac/v1","key":"<64 hex>","manifest":"<digest>",
+ *  "namespace":"default","sig":"hmac-sha256:<64 hex>","size":12345,"writer":"ci-main"}
+ * ```
+ * `sig` is HMAC-SHA256 (RFC 2104) under the cache secret over the canonical JSON of every other
+ * member, so an entry cannot be moved to another key or namespace, or edited, without the secret.
+ *
+ * Reads never fail on bad data: an entry that does not parse, whose signature is wrong, or whose
+ * manifest or chunks are missing is a miss (reported through `onWarning`), never served.
+ * Keys are write-once: a second put with a different manifest is `E_EXISTS`; the same manifest
+ * again is a no-op. An entry that fails verification may be replaced, since it can never be served.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { canonicalJson } from './canonical-json';
+import { assertDigest, digestOf, isDigest, type Digest } from './digest';
+import { CascacheError, ErrorCodes, isCascacheError } from './errors';
+import { manifestChunks, type Manifest } from './manifest';
+import type { BlobStore } from './store/types';
+import { getManifest } from './tree';
+
+/** Format tag of version-1 AC entries. */
+export const AC_FORMAT = 'cascache.ac/v1';
+/** Shortest accepted signing secret, in bytes. */
+export const MIN_SECRET_BYTES = 32;
+/** Largest AC entry accepted from a store, in bytes. */
+export const MAX_AC_ENTRY_BYTES = 64 * 1024;
+
+const NAMESPACE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/**
+ * Checks a namespace name: 1-64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
+ * @throws CascacheError `E_BAD_INPUT`.
+ */
+export function assertNamespace(namespace: string): string {
+  if (typeof namespace !== 'string' || !NAMESPACE_RE.test(namespace)) {
+    throw new CascacheError(ErrorCodes.BAD_INPUT, `namespace must be 1-64 characters of A-Z a-z 0-9 . _ - starting with a letter or digit, got ${JSON.stringify(String(namespace).slice(0, 80))}`);
+  }
+  return namespace;
+}
+
+/**
+ * An action key: BLAKE3-256 over a domain-separated tuple. Encoding: the ASCII tag
+ * `cascache.action-key/v1`, then for each part its length as an 8-byte big-endian integer and its
+ * bytes (strings as UTF-8). The first part names the tool, e.g. `["nx", namespace, nxHash]`.
+ */
+export function computeActionKey(parts: ReadonlyArray<string | Uint8Array>): Digest {
+  const pieces: Buffer[] = [Buffer.from('cascache.action-key/v1', 'ascii')];
+  for (const part of parts) {
+    const bytes = typeof part === 'string' ? Buffer.from(part, 'utf8') : Buffer.from(part);
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64BE(BigInt(bytes.length));
+    pieces.push(len, bytes);
+  }
+  return digestOf(Buffer.concat(pieces));
+}
+
+/** Raw storage for AC entries: bytes per (namespace, key). Implementations do no verification. */
+export interface AcStore {
+  readonly name: string;
+  /** The stored bytes, or null. */
+  get(namespace: string, key: Digest): Promise<Buffer | null>;
+  /** Stores `bytes` only if nothing is stored yet; otherwise returns what is there. Atomic. */
+  putIfAbsent(namespace: string, key: Digest, bytes: Buffer): Promise<{ created: true } | { created: false; existing: Buffer }>;
+  /** Stores `bytes`, replacing anything there. Atomic (readers see old or new, never a mix). */
+  replace(namespace: string, key: Digest, bytes: Buffer): Promise<void>;
+  /** Removes an entry; true when something was removed. */
+  delete(namespace: string, key: Digest): Promise<boolean>;
+  /** Every (namespace, key) stored. */
+  list(): AsyncIterable<{ namespace: string; key: Digest }>;
+}
+
+/** In-memory AC storage, for tests. */
+export class MemoryAcStore implements AcStore {
+  readonly name = 'memory';
+  private readonly map = new Map<string, Buffer>();
+
+  async get(namespace: string, key: Digest): Promise<Buffer | null> {
+    return this.map.get(`${namespace}/${key}`) ?? null;
+  }
+  async putIfAbsent(namespace: string, key: Digest, bytes: Buffer): Promise<{ created: true } | { created: false; existing: Buffer }> {
+    const existing = this.map.get(`${namespace}/${key}`);
+    if (existing) return { created: false, existing };
+    this.map.set(`${namespace}/${key}`, Buffer.from(bytes));
+    return { created: true };
+  }
+  async replace(namespace: string, key: Digest, bytes: Buffer): Promise<void> {
+    this.map.set(`${namespace}/${key}`, Buffer.from(bytes));
+  }
+  async delete(namespace: string, key: Digest): Promise<boolean> {
+    return this.map.delete(`${namespace}/${key}`);
+  }
+  async *list(): AsyncIterable<{ namespace: string; key: Digest }> {
+    for (const k of [...this.map.keys()]) {
+      const [namespace, key] = k.split('/') as [string, string];
+      yield { namespace, key };
+    }
+  }
+  /** Test hook: overwrite stored bytes without any checks (simulates tampering). */
+  tamper(namespace: string, key: Digest, bytes: Buffer): void {
+    this.map.set(`${namespace}/${key}`, bytes);
+  }
+}
+
+/** A verified AC entry. */
+export interface AcEntry {
+  format: typeof AC_FORMAT;
+  namespace: string;
+  key: Digest;
+  /** Root digest of the output tree. */
+  manifest: Digest;
+  /** Logical size of the output in bytes. */
+  size: number;
+  /** Creation time, ms since the epoch. */
+  created: number;
+  /** Who wrote it (token name, host, CI job); informational, covered by the signature. */
+  writer: string;
+}
+
+/** A cache hit: the entry and its (validated) manifest. */
+export interface AcHit {
+  entry: AcEntry;
+  manifest: Manifest;
+}
+
+/** Why a stored entry was not served. */
+export type AcMissReason = 'malformed' | 'bad-signature' | 'mismatch' | 'manifest-missing' | 'manifest-invalid' | 'chunks-missing';
+
+/** Options for {@link ActionCache}. */
+export interface ActionCacheOptions {
+  entries: AcStore;
+  blobs: BlobStore;
+  /**
+   * HMAC-SHA256 secret, at least 32 bytes. `null` only for a purely local store: entries are then
+   * written unsigned and read without verification (see `signing`).
+   */
+  secret: Uint8Array | null;
+  /** Default writer recorded in new entries. */
+  writer?: string;
+  /** Clock, ms since the epoch (tests). */
+  now?: () => number;
+  /** Told about entries that were found but not served. Core never logs by itself. */
+  onWarning?: (event: { namespace: string; key: Digest; reason: AcMissReason; detail?: string }) => void;
+}
+
+export class ActionCache {
+  /** `hmac-sha256` when entries are signed and verified, `none` for an unsigned local store. */
+  readonly signing: 'hmac-sha256' | 'none';
+  private readonly secret: Buffer | null;
+  private readonly opts: ActionCacheOptions;
+
+  /** @throws CascacheError `E_CONFIG` for a secret shorter than 32 bytes. */
+  constructor(options: ActionCacheOptions) {
+    if (options.secret !== null && options.secret.length < MIN_SECRET_BYTES) {
+      throw new CascacheError(ErrorCodes.CONFIG, `the action-cache signing secret must be at least ${MIN_SECRET_BYTES} bytes, got ${options.secret.length}`);
+    }
+    this.secret = options.secret === null ? null : Buffer.from(options.secret);
+    this.signing = this.secret ? 'hmac-sha256' : 'none';
+    this.opts = options;
+  }
+
+  /**
+   * Records `key -> manifest` in `namespace`. The manifest and its chunks must already be stored.
+   * @returns `created: false` when the same manifest was already recorded (a no-op).
+   * @throws CascacheError `E_EXISTS` when the key already maps to a different manifest, `E_BAD_INPUT`
+   * for a malformed key, digest or namespace.
+   */
+  async put(namespace: string, key: Digest, value: { manifest: Digest; size: number; writer?: string }): Promise<{ created: boolean; entry: AcEntry }> {
+    assertNamespace(namespace);
+    assertDigest(key, 'action key');
+    assertDigest(value.manifest, 'manifest digest');
+    if (!Number.isSafeInteger(value.size) || value.size < 0) throw new CascacheError(ErrorCodes.BAD_INPUT, 'size must be a non-negative integer');
+    const entry: AcEntry = {
+      format: AC_FORMAT,
+      namespace,
+      key,
+      manifest: value.manifest,
+      size: value.size,
+      created: (this.opts.now ?? Date.now)(),
+      writer: value.writer ?? this.opts.writer ?? 'unknown',
+    };
+    const bytes = this.encode(entry);
+    const r = await this.opts.entries.putIfAbsent(namespace, key, bytes);
+    if (r.created) return { created: true, entry };
+    const existing = this.verify(namespace, key, r.existing);
+    if (typeof existing === 'string') {
+      // The stored entry can never be served (tampered, corrupt, other secret): replace it.
+      await this.opts.entries.replace(namespace, key, bytes);
+      return { created: true, entry };
+    }
+    if (existing.manifest === value.manifest) return { created: false, entry: existing };
+    throw new CascacheError(ErrorCodes.EXISTS, `action key ${key} in namespace ${namespace} already maps to another output`, {
+      details: { namespace, key, existing: existing.manifest, attempted: value.manifest },
+    });
+  }
+
+  /**
+   * Looks a key up. A hit means the entry verified and its manifest and every chunk are present
+   * (`verifyChunks: false` skips the chunk check, for callers that fetch chunks themselves).
+   * Never throws for bad stored data: that is a miss, reported through `onWarning`.
+   * @throws CascacheError `E_BAD_INPUT` for a malformed key or namespace; store failures (`E_IO`,
+   * `E_UNAVAILABLE`) propagate.
+   */
+  async get(namespace: string, key: Digest, options: { verifyChunks?: boolean } = {}): Promise<AcHit | null> {
+    assertNamespace(namespace);
+    assertDigest(key, 'action key');
+    const bytes = await this.opts.entries.get(namespace, key);
+    if (bytes === null) return null;
+    const entry = this.verify(namespace, key, bytes);
+    if (typeof entry === 'string') return this.miss(namespace, key, entry);
+    let manifest: Manifest | null;
+    try {
+      manifest = await getManifest(this.opts.blobs, entry.manifest);
+    } catch (err) {
+      if (isCascacheError(err, ErrorCodes.BAD_INPUT) || isCascacheError(err, ErrorCodes.INTEGRITY)) {
+        return this.miss(namespace, key, 'manifest-invalid', err.message);
+      }
+      throw err;
+    }
+    if (manifest === null) return this.miss(namespace, key, 'manifest-missing', entry.manifest);
+    if (options.verifyChunks ?? true) {
+      const chunks = manifestChunks(manifest);
+      const present = await this.opts.blobs.has(chunks);
+      const missing = chunks.length - present.size;
+      if (missing > 0) return this.miss(namespace, key, 'chunks-missing', `${missing} of ${chunks.length} chunks`);
+    }
+    return { entry, manifest };
+  }
+
+  /** Removes an entry (invalidation); true when something was removed. */
+  async delete(namespace: string, key: Digest): Promise<boolean> {
+    assertNamespace(namespace);
+    assertDigest(key, 'action key');
+    return this.opts.entries.delete(namespace, key);
+  }
+
+  /** Reads and verifies a stored entry without checking its manifest; null when absent or invalid. */
+  async peek(namespace: string, key: Digest): Promise<AcEntry | null> {
+    const bytes = await this.opts.entries.get(namespace, key);
+    if (bytes === null) return null;
+    const entry = this.verify(namespace, key, bytes);
+    return typeof entry === 'string' ? null : entry;
+  }
+
+  private encode(entry: AcEntry): Buffer {
+    return Buffer.from(canonicalJson({ ...entry, sig: this.sign(entry) }), 'utf8');
+  }
+
+  private sign(entry: AcEntry): string {
+    if (!this.secret) return 'none';
+    return `hmac-sha256:${createHmac('sha256', this.secret).update(canonicalJson(entry)).digest('hex')}`;
+  }
+
+  /** The verified entry, or the reason it cannot be served. */
+  private verify(namespace: string, key: Digest, bytes: Buffer): AcEntry | AcMissReason {
+    if (bytes.length > MAX_AC_ENTRY_BYTES) return 'malformed';
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(bytes.toString('utf8'));
+    } catch {
+      return 'malformed';
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return 'malformed';
+    const { sig, ...rest } = parsed as Record<string, unknown>;
+    const e = rest as unknown as AcEntry;
+    const wellFormed =
+      e.format === AC_FORMAT &&
+      typeof e.namespace === 'string' &&
+      isDigest(e.key) &&
+      isDigest(e.manifest) &&
+      Number.isSafeInteger(e.size) &&
+      e.size >= 0 &&
+      Number.isSafeInteger(e.created) &&
+      typeof e.writer === 'string' &&
+      typeof sig === 'string' &&
+      Object.keys(rest).length === 7;
+    if (!wellFormed) return 'malformed';
+    if (this.secret) {
+      const expected = Buffer.from(this.sign(e), 'utf8');
+      const actual = Buffer.from(sig as string, 'utf8');
+      if (expected.length !== actual.length || !timingSafeEqual(expected, actual)) return 'bad-signature';
+    }
+    if (e.namespace !== namespace || e.key !== key) return 'mismatch';
+    return e;
+  }
+
+  private miss(namespace: string, key: Digest, reason: AcMissReason, detail?: string): null {
+    this.opts.onWarning?.({ namespace, key, reason, detail });
+    return null;
+  }
+}

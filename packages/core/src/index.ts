@@ -1,0 +1,91 @@
+/**
+ * @cascache/core public API. Everything a package outside core may use is exported here and only
+ * here (the package `exports` map blocks deep imports); `test/public-api.spec.ts` pins this list.
+ */
+export { CascacheError, ErrorCodes, isCascacheError, type CascacheErrorOptions, type ErrorCode } from './errors';
+export { assertDigest, digestFile, digestOf, digestStream, DigestHasher, DigestStream, DIGEST_HEX_LENGTH, isDigest, type Digest } from './digest';
+export {
+  Chunker,
+  chunkLengths,
+  chunkStream,
+  CHUNKER_ALGORITHM,
+  CHUNKER_BOUNDS,
+  DEFAULT_CHUNKER_PARAMS,
+  gearEntry,
+  validateChunkerParams,
+  type ChunkerParams,
+} from './chunker';
+export {
+  BLOB_FORMAT_VERSION,
+  BLOB_HEADER_BYTES,
+  BLOB_MAGIC,
+  Codec,
+  decodeBlob,
+  encodeBlob,
+  looksCompressed,
+  MAX_BLOB_BYTES,
+  readBlobHeader,
+  zstdFrameContentSize,
+  type BlobHeader,
+  type CodecId,
+  type EncodeOptions,
+} from './codec';
+export { canonicalJson } from './canonical-json';
+export type { BlobInfo, BlobStore, PutOptions, PutResult } from './store/types';
+export { MemoryBlobStore, type MemoryBlobStoreOptions } from './store/memory';
+export { FsBlobStore, LAYOUT_VERSION, type FsBlobStoreOptions } from './store/fs';
+export { FsAcStore } from './store/fs-ac';
+export {
+  assertSafePath,
+  createManifest,
+  encodeManifest,
+  manifestChunks,
+  manifestSize,
+  MANIFEST_FORMAT,
+  MANIFEST_LIMITS,
+  normalizeEntryPath,
+  parseManifest,
+  permissionBits,
+  symlinkEscapes,
+  validateManifest,
+  type DirEntry,
+  type FileEntry,
+  type Manifest,
+  type ManifestEntry,
+  type ManifestExtras,
+  type SymlinkEntry,
+} from './manifest';
+export {
+  fetchBlob,
+  getManifest,
+  ingestDirectory,
+  ingestTar,
+  materializeToDirectory,
+  materializeToTar,
+  putManifest,
+  readChunks,
+  type DirectoryIngestOptions,
+  type IngestOptions,
+  type IngestResult,
+  type MaterializeOptions,
+  type TarIngestOptions,
+  type TarLimits,
+  type TarOutputOptions,
+} from './tree';
+export {
+  AC_FORMAT,
+  ActionCache,
+  assertNamespace,
+  computeActionKey,
+  MAX_AC_ENTRY_BYTES,
+  MemoryAcStore,
+  MIN_SECRET_BYTES,
+  type AcEntry,
+  type AcHit,
+  type AcMissReason,
+  type AcStore,
+  type ActionCacheOptions,
+} from './action-cache';
+export { descriptorChunker, openLocalStore, type LocalStore, type LocalStoreOptions, type StoreDescriptor } from './local-store';
+export { Limiter } from './limiter';
+export { readAll } from './streams';

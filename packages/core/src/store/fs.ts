@@ -1,0 +1,218 @@
+/**
+ * Local filesystem BlobStore: one file per blob, sharded by the first two hex digits.
+ *
+ * ```
+ * <root>/v1/blobs/ab/abcdef...   framed blob (see codec.ts)
+ * <root>/v1/tmp/                 writes in progress (never read)
+ * <root>/v1/quarantine/          blobs found corrupt, kept for inspection, never served
+ * ```
+ *
+ * Writes follow cacache `lib/content/write.js`: hash the bytes, compare with the claimed digest,
+ * write the frame to a unique temp file, rename it into place, clean up in `finally`. A partial file
+ * never appears under a final name, and two concurrent puts of one digest both succeed (the renames
+ * carry identical bytes). No fsync: a blob damaged by a crash is caught by verification on read.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { decodeBlob, encodeBlob, MAX_BLOB_BYTES } from '../codec';
+import { assertDigest, digestOf, isDigest, type Digest } from '../digest';
+import { CascacheError, ErrorCodes, isCascacheError, toIoError } from '../errors';
+import { readAll } from '../streams';
+import type { BlobInfo, BlobStore, PutOptions, PutResult } from './types';
+
+/** Format directory name under a store root. A format change is a new directory. */
+export const LAYOUT_VERSION = 'v1';
+
+/** Options for {@link FsBlobStore}. */
+export interface FsBlobStoreOptions {
+  /** Store root; blobs live under `<root>/v1/blobs`. */
+  root: string;
+  /** zstd level for new blobs (0 = raw). Default 3. */
+  level?: number;
+  /** Called when a corrupt blob is quarantined (the store itself never logs). */
+  onCorrupt?: (event: { digest: Digest; quarantinedAs: string; error: CascacheError }) => void;
+}
+
+export class FsBlobStore implements BlobStore {
+  readonly name: string;
+  readonly root: string;
+  private readonly blobsDir: string;
+  private readonly tmpDir: string;
+  private readonly quarantineDir: string;
+  private readonly level: number;
+  private readonly onCorrupt?: FsBlobStoreOptions['onCorrupt'];
+  private readonly madeDirs = new Set<string>();
+
+  constructor(options: FsBlobStoreOptions) {
+    this.root = options.root;
+    this.name = `fs:${options.root}`;
+    const base = join(options.root, LAYOUT_VERSION);
+    this.blobsDir = join(base, 'blobs');
+    this.tmpDir = join(base, 'tmp');
+    this.quarantineDir = join(base, 'quarantine');
+    this.level = options.level ?? 3;
+    this.onCorrupt = options.onCorrupt;
+  }
+
+  /** Path of a blob's file (whether or not it exists). */
+  pathOf(digest: Digest): string {
+    return join(this.blobsDir, digest.slice(0, 2), digest);
+  }
+
+  async has(digests: Iterable<Digest>): Promise<Set<Digest>> {
+    const list = [...new Set(digests)];
+    const found = new Set<Digest>();
+    await Promise.all(
+      list.map(async (d) => {
+        if (!isDigest(d)) return;
+        try {
+          await fsp.access(this.pathOf(d));
+          found.add(d);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toIoError(err, `checking blob ${d}`);
+        }
+      }),
+    );
+    return found;
+  }
+
+  async get(digest: Digest): Promise<Readable | null> {
+    const raw = await this.getBuffer(digest);
+    return raw === null ? null : Readable.from([raw]);
+  }
+
+  /**
+   * Like `get`, as one verified Buffer (blobs are bounded by `MAX_BLOB_BYTES`).
+   * @throws CascacheError `E_INTEGRITY` after quarantining a corrupt file.
+   */
+  async getBuffer(digest: Digest): Promise<Buffer | null> {
+    assertDigest(digest);
+    const path = this.pathOf(digest);
+    let frame: Buffer;
+    try {
+      frame = await fsp.readFile(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw toIoError(err, `reading blob ${digest}`);
+    }
+    try {
+      return decodeBlob(frame, digest);
+    } catch (err) {
+      if (isCascacheError(err, ErrorCodes.INTEGRITY)) await this.quarantine(digest, path, err);
+      throw err;
+    }
+  }
+
+  async put(digest: Digest, body: Uint8Array | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
+    assertDigest(digest);
+    const final = this.pathOf(digest);
+    if (await exists(final)) {
+      if (body instanceof Readable) body.destroy();
+      return { created: false, storedBytes: 0 };
+    }
+    const raw = await readAll(body, MAX_BLOB_BYTES);
+    const actual = digestOf(raw);
+    if (actual !== digest) {
+      throw new CascacheError(ErrorCodes.INTEGRITY, `put of ${digest}: bytes hash to ${actual}`, { details: { digest, actual } });
+    }
+    const frame = encodeBlob(raw, { level: this.level, compressible: options.compressible });
+    await this.writeAtomically(final, frame, digest);
+    return { created: true, storedBytes: frame.length };
+  }
+
+  async delete(digest: Digest): Promise<boolean> {
+    assertDigest(digest);
+    try {
+      await fsp.unlink(this.pathOf(digest));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw toIoError(err, `deleting blob ${digest}`);
+    }
+  }
+
+  async *list(): AsyncIterable<BlobInfo> {
+    let shards: string[];
+    try {
+      shards = (await fsp.readdir(this.blobsDir)).sort();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw toIoError(err, 'listing blobs');
+    }
+    for (const shard of shards) {
+      if (!/^[0-9a-f]{2}$/.test(shard)) continue;
+      const dir = join(this.blobsDir, shard);
+      let names: string[];
+      try {
+        names = await fsp.readdir(dir);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw toIoError(err, `listing ${dir}`);
+      }
+      for (const name of names) {
+        if (!isDigest(name) || !name.startsWith(shard)) continue;
+        try {
+          const st = await fsp.stat(join(dir, name));
+          yield { digest: name, storedSize: st.size, atimeMs: st.atimeMs };
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toIoError(err, `stat of blob ${name}`);
+        }
+      }
+    }
+  }
+
+  private async writeAtomically(final: string, frame: Buffer, digest: Digest): Promise<void> {
+    await this.ensureDir(this.tmpDir);
+    const tmp = join(this.tmpDir, `${digest}.${randomBytes(6).toString('hex')}`);
+    let renamed = false;
+    try {
+      await fsp.writeFile(tmp, frame, { flag: 'wx' });
+      const shardDir = join(this.blobsDir, digest.slice(0, 2));
+      await this.ensureDir(shardDir);
+      try {
+        await fsp.rename(tmp, final);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        // The shard directory vanished under us (an external clean-up): make it again, once.
+        this.madeDirs.delete(shardDir);
+        await this.ensureDir(shardDir);
+        await fsp.rename(tmp, final);
+      }
+      renamed = true;
+    } catch (err) {
+      throw toIoError(err, `writing blob ${digest}`);
+    } finally {
+      if (!renamed) await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    }
+  }
+
+  private async quarantine(digest: Digest, path: string, error: CascacheError): Promise<void> {
+    await this.ensureDir(this.quarantineDir);
+    const quarantinedAs = join(this.quarantineDir, `${digest}.${Date.now()}`);
+    try {
+      await fsp.rename(path, quarantinedAs);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // a concurrent reader moved it
+      throw toIoError(err, `quarantining corrupt blob ${digest}`);
+    }
+    this.onCorrupt?.({ digest, quarantinedAs, error });
+  }
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.madeDirs.has(dir)) return;
+    await fsp.mkdir(dir, { recursive: true });
+    this.madeDirs.add(dir);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await fsp.access(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw toIoError(err, `checking ${path}`);
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * The one storage interface every tier implements (restic's `Backend`, bazel-remote's cache):
+ * content-addressed blobs keyed by the BLAKE3 digest of their raw bytes. It knows nothing about
+ * action keys or manifests; those layers sit on top (cacache's content vs entry-index split).
+ *
+ * Contract, checked by the shared conformance suite for every implementation:
+ * - A miss is `null` / `false` / absent from a set. Only real failures throw, as CascacheError.
+ * - `put` hashes the bytes it is given and rejects a mismatch with `E_INTEGRITY`: a caller's digest is
+ *   never trusted. Concurrent puts of one digest are safe; a put of a present blob is a cheap no-op.
+ * - `get` returns the raw bytes, verified against the digest. A stored blob found corrupt is reported
+ *   as `E_INTEGRITY` and removed from service (quarantined), so the next `get` is a miss and a
+ *   layered store can refetch it from another tier.
+ * - Blobs are bounded by `MAX_BLOB_BYTES`; artifacts are many blobs, never one.
+ */
+import type { Readable } from 'node:stream';
+import type { Digest } from '../digest';
+
+/** One stored blob as listed by {@link BlobStore.list}. */
+export interface BlobInfo {
+  digest: Digest;
+  /** Bytes the tier uses for it (after compression and framing). */
+  storedSize: number;
+  /** Last access time in ms since the epoch, when the tier tracks it. */
+  atimeMs?: number;
+}
+
+/** Result of {@link BlobStore.put}. */
+export interface PutResult {
+  /** False when the blob was already present (deduplicated). */
+  created: boolean;
+  /** Bytes the tier wrote for it (0 when not created). */
+  storedBytes: number;
+}
+
+/** Per-call hints for {@link BlobStore.put}. */
+export interface PutOptions {
+  /** False when the caller knows the content is already compressed (see codec `looksCompressed`). */
+  compressible?: boolean;
+}
+
+/** A content-addressed blob tier. All methods may throw CascacheError (`E_IO`, `E_UNAVAILABLE`...). */
+export interface BlobStore {
+  /** Short human-readable name for logs and stats, e.g. `fs:/home/me/.cascache`. */
+  readonly name: string;
+  /** The subset of `digests` that are present. Batched: one call for many digests. */
+  has(digests: Iterable<Digest>): Promise<Set<Digest>>;
+  /** The raw bytes of a blob, verified, or `null` on a miss. @throws `E_INTEGRITY` on corruption. */
+  get(digest: Digest): Promise<Readable | null>;
+  /**
+   * Stores raw bytes under their digest.
+   * @throws `E_BAD_INPUT` for a malformed digest, `E_INTEGRITY` when the bytes do not hash to it,
+   * `E_TOO_LARGE` over `MAX_BLOB_BYTES`.
+   */
+  put(digest: Digest, body: Uint8Array | AsyncIterable<Uint8Array>, options?: PutOptions): Promise<PutResult>;
+  /** Removes a blob; true when something was removed. */
+  delete(digest: Digest): Promise<boolean>;
+  /** Every stored blob, in no particular order. */
+  list(): AsyncIterable<BlobInfo>;
+}
