@@ -343,7 +343,8 @@ export async function ingestTar(store: BlobStore, tar: AsyncIterable<Uint8Array>
           if (!target || target.type !== 'file') {
             throw new CascacheError(ErrorCodes.BAD_INPUT, `hard link ${path} names ${JSON.stringify(h.linkname)}, which is not an earlier file`);
           }
-          entries.set(path, { ...target, path, mode: permissionBits(h.mode ?? target.mode) });
+          // A hard link shares its target's inode, so it has the target's mode too.
+          entries.set(path, { ...target, path });
           break;
         }
         default:

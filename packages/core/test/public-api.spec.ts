@@ -1,0 +1,99 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import * as api from '../src';
+
+// Like @nx/devkit's public-api: adding to this list is a decision, not an accident.
+describe('@cascache/core public API', () => {
+  it('exports exactly these values', () => {
+    expect(Object.keys(api).sort()).toMatchInlineSnapshot(`
+[
+  "AC_FORMAT",
+  "ActionCache",
+  "BLOB_FORMAT_VERSION",
+  "BLOB_HEADER_BYTES",
+  "BLOB_MAGIC",
+  "CHUNKER_ALGORITHM",
+  "CHUNKER_BOUNDS",
+  "CascacheError",
+  "Chunker",
+  "Codec",
+  "DEFAULT_CHUNKER_PARAMS",
+  "DIGEST_HEX_LENGTH",
+  "DigestHasher",
+  "DigestStream",
+  "ErrorCodes",
+  "FsAcStore",
+  "FsBlobStore",
+  "LAYOUT_VERSION",
+  "Limiter",
+  "MANIFEST_FORMAT",
+  "MANIFEST_LIMITS",
+  "MAX_AC_ENTRY_BYTES",
+  "MAX_BLOB_BYTES",
+  "MIN_SECRET_BYTES",
+  "MemoryAcStore",
+  "MemoryBlobStore",
+  "assertDigest",
+  "assertNamespace",
+  "assertSafePath",
+  "canonicalJson",
+  "chunkLengths",
+  "chunkStream",
+  "computeActionKey",
+  "createManifest",
+  "decodeBlob",
+  "descriptorChunker",
+  "digestFile",
+  "digestOf",
+  "digestStream",
+  "encodeBlob",
+  "encodeManifest",
+  "fetchBlob",
+  "gearEntry",
+  "getManifest",
+  "ingestDirectory",
+  "ingestTar",
+  "isCascacheError",
+  "isDigest",
+  "looksCompressed",
+  "manifestChunks",
+  "manifestSize",
+  "materializeToDirectory",
+  "materializeToTar",
+  "normalizeEntryPath",
+  "openLocalStore",
+  "parseManifest",
+  "permissionBits",
+  "putManifest",
+  "readAll",
+  "readBlobHeader",
+  "readChunks",
+  "symlinkEscapes",
+  "validateChunkerParams",
+  "validateManifest",
+  "zstdFrameContentSize",
+]
+`);
+  });
+
+  it('blocks deep imports through the exports map', () => {
+    const pkg = JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8'));
+    expect(Object.keys(pkg.exports)).toEqual(['.', './package.json']);
+  });
+
+  it('keeps library code quiet: no process.env, console, process.exit or stdout writes', () => {
+    const offenders: string[] = [];
+    const walk = (dir: string): void => {
+      for (const d of readdirSync(dir, { withFileTypes: true })) {
+        const p = join(dir, d.name);
+        if (d.isDirectory()) walk(p);
+        else if (p.endsWith('.ts')) {
+          const code = readFileSync(p, 'utf8').replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '');
+          if (/process\.env|console\.|process\.exit|process\.stdout|process\.stderr/.test(code)) offenders.push(p);
+        }
+      }
+    };
+    walk(join(__dirname, '..', 'src'));
+    expect(offenders).toEqual([]);
+  });
+});
