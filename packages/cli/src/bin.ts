@@ -1,0 +1,13 @@
+#!/usr/bin/env node
+/** The `cascache` executable: the only place that reads the real argv and sets the exit code. */
+import { run } from './program';
+
+run(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr }).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`cascache: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  },
+);
