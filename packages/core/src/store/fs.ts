@@ -11,9 +11,14 @@
  * write the frame to a unique temp file, rename it into place, clean up in `finally`. A partial file
  * never appears under a final name, and two concurrent puts of one digest both succeed (the renames
  * carry identical bytes). No fsync: a blob damaged by a crash is caught by verification on read.
+ *
+ * Existence checks and blob reads use the synchronous fs calls: blobs are small and bounded, and on
+ * the machines measured (bench/) an async readFile costs four thread-pool round trips, about 6x the
+ * synchronous call (65 us vs 11 us per blob). Long loops yield to the event loop regularly so a server
+ * stays responsive. Writes stay asynchronous so compression overlaps with file creation.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { accessSync, promises as fsp, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { decodeBlob, encodeBlob, MAX_BLOB_BYTES } from '../codec';
@@ -62,19 +67,12 @@ export class FsBlobStore implements BlobStore {
   }
 
   async has(digests: Iterable<Digest>): Promise<Set<Digest>> {
-    const list = [...new Set(digests)];
     const found = new Set<Digest>();
-    await Promise.all(
-      list.map(async (d) => {
-        if (!isDigest(d)) return;
-        try {
-          await fsp.access(this.pathOf(d));
-          found.add(d);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toIoError(err, `checking blob ${d}`);
-        }
-      }),
-    );
+    let n = 0;
+    for (const d of new Set(digests)) {
+      if (isDigest(d) && existsSyncChecked(this.pathOf(d))) found.add(d);
+      if (++n % YIELD_EVERY === 0) await yieldToEventLoop();
+    }
     return found;
   }
 
@@ -92,7 +90,7 @@ export class FsBlobStore implements BlobStore {
     const path = this.pathOf(digest);
     let frame: Buffer;
     try {
-      frame = await fsp.readFile(path);
+      frame = readFileSync(path);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw toIoError(err, `reading blob ${digest}`);
@@ -108,7 +106,7 @@ export class FsBlobStore implements BlobStore {
   async put(digest: Digest, body: Uint8Array | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
     assertDigest(digest);
     const final = this.pathOf(digest);
-    if (await exists(final)) {
+    if (existsSyncChecked(final)) {
       if (body instanceof Readable) body.destroy();
       return { created: false, storedBytes: 0 };
     }
@@ -207,9 +205,17 @@ export class FsBlobStore implements BlobStore {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
+/** Checks per batch before yielding to the event loop in long synchronous loops. */
+const YIELD_EVERY = 256;
+
+/** Lets queued I/O callbacks and timers run during a long loop of synchronous calls. */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+function existsSyncChecked(path: string): boolean {
   try {
-    await fsp.access(path);
+    accessSync(path);
     return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
