@@ -243,25 +243,30 @@ export async function ingestDirectory(store: BlobStore, root: string, options: D
     } catch (err) {
       throw toIoError(err, `reading directory ${absDir}`);
     }
-    for (const d of dirents) {
+    for (const d of dirents) await visit(d, absDir, relDir);
+  };
+  const visit = async (d: Dirent, absDir: string, relDir: string): Promise<void> => {
+    try {
       const rel = relDir === '' ? d.name : `${relDir}/${d.name}`;
       const abs = join(absDir, d.name);
       assertSafePath(rel);
       if (d.isSymbolicLink()) {
-        if (options.exclude?.(rel, 'symlink')) continue;
+        if (options.exclude?.(rel, 'symlink')) return;
         entries.push({ path: rel, type: 'symlink', target: await fsp.readlink(abs) });
       } else if (d.isDirectory()) {
-        if (options.exclude?.(rel, 'dir')) continue;
+        if (options.exclude?.(rel, 'dir')) return;
         const st = await fsp.lstat(abs);
         entries.push({ path: rel, type: 'dir', mode: permissionBits(st.mode) });
         await walk(abs, rel);
       } else if (d.isFile()) {
-        if (options.exclude?.(rel, 'file')) continue;
+        if (options.exclude?.(rel, 'file')) return;
         const st = await fsp.lstat(abs);
         files.push({ path: rel, abs, mode: permissionBits(st.mode), size: st.size });
       } else {
         throw new CascacheError(ErrorCodes.BAD_INPUT, `${rel} is not a regular file, directory or symlink`, { details: { path: rel } });
       }
+    } catch (err) {
+      throw toIoError(err, `reading ${join(absDir, d.name)}`);
     }
   };
   await walk(root, '');
@@ -538,16 +543,27 @@ async function writeTarFile(store: BlobStore, pack: tarStream.Pack, e: FileEntry
   const finished = new Promise<void>((resolve, reject) => {
     done = (err) => (err ? reject(err) : resolve());
   });
+  finished.catch(() => undefined); // awaited below on success; on failure the error travels through the pack
   const sink = pack.entry({ name: e.path, type: 'file', size: e.size, mode: e.mode, mtime }, (err) => done(err));
+  sink.on('error', () => undefined); // the same failure reaches the consumer through the pack stream
   let written = 0;
-  for await (const buf of readChunks(store, e.chunks, window)) {
-    written += buf.length;
-    if (written > e.size) break;
-    if (!sink.write(buf)) await new Promise<void>((resolve) => sink.once('drain', resolve));
-  }
-  if (written !== e.size) {
-    const err = sizeMismatch(e, written);
-    sink.destroy(err);
+  try {
+    for await (const buf of readChunks(store, e.chunks, window)) {
+      written += buf.length;
+      if (written > e.size) break;
+      if (!sink.write(buf)) {
+        // Wake on close too: a consumer that goes away (a client disconnecting) must not leave
+        // this loop waiting for a drain that never comes.
+        await new Promise<void>((resolve) => {
+          sink.once('drain', resolve);
+          sink.once('close', resolve);
+        });
+        if (sink.destroyed) throw new CascacheError(ErrorCodes.UNAVAILABLE, 'tar consumer went away');
+      }
+    }
+    if (written !== e.size) throw sizeMismatch(e, written);
+  } catch (err) {
+    sink.destroy(err as Error);
     throw err;
   }
   sink.end(undefined);

@@ -165,6 +165,34 @@ describe('directory and tar round trips', () => {
     await expect(materializeToDirectory(store, r.digest, join(dir, 'src'))).rejects.toMatchObject({ code: ErrorCodes.EXISTS });
   });
 
+  it('errors a tar stream with E_NOT_FOUND when a chunk is missing, instead of ending it short', async () => {
+    await makeFixtureTree(join(dir, 'src'));
+    const r = await ingestDirectory(store, join(dir, 'src'));
+    const main = r.manifest.entries.find((e) => e.path === 'dist/main.js');
+    if (main?.type !== 'file') throw new Error('fixture changed');
+    await store.delete(main.chunks[main.chunks.length - 1]!);
+    const tar = await materializeToTar(store, r.digest);
+    await expect(readAll(tar, 1 << 30)).rejects.toMatchObject({ code: ErrorCodes.NOT_FOUND });
+  });
+
+  it('stops producing when the tar consumer goes away', async () => {
+    await mkdir(join(dir, 'big'));
+    await writeFile(join(dir, 'big/a.bin'), randomBytes(8 * 1024 * 1024));
+    const r = await ingestDirectory(store, join(dir, 'big'));
+    const tar = await materializeToTar(store, r.digest);
+    const closed = new Promise((resolve) => tar.once('close', resolve));
+    for await (const piece of tar) {
+      expect(piece.length).toBeGreaterThan(0);
+      break; // abandons the stream after the first piece, as a disconnecting client does
+    }
+    await closed;
+    expect(tar.destroyed).toBe(true);
+  });
+
+  it('reports an unreadable source directory as E_IO', async () => {
+    await expect(ingestDirectory(store, join(dir, 'does-not-exist'))).rejects.toMatchObject({ code: ErrorCodes.IO });
+  });
+
   it('fails a restore with E_NOT_FOUND when a chunk is missing', async () => {
     await makeFixtureTree(join(dir, 'src'));
     const r = await ingestDirectory(store, join(dir, 'src'));
