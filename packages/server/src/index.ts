@@ -1,6 +1,8 @@
 /**
- * @cascache/server: HTTP adapters over @cascache/core (Nx `/v1/cache`, Turborepo `/v8/artifacts`,
- * the cascache chunk API). The server itself arrives with the Nx remote-cache work; this entry point
- * exists so the package builds, packs and installs like the others from the start.
+ * @cascache/server public API: `createServer` builds the HTTP app over a store without listening;
+ * the CLI (`cascache serve`) and the Nx plugin's agent listen.
  */
-export const SERVER_API_VERSION = 1;
+export { createServer, type CascacheServer, type ServerOptions, type UploadEvent } from './server';
+export { Authorizer, type Access, type AuthResult, type Principal, type TokenConfig } from './auth';
+export { ActivityLog, type ActivityTotals, type HashActivity } from './report';
+export { DEFAULT_UPLOAD_LIMITS, type UploadLimits } from './upload-guard';

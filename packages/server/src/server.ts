@@ -1,0 +1,199 @@
+/**
+ * `createServer(options)`: a Fastify app over a cascache store, built without listening.
+ *
+ * Routes:
+ * - `GET /healthz`: liveness, store signing mode; a wrong token is 401 (so clients can tell their
+ *   own agent from a stranger on the port).
+ * - Nx self-hosted cache API, as Nx's client uses it (nrwl/nx
+ *   `packages/nx/src/native/cache/http_remote_cache.rs`): `GET /v1/cache/{hash}` -> 200 gzip tar or
+ *   404; `PUT /v1/cache/{hash}` -> 200 stored, 409 exists, 403 read-only token, 401 no or bad token,
+ *   400 malformed hash or hostile body. Keys are write-once. The tar's `terminalOutput` and `code`
+ *   (4-byte big-endian) entries are kept as manifest extras.
+ * - `POST /_cascache/report` `{hashes: string[]}`: what the server did for those Nx hashes.
+ *
+ * Errors map to statuses here and only here: E_BAD_INPUT/E_TOO_LARGE/E_INTEGRITY on input -> 400,
+ * E_EXISTS -> 409, anything else -> 500 (logged); a store failure is never reported as a miss.
+ */
+import { pipeline } from 'node:stream';
+import { createGzip, createGunzip, constants as zlibConstants } from 'node:zlib';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import {
+  computeActionKey,
+  ErrorCodes,
+  ingestTar,
+  isCascacheError,
+  materializeToTar,
+  type ActionCache,
+  type BlobStore,
+  type TarLimits,
+} from '@cascache/core';
+import { Authorizer, type Access, type Principal, type TokenConfig } from './auth';
+import { ActivityLog } from './report';
+import { ByteCounter, DEFAULT_UPLOAD_LIMITS, InflateGuard, type UploadLimits } from './upload-guard';
+
+/** Options for {@link createServer}. */
+export interface ServerOptions {
+  blobs: BlobStore;
+  actionCache: ActionCache;
+  /** Action-cache namespace for Nx entries. Default `default`. */
+  namespace?: string;
+  /** Tokens; none configured means every request may read and write (bind to loopback only). */
+  tokens?: TokenConfig;
+  /** gzip level of GET bodies, 1 (fast, default) to 9. */
+  gzipLevel?: number;
+  /** Bounds on uploads: tar entry count and sizes, compressed size, decompression ratio. */
+  limits?: TarLimits & UploadLimits;
+  /** Fastify/pino logger options; default off. */
+  logger?: FastifyServerOptions['logger'];
+  /** Called on every request (the agent's idle timer). */
+  onRequest?: () => void;
+  /** Told how every upload ended (metrics, tests). */
+  onUpload?: (event: UploadEvent) => void;
+}
+
+/** The outcome of one `PUT /v1/cache/{hash}`. */
+export interface UploadEvent {
+  hash: string;
+  outcome: 'stored' | 'conflict' | 'rejected' | 'failed';
+  /** Error code when rejected or failed. */
+  code?: string;
+  bytesReceived?: number;
+  bytesStored?: number;
+}
+
+/** Nx stores the task's exit code as 4 big-endian bytes and its terminal output as UTF-8. */
+const NX_EXTRAS_IN = {
+  terminalOutput: (b: Buffer) => b.toString('utf8'),
+  code: (b: Buffer) => {
+    if (b.length !== 4) throw new Error('code entry must be 4 bytes');
+    return b.readUInt32BE(0);
+  },
+};
+const NX_EXTRAS_OUT = {
+  terminalOutput: (v: string | number | boolean) => Buffer.from(String(v), 'utf8'),
+  code: (v: string | number | boolean) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(Number(v) >>> 0);
+    return b;
+  },
+};
+
+/** Nx task hashes are decimal strings. */
+const NX_HASH_RE = /^[0-9]{1,64}$/;
+
+export type CascacheServer = FastifyInstance & { activity: ActivityLog };
+
+export function createServer(options: ServerOptions): CascacheServer {
+  const namespace = options.namespace ?? 'default';
+  const auth = new Authorizer(options.tokens);
+  const limits = { ...DEFAULT_UPLOAD_LIMITS, ...options.limits };
+  const activity = new ActivityLog();
+  const app = Fastify({ logger: options.logger ?? false, disableRequestLogging: false, bodyLimit: 1 << 20 }) as unknown as CascacheServer;
+  app.decorate('activity', activity);
+
+  // Upload bodies are streamed by the handlers themselves, never buffered by Fastify.
+  app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
+  if (options.onRequest) {
+    const tick = options.onRequest;
+    app.addHook('onRequest', async () => tick());
+  }
+
+  const authorize = (req: FastifyRequest, reply: FastifyReply, access: Access): Principal | null => {
+    const r = auth.check(req.headers.authorization, access);
+    if (r.ok) return r.principal;
+    void reply.code(r.status).send({ error: r.status === 401 ? 'unauthorized' : 'forbidden' });
+    return null;
+  };
+
+  const fail = (req: FastifyRequest, reply: FastifyReply, err: unknown): FastifyReply => {
+    if (isCascacheError(err, ErrorCodes.EXISTS)) return reply.code(409).send({ error: err.code, message: err.message });
+    if (isCascacheError(err, ErrorCodes.BAD_INPUT) || isCascacheError(err, ErrorCodes.TOO_LARGE) || isCascacheError(err, ErrorCodes.INTEGRITY)) {
+      req.log.warn({ err: { code: err.code, message: err.message } }, 'rejected upload');
+      return reply.code(400).send({ error: err.code, message: err.message });
+    }
+    req.log.error({ err }, 'request failed');
+    return reply.code(500).send({ error: isCascacheError(err) ? err.code : 'E_INTERNAL', message: 'the cache failed; see server logs' });
+  };
+
+  app.get('/healthz', async (req, reply) => {
+    if (req.headers.authorization && !auth.check(req.headers.authorization, 'read').ok) return reply.code(401).send({ error: 'unauthorized' });
+    return { status: 'ok', signing: options.actionCache.signing };
+  });
+
+  app.get<{ Params: { hash: string } }>('/v1/cache/:hash', async (req, reply) => {
+    if (!authorize(req, reply, 'read')) return reply;
+    const { hash } = req.params;
+    if (!NX_HASH_RE.test(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be a decimal string' });
+    try {
+      const hit = await options.actionCache.get(namespace, computeActionKey(['nx', namespace, hash]));
+      if (!hit) {
+        activity.record(hash, { misses: 1 });
+        return reply.code(404).send({ error: 'not found' });
+      }
+      const tar = await materializeToTar(options.blobs, hit.manifest, { extraEntries: NX_EXTRAS_OUT });
+      const sent = new ByteCounter();
+      const body = pipeline(tar, createGzip({ level: options.gzipLevel ?? 1, flush: zlibConstants.Z_NO_FLUSH }), sent, (err) => {
+        if (err) req.log.error({ err }, `streaming ${hash} failed`);
+        else activity.record(hash, { bytesSent: sent.bytes });
+      });
+      activity.record(hash, { hits: 1 });
+      return reply.code(200).type('application/octet-stream').send(body);
+    } catch (err) {
+      return fail(req, reply, err);
+    }
+  });
+
+  app.put<{ Params: { hash: string } }>('/v1/cache/:hash', async (req, reply) => {
+    const principal = authorize(req, reply, 'write');
+    if (!principal) return reply;
+    const { hash } = req.params;
+    if (!NX_HASH_RE.test(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be a decimal string' });
+    const key = computeActionKey(['nx', namespace, hash]);
+    try {
+      if (await options.actionCache.peek(namespace, key)) {
+        activity.record(hash, { conflicts: 1 });
+        options.onUpload?.({ hash, outcome: 'conflict' });
+        return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored; keys are write-once' });
+      }
+      const received = new ByteCounter(limits.maxCompressedBytes);
+      const guard = new InflateGuard(received, limits);
+      const tar = pipeline(req.raw, received, createGunzip(), guard, () => undefined);
+      let result;
+      try {
+        result = await ingestTar(options.blobs, tar, { limits, extraEntries: NX_EXTRAS_IN });
+      } catch (err) {
+        // Failures inside the pipeline (gzip, limits) surface as the guard's error: report the cause.
+        const cause = (err as { cause?: unknown }).cause;
+        throw isCascacheError(cause) ? cause : err;
+      }
+      if (result.manifest.extras?.code === undefined) {
+        options.onUpload?.({ hash, outcome: 'rejected', code: ErrorCodes.BAD_INPUT });
+        return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'an Nx cache entry needs a 4-byte "code" entry' });
+      }
+      const put = await options.actionCache.put(namespace, key, { manifest: result.digest, size: result.logicalBytes, writer: principal.name });
+      if (!put.created) {
+        activity.record(hash, { conflicts: 1 });
+        options.onUpload?.({ hash, outcome: 'conflict' });
+        return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored' });
+      }
+      activity.record(hash, { stored: 1, bytesReceived: received.bytes, bytesStored: result.newBytes });
+      options.onUpload?.({ hash, outcome: 'stored', bytesReceived: received.bytes, bytesStored: result.newBytes });
+      return reply.code(200).send({ stored: true, digest: result.digest, bytesReceived: received.bytes, bytesStored: result.newBytes });
+    } catch (err) {
+      const rejected = isCascacheError(err) && err.code !== ErrorCodes.IO && err.code !== ErrorCodes.UNAVAILABLE;
+      options.onUpload?.({ hash, outcome: isCascacheError(err, ErrorCodes.EXISTS) ? 'conflict' : rejected ? 'rejected' : 'failed', code: isCascacheError(err) ? err.code : undefined });
+      return fail(req, reply, err);
+    }
+  });
+
+  app.post<{ Body: { hashes?: unknown } }>('/_cascache/report', async (req, reply) => {
+    if (!authorize(req, reply, 'read')) return reply;
+    const hashes = req.body?.hashes;
+    if (!Array.isArray(hashes) || !hashes.every((h) => typeof h === 'string')) {
+      return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"hashes": [string]}' });
+    }
+    return { ...activity.report(hashes as string[]), totals: activity.totals };
+  });
+
+  return app;
+}

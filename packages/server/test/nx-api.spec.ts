@@ -1,0 +1,201 @@
+import { request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import * as tarStream from 'tar-stream';
+import { openLocalStore, readAll, type LocalStore } from '@cascache/core';
+import { createServer, type CascacheServer, type ServerOptions, type UploadEvent } from '../src';
+
+type Entry = { header: Partial<tarStream.Header> & { name: string }; body?: string | Buffer };
+
+async function tarGz(entries: Entry[]): Promise<Buffer> {
+  const pack = tarStream.pack();
+  for (const e of entries) {
+    if (e.body === undefined) pack.entry(e.header);
+    else pack.entry(e.header, e.body);
+  }
+  pack.finalize();
+  return gzipSync(await readAll(pack as unknown as AsyncIterable<Uint8Array>, 1 << 28));
+}
+
+function code(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n);
+  return b;
+}
+
+/** A body shaped like the one Nx's client builds: outputs, then terminalOutput and code. */
+const nxBody = (files: Entry[] = [{ header: { name: 'dist/libs/a/index.js' }, body: 'export const a = 1;\n' }]) =>
+  tarGz([...files, { header: { name: 'terminalOutput' }, body: '> built a\n' }, { header: { name: 'code' }, body: code(0) }]);
+
+async function untar(gz: Buffer): Promise<Record<string, string>> {
+  const extract = tarStream.extract();
+  Readable.from([gunzipSync(gz)]).pipe(extract as unknown as NodeJS.WritableStream);
+  const out: Record<string, string> = {};
+  for await (const e of extract) {
+    const body = await readAll(e as unknown as AsyncIterable<Uint8Array>, 1 << 28);
+    out[e.header.name] = e.header.type === 'symlink' ? `-> ${e.header.linkname}` : e.header.type === 'directory' ? 'dir' : body.toString('base64');
+  }
+  return out;
+}
+
+describe('Nx self-hosted cache API over a real listening server', () => {
+  let dir: string;
+  let store: LocalStore;
+  let server: CascacheServer;
+  let base: string;
+  let uploads: UploadEvent[];
+  let waiters: Array<(e: UploadEvent) => void>;
+
+  async function start(extra: Partial<ServerOptions> = {}): Promise<void> {
+    server = createServer({
+      blobs: store.blobs,
+      actionCache: store.actionCache,
+      onUpload: (e) => {
+        uploads.push(e);
+        waiters.shift()?.(e);
+      },
+      ...extra,
+    });
+    await server.listen({ host: '127.0.0.1', port: 0 });
+    base = `http://127.0.0.1:${(server.server.address() as AddressInfo).port}`;
+  }
+  const nextUpload = () => new Promise<UploadEvent>((resolve) => waiters.push(resolve));
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cascache-server-'));
+    store = await openLocalStore({ root: dir, secret: Buffer.alloc(32, 3) });
+    uploads = [];
+    waiters = [];
+  });
+  afterEach(async () => {
+    await server.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Responses with their bodies read, so no connection is left busy. */
+  type Res = { status: number; body: Buffer; headers: Headers; json: () => Promise<any> };
+  const done = async (p: Promise<Response>): Promise<Res> => {
+    const r = await p;
+    const body = Buffer.from(await r.arrayBuffer());
+    return { status: r.status, body, headers: r.headers, json: async () => JSON.parse(body.toString()) };
+  };
+  const put = (hash: string, body: Buffer, token?: string) =>
+    done(fetch(`${base}/v1/cache/${hash}`, { method: 'PUT', body, headers: { 'content-type': 'application/octet-stream', ...(token ? { authorization: `Bearer ${token}` } : {}) } }));
+  const get = (hash: string, token?: string) => done(fetch(`${base}/v1/cache/${hash}`, { headers: token ? { authorization: `Bearer ${token}` } : {} }));
+
+  it('stores a PUT and serves it back as a gzip tar with the same files, terminalOutput and code', async () => {
+    await start();
+    const files: Entry[] = [
+      { header: { name: 'dist/libs/a/', type: 'directory', mode: 0o755 } },
+      { header: { name: 'dist/libs/a/index.js', mode: 0o644 }, body: 'export const a = 1;\n'.repeat(1000) },
+      { header: { name: 'dist/libs/a/bin.sh', mode: 0o755 }, body: '#!/bin/sh\n' },
+      { header: { name: 'dist/libs/a/empty/', type: 'directory', mode: 0o700 } },
+      { header: { name: 'dist/libs/a/link.js', type: 'symlink', linkname: 'index.js' } },
+      { header: { name: 'dist/libs/a/ünï cødé.txt' }, body: 'ü' },
+    ];
+    const body = await nxBody(files);
+    const res = await put('12345678901234567890', body);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ stored: true, bytesReceived: body.length });
+    const back = await get('12345678901234567890');
+    expect(back.status).toBe(200);
+    expect(back.headers.get('content-type')).toBe('application/octet-stream');
+    const gz = back.body;
+    expect(await untar(gz)).toEqual(await untar(body));
+  });
+
+  it('answers 404 for an unknown hash and 400 for a malformed one', async () => {
+    await start();
+    expect((await get('999')).status).toBe(404);
+    expect((await get('abc')).status).toBe(400);
+    expect((await get('12%2F..%2F3')).status).toBe(400);
+    expect((await put('-1', await nxBody())).status).toBe(400);
+  });
+
+  it('is write-once: a second PUT of a hash is 409 and the first content stays', async () => {
+    await start();
+    expect((await put('42', await nxBody())).status).toBe(200);
+    const other = await nxBody([{ header: { name: 'dist/evil.js' }, body: 'evil' }]);
+    expect((await put('42', other)).status).toBe(409);
+    expect(Object.keys(await untar((await get('42')).body))).toContain('dist/libs/a/index.js');
+  });
+
+  it('lets exactly one of two concurrent PUTs of a hash win', async () => {
+    await start();
+    const statuses = (await Promise.all([put('7', await nxBody()), put('7', await nxBody())])).map((r) => r.status).sort();
+    expect(statuses).toEqual([200, 409]);
+  });
+
+  it('enforces tokens: 401 without or with a wrong token, 403 for a read-only writer', async () => {
+    await start({ tokens: { readWrite: ['rw-secret'], readOnly: ['ro-secret'] } });
+    expect((await put('1', await nxBody())).status).toBe(401);
+    expect((await put('1', await nxBody(), 'nope')).status).toBe(401);
+    expect((await put('1', await nxBody(), 'ro-secret')).status).toBe(403);
+    expect((await get('1', 'ro-secret')).status).toBe(404);
+    expect((await put('1', await nxBody(), 'rw-secret')).status).toBe(200);
+    expect((await get('1')).status).toBe(401);
+    expect((await get('1', 'ro-secret')).status).toBe(200);
+    expect((await done(fetch(`${base}/healthz`, { headers: { authorization: 'Bearer wrong' } }))).status).toBe(401);
+    expect((await done(fetch(`${base}/healthz`))).status).toBe(200);
+  });
+
+  it.each([
+    ['an absolute path', [{ header: { name: '/etc/x' }, body: 'x' }]],
+    ['a .. path', [{ header: { name: '../../x' }, body: 'x' }]],
+    ['a symlink out of the root', [{ header: { name: 'l', type: 'symlink' as const, linkname: '../../../etc' } }]],
+    ['a file through a symlink', [{ header: { name: 'l', type: 'symlink' as const, linkname: 'd' } }, { header: { name: 'l/x' }, body: 'x' }]],
+  ])('rejects %s with 400 and stores no entry', async (_, files) => {
+    await start();
+    const res = await put('5', await nxBody(files as Entry[]));
+    expect(res.status).toBe(400);
+    expect((await res.json()).error).toBe('E_BAD_INPUT');
+    expect((await get('5')).status).toBe(404);
+  });
+
+  it('rejects truncated and corrupt gzip, a body without code, and a decompression bomb', async () => {
+    await start();
+    const good = await nxBody();
+    expect((await put('6', good.subarray(0, good.length - 20))).status).toBe(400);
+    const corrupt = Buffer.from(good);
+    corrupt[30] ^= 0xff;
+    expect((await put('6', corrupt)).status).toBe(400);
+    expect((await put('6', await tarGz([{ header: { name: 'a.js' }, body: 'a' }]))).status).toBe(400);
+    const bomb = await tarGz([{ header: { name: 'zeros.bin' }, body: Buffer.alloc(64 * 1024 * 1024) }]);
+    const res = await put('6', bomb);
+    expect(res.status).toBe(400);
+    expect((await res.json()).message).toContain('decompression bomb');
+    expect((await get('6')).status).toBe(404);
+  });
+
+  it('enforces configured size limits with 400', async () => {
+    await start({ limits: { maxFileBytes: 10 } });
+    expect((await put('8', await nxBody())).status).toBe(400);
+  });
+
+  it('leaves no entry when the client disconnects mid-upload', async () => {
+    await start();
+    const body = await nxBody([{ header: { name: 'big.bin' }, body: Buffer.from('x'.repeat(5_000_000)) }]);
+    const done = nextUpload();
+    const port = new URL(base).port;
+    const req = httpRequest({ host: '127.0.0.1', port, method: 'PUT', path: '/v1/cache/77', headers: { 'content-length': body.length } });
+    req.on('error', () => undefined);
+    req.write(body.subarray(0, 2000), () => req.destroy());
+    const event = await done;
+    expect(event.outcome).toBe('rejected');
+    expect((await get('77')).status).toBe(404);
+  });
+
+  it('reports per-hash activity for the plugin summary', async () => {
+    await start();
+    const body = await nxBody();
+    await put('100', body);
+    await get('100');
+    await get('101');
+    const r = await done(fetch(`${base}/_cascache/report`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ hashes: ['100', '101', '102'] }) }));
+    expect(await r.json()).toMatchObject({ hashes: 2, hits: 1, misses: 1, stored: 1, bytesReceived: body.length });
+  });
+});
