@@ -302,7 +302,9 @@ export async function ingestTar(store: BlobStore, tar: AsyncIterable<Uint8Array>
   const writer = new ChunkWriter(store, options);
   const entries = new Map<string, ManifestEntry>();
   const extras: ManifestExtras = { ...options.extras };
-  const extract = tarStream.extract();
+  // Old-style (v7) headers carry no ustar magic; Nx's client writes its terminalOutput and code
+  // entries that way (`tar::Header::new_old()`). Header checksums are still verified.
+  const extract = tarStream.extract({ allowUnknownFormat: true } as Parameters<typeof tarStream.extract>[0]);
   const source = Readable.from(tar);
   source.on('error', (err) => extract.destroy(err));
   source.pipe(extract);

@@ -229,6 +229,18 @@ describe('hostile tar input', () => {
     await expect(ingestTar(store, Readable.from([bytes]))).rejects.toMatchObject({ code: ErrorCodes.BAD_INPUT });
   });
 
+  it('accepts old-style (v7) headers, as Nx writes for terminalOutput and code', async () => {
+    const bytes = Buffer.from(await tarBytes([{ header: { name: 'terminalOutput' }, body: 'done\n' }]));
+    // Turn the ustar header into a v7 one: clear magic, version, names and device fields, re-checksum.
+    bytes.fill(0, 257, 500);
+    bytes.fill(0x20, 148, 156);
+    let sum = 0;
+    for (let i = 0; i < 512; i++) sum += bytes[i]!;
+    bytes.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    const r = await ingestTar(store, Readable.from([bytes]), { extraEntries: { terminalOutput: (b) => b.toString() } });
+    expect(r.manifest.extras).toEqual({ terminalOutput: 'done\n' });
+  });
+
   it('rejects a truncated archive', async () => {
     const bytes = await tarBytes([{ header: { name: 'a.txt' }, body: 'x'.repeat(5000) }]);
     await expect(ingestTar(store, Readable.from([bytes.subarray(0, 2000)]))).rejects.toMatchObject({ code: ErrorCodes.BAD_INPUT });
