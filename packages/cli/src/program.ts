@@ -6,6 +6,7 @@ import { createReadStream } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { chunkStream, DEFAULT_CHUNKER_PARAMS, digestFile, digestOf, validateChunkerParams } from '@cascache/core';
 import { describeError, ExitCodes } from './exit-codes';
+import { registerServe } from './serve';
 import { parseSize } from './sizes';
 
 /** Where a command writes; the real process streams in production, buffers in tests. */
@@ -60,6 +61,7 @@ export function createProgram(io: Io): Command {
       }
     });
 
+  registerServe(program, io);
   return program;
 }
 

@@ -6,3 +6,4 @@ export { createServer, type CascacheServer, type ServerOptions, type UploadEvent
 export { Authorizer, type Access, type AuthResult, type Principal, type TokenConfig } from './auth';
 export { ActivityLog, type ActivityTotals, type HashActivity } from './report';
 export { DEFAULT_UPLOAD_LIMITS, type UploadLimits } from './upload-guard';
+export { isLoopback, listen, type ListenOptions, type Listening } from './listen';

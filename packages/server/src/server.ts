@@ -88,7 +88,7 @@ export function createServer(options: ServerOptions): CascacheServer {
   const auth = new Authorizer(options.tokens);
   const limits = { ...DEFAULT_UPLOAD_LIMITS, ...options.limits };
   const activity = new ActivityLog();
-  const app = Fastify({ logger: options.logger ?? false, disableRequestLogging: false, bodyLimit: 1 << 20 }) as unknown as CascacheServer;
+  const app = Fastify({ logger: options.logger ?? false, bodyLimit: 1 << 20 }) as unknown as CascacheServer;
   app.decorate('activity', activity);
 
   // Upload bodies are streamed by the handlers themselves, never buffered by Fastify.

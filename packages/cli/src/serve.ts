@@ -1,0 +1,145 @@
+/**
+ * `cascache serve`: the team server (or a local one). Settings come from, highest first: command-line
+ * flags, `CASCACHE_*` environment variables, a JSON config file (`--config`), defaults. Tokens and the
+ * signing secret are read only from the environment or the config file (never from argv, which other
+ * users can see in `ps`), and are never printed.
+ */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { CascacheError, ErrorCodes } from '@cascache/core';
+import { listen } from '@cascache/server';
+import type { Io } from './program';
+
+export interface ServeConfig {
+  host: string;
+  port: number;
+  storeDir: string;
+  namespace: string;
+  gzipLevel: number;
+  allowUnauthenticated: boolean;
+  tokens: { readWrite: string[]; readOnly: string[] };
+  secret: string | null;
+}
+
+const DEFAULTS = { host: '127.0.0.1', port: 7380, namespace: 'default', gzipLevel: 1, allowUnauthenticated: false };
+
+const splitList = (v: string | undefined): string[] | undefined =>
+  v === undefined ? undefined : v.split(',').map((s) => s.trim()).filter(Boolean);
+
+function bad(message: string): never {
+  throw new CascacheError(ErrorCodes.CONFIG, message);
+}
+
+/** Reads and checks a JSON config file; unknown keys are errors (a typo must not be ignored). */
+function readConfigFile(path: string): Partial<ServeConfig> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    bad(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) bad(`config file ${path} must hold a JSON object`);
+  const c = raw as Record<string, unknown>;
+  const known = ['host', 'port', 'storeDir', 'namespace', 'gzipLevel', 'allowUnauthenticated', 'tokens', 'secret'];
+  for (const k of Object.keys(c)) if (!known.includes(k)) bad(`config file ${path}: unknown key "${k}" (known: ${known.join(', ')})`);
+  const tokens = c.tokens as { readWrite?: unknown; readOnly?: unknown } | undefined;
+  const strList = (v: unknown, what: string): string[] | undefined => {
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string' && x.length > 0)) bad(`config file ${path}: ${what} must be a list of non-empty strings`);
+    return v as string[];
+  };
+  return {
+    ...(c.host !== undefined ? { host: String(c.host) } : {}),
+    ...(c.port !== undefined ? { port: Number(c.port) } : {}),
+    ...(c.storeDir !== undefined ? { storeDir: resolve(String(c.storeDir)) } : {}),
+    ...(c.namespace !== undefined ? { namespace: String(c.namespace) } : {}),
+    ...(c.gzipLevel !== undefined ? { gzipLevel: Number(c.gzipLevel) } : {}),
+    ...(c.allowUnauthenticated !== undefined ? { allowUnauthenticated: c.allowUnauthenticated === true } : {}),
+    ...(c.secret !== undefined ? { secret: String(c.secret) } : {}),
+    tokens: { readWrite: strList(tokens?.readWrite, 'tokens.readWrite') ?? [], readOnly: strList(tokens?.readOnly, 'tokens.readOnly') ?? [] },
+  };
+}
+
+export interface ServeFlags {
+  host?: string;
+  port?: number;
+  storeDir?: string;
+  namespace?: string;
+  gzipLevel?: number;
+  allowUnauthenticated?: boolean;
+  config?: string;
+}
+
+/** Resolves the effective configuration. @throws CascacheError `E_CONFIG`. */
+export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv, cwd: string): ServeConfig {
+  const file = flags.config ? readConfigFile(resolve(cwd, flags.config)) : {};
+  const envPort = env.CASCACHE_PORT !== undefined ? Number(env.CASCACHE_PORT) : undefined;
+  const cfg: ServeConfig = {
+    host: flags.host ?? env.CASCACHE_HOST ?? file.host ?? DEFAULTS.host,
+    port: flags.port ?? envPort ?? file.port ?? DEFAULTS.port,
+    storeDir: resolve(cwd, flags.storeDir ?? env.CASCACHE_DIR ?? file.storeDir ?? '.cascache'),
+    namespace: flags.namespace ?? env.CASCACHE_NAMESPACE ?? file.namespace ?? DEFAULTS.namespace,
+    gzipLevel: flags.gzipLevel ?? file.gzipLevel ?? DEFAULTS.gzipLevel,
+    allowUnauthenticated: flags.allowUnauthenticated ?? file.allowUnauthenticated ?? DEFAULTS.allowUnauthenticated,
+    tokens: {
+      readWrite: splitList(env.CASCACHE_TOKENS_RW) ?? file.tokens?.readWrite ?? [],
+      readOnly: splitList(env.CASCACHE_TOKENS_RO) ?? file.tokens?.readOnly ?? [],
+    },
+    secret: env.CASCACHE_SECRET ?? file.secret ?? null,
+  };
+  if (!Number.isInteger(cfg.port) || cfg.port < 0 || cfg.port > 65535) bad(`port must be 0-65535, got ${String(cfg.port)}`);
+  if (!Number.isInteger(cfg.gzipLevel) || cfg.gzipLevel < 1 || cfg.gzipLevel > 9) bad(`gzip level must be 1-9, got ${String(cfg.gzipLevel)}`);
+  if (cfg.secret !== null && Buffer.byteLength(cfg.secret) < 32) bad('CASCACHE_SECRET must be at least 32 bytes');
+  return cfg;
+}
+
+/** A printable copy: secrets and tokens replaced by what kind they are. */
+export function redact(cfg: ServeConfig): Record<string, unknown> {
+  return {
+    ...cfg,
+    tokens: { readWrite: `${cfg.tokens.readWrite.length} token(s)`, readOnly: `${cfg.tokens.readOnly.length} token(s)` },
+    secret: cfg.secret === null ? 'none (unsigned local store)' : '[redacted]',
+  };
+}
+
+export function registerServe(program: Command, io: Io): void {
+  program
+    .command('serve')
+    .description('Serve a cascache store over HTTP (Nx self-hosted remote cache API)')
+    .option('--host <host>', 'address to listen on (env CASCACHE_HOST)', undefined)
+    .option('--port <port>', 'port, 0 for any free one (env CASCACHE_PORT)', (v) => Number(v))
+    .option('--store-dir <path>', 'local store (env CASCACHE_DIR; default ./.cascache)')
+    .option('--namespace <name>', 'action-cache namespace for Nx entries (env CASCACHE_NAMESPACE)')
+    .option('--gzip-level <n>', 'gzip level of responses, 1-9', (v) => Number(v))
+    .option('--allow-unauthenticated', 'allow listening beyond loopback with no token')
+    .option('--config <file>', 'JSON config file (host, port, storeDir, namespace, gzipLevel, tokens, secret)')
+    .addHelpText(
+      'after',
+      '\nTokens: CASCACHE_TOKENS_RW and CASCACHE_TOKENS_RO (comma-separated) or "tokens" in the config file.\n' +
+        'Signing secret: CASCACHE_SECRET (at least 32 bytes) or "secret" in the config file.',
+    )
+    .action(async (flags: ServeFlags) => {
+      const cfg = resolveServeConfig(flags, process.env, process.cwd());
+      const { server, url } = await listen({
+        storeDir: cfg.storeDir,
+        host: cfg.host,
+        port: cfg.port,
+        tokens: cfg.tokens,
+        secret: cfg.secret === null ? null : Buffer.from(cfg.secret, 'utf8'),
+        namespace: cfg.namespace,
+        gzipLevel: cfg.gzipLevel,
+        allowUnauthenticated: cfg.allowUnauthenticated,
+        logger: { level: process.env.CASCACHE_LOG_LEVEL ?? 'info' },
+        writer: 'cascache-serve',
+      });
+      io.stderr.write(`cascache: serving ${cfg.storeDir} at ${url} ${JSON.stringify(redact(cfg))}\n`);
+      await new Promise<void>((resolveClosed) => {
+        const stop = (): void => {
+          server.close().finally(resolveClosed);
+        };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+    });
+}

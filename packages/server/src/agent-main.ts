@@ -1,0 +1,58 @@
+/**
+ * The per-workspace agent process, started detached by @cascache/nx. An edge, so it reads its
+ * settings from the environment:
+ *
+ * - `CASCACHE_AGENT_TOKEN` (required): the read-write bearer token; set by the plugin.
+ * - `CASCACHE_AGENT_RO_TOKEN` (optional): a read-only token, for read-only workspaces.
+ * - `CASCACHE_DIR` (required): the local store.
+ * - `CASCACHE_SECRET` (optional): action-cache signing secret, at least 32 bytes; without it the
+ *   store is unsigned and local-only, which /healthz reports.
+ * - `CASCACHE_AGENT_IDLE_MS`: exit after this long without a request (default 30 minutes).
+ *
+ * Listens on 127.0.0.1 on a free port and prints one JSON line `{"port","pid"}` on stdout when
+ * ready; logs (pino) go to stderr, which the plugin points at `<store>/agent.log`.
+ */
+import { listen } from './listen';
+
+async function main(): Promise<void> {
+  const token = process.env.CASCACHE_AGENT_TOKEN;
+  const storeDir = process.env.CASCACHE_DIR;
+  if (!token || !storeDir) {
+    process.stderr.write('cascache agent: CASCACHE_AGENT_TOKEN and CASCACHE_DIR are required\n');
+    process.exit(2);
+  }
+  const secret = process.env.CASCACHE_SECRET ? Buffer.from(process.env.CASCACHE_SECRET, 'utf8') : null;
+  const idleMs = Number(process.env.CASCACHE_AGENT_IDLE_MS ?? 30 * 60 * 1000);
+  let timer: NodeJS.Timeout | undefined;
+  let shuttingDown = false;
+  const shutdown = (why: string): void => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    server.log.info({ why }, 'agent stopping');
+    server.close().finally(() => process.exit(0));
+  };
+  const touch = (): void => {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => shutdown('idle'), idleMs);
+    timer.unref();
+  };
+  const { server, port } = await listen({
+    storeDir,
+    host: '127.0.0.1',
+    port: 0,
+    tokens: { readWrite: [token], readOnly: process.env.CASCACHE_AGENT_RO_TOKEN ? [process.env.CASCACHE_AGENT_RO_TOKEN] : [] },
+    secret,
+    writer: 'nx-agent',
+    logger: { level: process.env.CASCACHE_LOG_LEVEL ?? 'info', stream: process.stderr },
+    onRequest: touch,
+  });
+  touch();
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.stdout.write(`${JSON.stringify({ port, pid: process.pid })}\n`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`cascache agent: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+});

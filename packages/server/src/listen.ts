@@ -1,0 +1,70 @@
+/**
+ * Opening a store and listening: shared by `cascache serve` (team server) and the Nx plugin's
+ * per-workspace agent. Refuses to expose an unauthenticated server beyond loopback unless told to.
+ */
+import { isIP } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { CascacheError, ErrorCodes, openLocalStore, type LocalStore } from '@cascache/core';
+import type { TokenConfig } from './auth';
+import { createServer, type CascacheServer, type ServerOptions } from './server';
+
+export interface ListenOptions {
+  storeDir: string;
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  tokens?: TokenConfig;
+  /** Action-cache signing secret (>= 32 bytes) or null for an unsigned local store. */
+  secret: Uint8Array | null;
+  namespace?: string;
+  gzipLevel?: number;
+  /** Allow binding beyond loopback with no token configured. */
+  allowUnauthenticated?: boolean;
+  logger?: ServerOptions['logger'];
+  onRequest?: () => void;
+  writer?: string;
+}
+
+export interface Listening {
+  server: CascacheServer;
+  store: LocalStore;
+  url: string;
+  port: number;
+}
+
+/** True for 127.0.0.0/8, ::1 and `localhost`. */
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1' || host === '[::1]';
+}
+
+/**
+ * Opens the store and listens.
+ * @throws CascacheError `E_CONFIG` when asked to listen beyond loopback with no token.
+ */
+export async function listen(options: ListenOptions): Promise<Listening> {
+  const tokens = options.tokens ?? {};
+  const noTokens = !(tokens.readWrite?.length || tokens.readOnly?.length);
+  if (noTokens && !isLoopback(options.host) && !options.allowUnauthenticated) {
+    throw new CascacheError(
+      ErrorCodes.CONFIG,
+      `refusing to listen on ${options.host} with no token: anyone who can reach it could poison the cache. ` +
+        'Configure tokens, listen on 127.0.0.1, or pass --allow-unauthenticated.',
+    );
+  }
+  const store = await openLocalStore({ root: options.storeDir, secret: options.secret, writer: options.writer });
+  const server = createServer({
+    blobs: store.blobs,
+    actionCache: store.actionCache,
+    tokens,
+    namespace: options.namespace,
+    gzipLevel: options.gzipLevel,
+    logger: options.logger,
+    onRequest: options.onRequest,
+  });
+  await server.listen({ host: options.host, port: options.port });
+  const { port } = server.server.address() as AddressInfo;
+  const host = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;
+  return { server, store, url: `http://${host}:${port}`, port };
+}
