@@ -1,6 +1,8 @@
 /**
- * @cascache/nx: the Nx plugin (init generator, preTasksExecution / postTasksExecution hooks). The
- * hooks arrive with the Nx remote-cache work; this entry point exists so the package builds, packs
- * and installs like the others from the start.
+ * @cascache/nx: the Nx plugin. Add it with `nx add @cascache/nx`; it then starts a local cascache
+ * agent for the workspace and points Nx's remote cache at it.
  */
-export const PLUGIN_NAME = '@cascache/nx';
+export const name = '@cascache/nx';
+export { preTasksExecution, postTasksExecution, summaryLine, formatBytes, type RunSummary } from './hooks';
+export { ensureAgent, probe, type AgentInfo, type EnsureAgentOptions } from './agent';
+export { resolveStoreDir, type CascacheNxOptions } from './options';

@@ -1,0 +1,6 @@
+export interface InitGeneratorSchema {
+  storeDir?: string;
+  signingSecretEnv?: string;
+  readOnly?: boolean;
+  skipFormat?: boolean;
+}

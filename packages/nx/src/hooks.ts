@@ -1,0 +1,141 @@
+/**
+ * The Nx task-lifecycle hooks (Nx >= 20.4; the supported way to plug a cache into Nx since custom
+ * task runners were removed in Nx 21).
+ *
+ * `preTasksExecution` makes sure the workspace's agent runs and points Nx's self-hosted remote cache
+ * client at it by setting `NX_SELF_HOSTED_REMOTE_CACHE_SERVER` and `_ACCESS_TOKEN` (Nx picks up
+ * `process.env` assignments made here, with the daemon on and off). A server the user configured
+ * is left alone. If the agent cannot start, the build goes on with Nx's local cache and one warning:
+ * a failing cache never fails a build.
+ *
+ * `postTasksExecution` prints one summary line and records the run in the store.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ensureAgent, type AgentInfo } from './agent';
+import { resolveStoreDir, type CascacheNxOptions } from './options';
+
+/** Set alongside Nx's variables so a later run can tell our setting from a user's. */
+const OURS = 'CASCACHE_NX_AGENT_URL';
+const SERVER = 'NX_SELF_HOSTED_REMOTE_CACHE_SERVER';
+const TOKEN = 'NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN';
+
+interface PreContext {
+  workspaceRoot: string;
+}
+interface TaskResultLike {
+  task: { id: string; hash?: string };
+  status: string;
+  startTime?: number;
+  endTime?: number;
+}
+interface PostContext {
+  id?: string;
+  workspaceRoot: string;
+  taskResults: Record<string, TaskResultLike>;
+  startTime?: number;
+  endTime?: number;
+}
+
+let agentFromPre: { info: AgentInfo; storeDir: string } | undefined;
+
+export async function preTasksExecution(options: CascacheNxOptions | undefined, context: PreContext): Promise<void> {
+  if (options?.disabled || process.env.CASCACHE_DISABLE === '1') return;
+  const configured = process.env[SERVER];
+  if (configured && configured !== process.env[OURS]) return; // the user's own server (a team server)
+  const storeDir = resolveStoreDir(options, context.workspaceRoot, process.env);
+  const secretEnv = options?.signingSecretEnv ?? 'CASCACHE_SECRET';
+  try {
+    const info = await ensureAgent({ storeDir, secret: process.env[secretEnv], idleTimeoutMs: options?.idleTimeoutMs });
+    const url = `http://127.0.0.1:${info.port}`;
+    process.env[SERVER] = url;
+    process.env[TOKEN] = options?.readOnly ? info.readOnlyToken : info.token;
+    process.env[OURS] = url;
+    agentFromPre = { info, storeDir };
+  } catch (err) {
+    console.warn(`cascache: the local agent could not start (${(err as Error).message}); this run uses Nx's local cache only. Details: ${join(storeDir, 'agent.log')}`);
+  }
+}
+
+/** Human-readable bytes (SI units, as the rest of our output). */
+export function formatBytes(n: number): string {
+  if (n < 1000) return `${n} B`;
+  const units = ['kB', 'MB', 'GB', 'TB'];
+  let v = n;
+  let u = -1;
+  while (v >= 1000 && u < units.length - 1) {
+    v /= 1000;
+    u++;
+  }
+  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
+}
+
+export interface RunSummary {
+  tasks: number;
+  fromCascache: number;
+  fromLocalCache: number;
+  ran: number;
+  failed: number;
+  bytesReceived: number;
+  bytesStored: number;
+  /** Sum of the original durations of tasks served from cascache, ms (what the hits saved). */
+  savedMs?: number;
+}
+
+/** The summary line, e.g. `cascache: 14 tasks, 12 from cascache, 2 run; received 3.1 MB, stored 41 kB new`. */
+export function summaryLine(s: RunSummary): string {
+  const parts = [`${s.tasks} tasks`, `${s.fromCascache} from cascache`];
+  if (s.fromLocalCache) parts.push(`${s.fromLocalCache} from Nx's local cache`);
+  parts.push(`${s.ran} run`);
+  if (s.failed) parts.push(`${s.failed} failed`);
+  const dedup = s.bytesReceived > 0 ? ` (${(100 * (1 - s.bytesStored / s.bytesReceived)).toFixed(1)}% saved by dedup and compression)` : '';
+  return `cascache: ${parts.join(', ')}; received ${formatBytes(s.bytesReceived)} of outputs, stored ${formatBytes(s.bytesStored)} new${dedup}`;
+}
+
+async function report(info: AgentInfo, hashes: string[]): Promise<{ bytesReceived: number; bytesStored: number } | null> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${info.port}/_cascache/report`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${info.token}` },
+      body: JSON.stringify({ hashes }),
+      signal: AbortSignal.timeout(2000),
+    });
+    return res.ok ? ((await res.json()) as { bytesReceived: number; bytesStored: number }) : null;
+  } catch {
+    return null;
+  }
+}
+
+export async function postTasksExecution(options: CascacheNxOptions | undefined, context: PostContext): Promise<void> {
+  if (options?.disabled || process.env.CASCACHE_DISABLE === '1') return;
+  const agent = agentFromPre;
+  if (!agent || process.env[SERVER] !== process.env[OURS]) return;
+  const results = Object.values(context.taskResults ?? {});
+  const hashes = results.map((r) => r.task.hash).filter((h): h is string => typeof h === 'string');
+  const counts = { remote: 0, local: 0, ran: 0, failed: 0 };
+  for (const r of results) {
+    if (r.status === 'remote-cache') counts.remote++;
+    else if (r.status === 'local-cache' || r.status === 'local-cache-kept-existing') counts.local++;
+    else if (r.status === 'failure') counts.failed++;
+    else if (r.status === 'success') counts.ran++;
+  }
+  const figures = await report(agent.info, hashes);
+  const summary: RunSummary = {
+    tasks: results.length,
+    fromCascache: counts.remote,
+    fromLocalCache: counts.local,
+    ran: counts.ran,
+    failed: counts.failed,
+    bytesReceived: figures?.bytesReceived ?? 0,
+    bytesStored: figures?.bytesStored ?? 0,
+  };
+  console.log(summaryLine(summary));
+  try {
+    const dir = join(agent.storeDir, 'v1', 'runs');
+    mkdirSync(dir, { recursive: true });
+    const record = { tool: 'nx', id: context.id, startTime: context.startTime, endTime: context.endTime, summary, hashes };
+    writeFileSync(join(dir, `${context.startTime ?? Date.now()}-${process.pid}.json`), `${JSON.stringify(record)}\n`);
+  } catch {
+    // Stats are best-effort: never fail a build over them.
+  }
+}

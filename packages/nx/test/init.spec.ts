@@ -1,0 +1,53 @@
+import { logger, readNxJson, type Tree } from '@nx/devkit';
+import { createTreeWithEmptyWorkspace } from 'nx/src/devkit-testing-exports';
+import { initGenerator } from '../src/generators/init/generator';
+
+describe('init generator', () => {
+  let tree: Tree;
+  beforeEach(() => {
+    tree = createTreeWithEmptyWorkspace();
+  });
+
+  it('registers the plugin with its options and ignores the store', async () => {
+    await initGenerator(tree, { skipFormat: true });
+    expect(readNxJson(tree)?.plugins).toContainEqual({ plugin: '@cascache/nx', options: { signingSecretEnv: 'CASCACHE_SECRET', readOnly: false, tiers: [] } });
+    expect(tree.read('.gitignore', 'utf-8')).toContain('\n.cascache\n');
+  });
+
+  it('passes storeDir, secret variable and read-only through', async () => {
+    await initGenerator(tree, { storeDir: '/shared/cascache', signingSecretEnv: 'MY_SECRET', readOnly: true, skipFormat: true });
+    expect(readNxJson(tree)?.plugins).toContainEqual({ plugin: '@cascache/nx', options: { storeDir: '/shared/cascache', signingSecretEnv: 'MY_SECRET', readOnly: true, tiers: [] } });
+  });
+
+  it('is idempotent: a second run changes no file and says so', async () => {
+    await initGenerator(tree, { skipFormat: true });
+    const nxJson = tree.read('nx.json', 'utf-8');
+    const gitignore = tree.read('.gitignore', 'utf-8');
+    const said = jest.spyOn(logger, 'info').mockImplementation(() => undefined);
+    const callback = await initGenerator(tree, { skipFormat: true });
+    callback();
+    expect(tree.read('nx.json', 'utf-8')).toBe(nxJson);
+    expect(tree.read('.gitignore', 'utf-8')).toBe(gitignore);
+    expect(said.mock.calls.map((c) => c[0])).toEqual(['cascache: already set up; nothing changed.']);
+    said.mockRestore();
+    expect(readNxJson(tree)?.plugins?.filter((p) => (typeof p === 'string' ? p : p.plugin) === '@cascache/nx')).toHaveLength(1);
+  });
+
+  it('keeps options the user already set, and other plugins', async () => {
+    const nxJson = readNxJson(tree)!;
+    nxJson.plugins = ['@nx/js', { plugin: '@cascache/nx', options: { storeDir: 'custom' } }];
+    tree.write('nx.json', JSON.stringify(nxJson));
+    tree.write('.gitignore', 'node_modules\n/.cascache\n');
+    await initGenerator(tree, { skipFormat: true });
+    expect(readNxJson(tree)?.plugins).toEqual(['@nx/js', { plugin: '@cascache/nx', options: { storeDir: 'custom' } }]);
+    expect(tree.read('.gitignore', 'utf-8')).toBe('node_modules\n/.cascache\n');
+  });
+
+  it('upgrades a bare string entry to one with options', async () => {
+    const nxJson = readNxJson(tree)!;
+    nxJson.plugins = ['@cascache/nx'];
+    tree.write('nx.json', JSON.stringify(nxJson));
+    await initGenerator(tree, { skipFormat: true });
+    expect(readNxJson(tree)?.plugins).toEqual([{ plugin: '@cascache/nx', options: { signingSecretEnv: 'CASCACHE_SECRET', readOnly: false, tiers: [] } }]);
+  });
+});
