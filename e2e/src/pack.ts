@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { cleanEnv } from './nx-workspace';
 
 export const REPO = resolve(__dirname, '../..');
 export const PACKAGES = ['core', 'server', 'nx', 'cli'] as const;
@@ -16,7 +17,7 @@ export function packAll(): Record<(typeof PACKAGES)[number], string> {
   const out = {} as Record<(typeof PACKAGES)[number], string>;
   for (const p of PACKAGES) {
     const before = new Set(readdirSync(dest));
-    execFileSync('npm', ['pack', '--silent', '--pack-destination', dest], { cwd: join(REPO, 'packages', p), stdio: ['ignore', 'pipe', 'inherit'] });
+    execFileSync('npm', ['pack', '--silent', '--pack-destination', dest], { cwd: join(REPO, 'packages', p), stdio: ['ignore', 'pipe', 'inherit'], env: cleanEnv() });
     const made = readdirSync(dest).find((f) => !before.has(f));
     if (!made) throw new Error(`npm pack produced nothing for ${p}`);
     out[p] = join(dest, made);
@@ -26,14 +27,14 @@ export function packAll(): Record<(typeof PACKAGES)[number], string> {
 
 /**
  * A fresh npm project with the given tarballs installed. The project approves zstd-napi's build
- * script, as our install docs tell users to.
+ * script (and nx's, a peer of @cascache/nx), as our install docs tell users to.
  */
 export function freshProject(tarballs: string[]): string {
   const dir = mkdtempSync(join(tmpdir(), 'cascache-user-'));
   writeFileSync(
     join(dir, 'package.json'),
-    JSON.stringify({ name: 'user-project', version: '1.0.0', private: true, allowScripts: { 'zstd-napi': true } }, null, 2),
+    JSON.stringify({ name: 'user-project', version: '1.0.0', private: true, allowScripts: { 'zstd-napi': true, nx: true } }, null, 2),
   );
-  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...tarballs], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
+  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...tarballs], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'], env: cleanEnv() });
   return dir;
 }

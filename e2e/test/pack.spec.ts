@@ -14,7 +14,7 @@ describe('packages installed from npm pack tarballs into a fresh project', () =>
     const t = packAll();
     project = freshProject([t.core, t.server, t.nx, t.cli]);
   });
-  afterAll(() => rmSync(project, { recursive: true, force: true }));
+  afterAll(() => project && rmSync(project, { recursive: true, force: true }));
 
   it('ships only built output, no sources or tests', () => {
     const files = (pkg: string): string[] =>

@@ -1,0 +1,165 @@
+/**
+ * Builds a real Nx workspace in a temp directory: 12 package.json projects with a dependency graph
+ * and real build scripts, nx 24 from the registry, and this repo's packages from npm pack tarballs.
+ */
+import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const NX_VERSION = '24.0.6';
+
+/** Projects and what they depend on (libs first). 12 projects, 4 levels deep. */
+export const GRAPH: Record<string, string[]> = {
+  'lib-core': [],
+  'lib-util': ['lib-core'],
+  'lib-format': ['lib-core'],
+  'lib-data': ['lib-util', 'lib-format'],
+  'lib-ui-base': [],
+  'lib-ui': ['lib-ui-base', 'lib-format'],
+  'lib-api': ['lib-data'],
+  'lib-i18n': [],
+  'app-web': ['lib-ui', 'lib-api', 'lib-i18n'],
+  'app-admin': ['lib-ui', 'lib-data'],
+  'app-cli': ['lib-util', 'lib-i18n'],
+  'app-worker': ['lib-api'],
+};
+
+/**
+ * The build every project runs: bundles its sources and its dependencies' outputs into dist/, with
+ * the shapes a cache must keep (executable bit, symlink, empty dir, unicode name), and logs the run.
+ */
+const BUILD_SCRIPT = `
+const fs = require('fs'); const path = require('path');
+const root = process.cwd(); const name = path.basename(root);
+fs.appendFileSync(path.join(root, '..', '..', 'build-log.txt'), name + '\\n');
+const deps = JSON.parse(fs.readFileSync('package.json', 'utf8')).nx.implicitDependencies || [];
+fs.rmSync('dist', { recursive: true, force: true });
+fs.mkdirSync('dist/empty', { recursive: true });
+fs.mkdirSync('dist/assets/ünï cødé', { recursive: true });
+const sources = fs.readdirSync('src').sort().map((f) => '// ' + f + '\\n' + fs.readFileSync(path.join('src', f), 'utf8'));
+const depCode = deps.map((d) => fs.readFileSync(path.join('..', d, 'dist', 'index.js'), 'utf8').slice(0, 20000));
+// Like a real bundle: the project's modules, then vendored code that does not change with them.
+let bundle = '/* ' + name + ' */\\n' + sources.join('\\n');
+for (let i = 0; i < 40; i++) {
+  bundle += '\\n// vendor chunk ' + i + '\\n';
+  for (let j = 0; j < 60; j++) bundle += 'function vendor_' + i + '_' + j + '(a, b) { return a.map((x) => x * ' + j + ' + b).filter(Boolean); }\\n';
+}
+fs.writeFileSync('dist/index.js', bundle + '\\n' + depCode.join('\\n'));
+fs.writeFileSync('dist/index.d.ts', 'export declare const name: string;\\n');
+fs.writeFileSync('dist/run.sh', '#!/bin/sh\\nnode "$(dirname "$0")/index.js"\\n'); fs.chmodSync('dist/run.sh', 0o755);
+fs.symlinkSync('index.js', 'dist/latest.js');
+fs.writeFileSync('dist/assets/ünï cødé/notes with spaces.txt', 'built ' + name + '\\n');
+console.log('built ' + name + ' (' + bundle.length + ' bytes)');
+`;
+
+function sourceFile(project: string, i: number): string {
+  const lines = [`// ${project} module ${i}`];
+  for (let j = 0; j < 120; j++) lines.push(`export function ${project.replace(/-/g, '_')}_${i}_${j}(value) { return value * ${j} + ${i}; /* ${'x'.repeat(j % 30)} */ }`);
+  return `${lines.join('\n')}\n`;
+}
+
+export interface Workspace {
+  dir: string;
+  nx(args: string[], env?: NodeJS.ProcessEnv): SpawnSyncReturns<string>;
+  buildLog(): string[];
+  clearBuildLog(): void;
+}
+
+/** Writes the workspace files (no install). */
+export function writeWorkspace(dir: string, pluginOptions: Record<string, unknown> | null): void {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'e2e-workspace', private: true, workspaces: ['packages/*'], allowScripts: { 'zstd-napi': true, nx: true } }, null, 2));
+  writeFileSync(join(dir, 'build.js'), BUILD_SCRIPT);
+  const nxJson: Record<string, unknown> = {
+    $schema: './node_modules/nx/schemas/nx-schema.json',
+    namedInputs: { default: ['{projectRoot}/src/**/*', '{projectRoot}/package.json', '{workspaceRoot}/build.js'] },
+    targetDefaults: { build: { cache: true, dependsOn: ['^build'], outputs: ['{projectRoot}/dist'], inputs: ['default', '^default'] } },
+    ...(pluginOptions ? { plugins: [{ plugin: '@cascache/nx', options: pluginOptions }] } : {}),
+  };
+  writeFileSync(join(dir, 'nx.json'), JSON.stringify(nxJson, null, 2));
+  writeFileSync(join(dir, '.gitignore'), 'node_modules\ndist\n.nx\n');
+  for (const [project, deps] of Object.entries(GRAPH)) {
+    const p = join(dir, 'packages', project);
+    mkdirSync(join(p, 'src'), { recursive: true });
+    writeFileSync(join(p, 'package.json'), JSON.stringify({ name: project, version: '1.0.0', private: true, scripts: { build: 'node ../../build.js' }, nx: { implicitDependencies: deps } }, null, 2));
+    for (let i = 0; i < 4; i++) writeFileSync(join(p, 'src', `m${i}.js`), sourceFile(project, i));
+  }
+}
+
+export function openWorkspace(dir: string): Workspace {
+  return {
+    dir,
+    nx(args, env = {}) {
+      const r = spawnSync(join(dir, 'node_modules', '.bin', 'nx'), args, {
+        cwd: dir,
+        encoding: 'utf8',
+        env: {
+          ...cleanEnv(),
+          NX_TUI: 'false',
+          NX_INTERACTIVE: 'false',
+          NX_NO_CLOUD: 'true',
+          NX_DAEMON: 'false',
+          ...env,
+        },
+        timeout: 300_000,
+      });
+      if (r.status !== 0) throw new Error(`nx ${args.join(' ')} failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
+      return r;
+    },
+    buildLog() {
+      const p = join(dir, 'build-log.txt');
+      return existsSync(p) ? readFileSync(p, 'utf8').split('\n').filter(Boolean).sort() : [];
+    },
+    clearBuildLog() {
+      writeFileSync(join(dir, 'build-log.txt'), '');
+    },
+  };
+}
+
+/**
+ * The environment a user's shell would have: without cascache settings from the machine running the
+ * tests, without the NX_* variables of the Nx task running these tests (`--skip-nx-cache` exports
+ * NX_SKIP_NX_CACHE, which would silently turn the inner workspace's cache off), and without the
+ * `npm_config_*` variables `npm test` exports from this repo's .npmrc.
+ */
+export function cleanEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) {
+    if (k.startsWith('CASCACHE_') || k.startsWith('NX_') || /^npm_(config|lifecycle|package)_/i.test(k)) delete env[k];
+  }
+  return env;
+}
+
+/** npm install of nx and the given tarballs into the workspace. */
+export function install(dir: string, tarballs: string[]): void {
+  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', `nx@${NX_VERSION}`, ...tarballs], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'], env: cleanEnv() });
+}
+
+/** Everything observable about the outputs: type, mode, digest or link target, per path. */
+export function snapshotOutputs(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (abs: string, rel: string): void => {
+    for (const name of readdirSync(abs).sort()) {
+      const a = join(abs, name);
+      const r = `${rel}/${name}`;
+      const st = lstatSync(a);
+      const mode = (st.mode & 0o777).toString(8);
+      if (st.isSymbolicLink()) out[r] = `link -> ${readlinkSync(a)}`;
+      else if (st.isDirectory()) {
+        out[r] = `dir ${mode}`;
+        walk(a, r);
+      } else out[r] = `file ${mode} ${createHash('sha256').update(readFileSync(a)).digest('hex')}`;
+    }
+  };
+  for (const project of Object.keys(GRAPH)) {
+    const d = join(dir, 'packages', project, 'dist');
+    if (existsSync(d)) walk(d, `${project}/dist`);
+  }
+  return out;
+}
+
+export function tempWorkspaceDir(prefix = 'cascache-nx-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
