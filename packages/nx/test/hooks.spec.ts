@@ -1,0 +1,119 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ensureAgent, postTasksExecution, preTasksExecution, summaryLine } from '../src';
+
+const SERVER = 'NX_SELF_HOSTED_REMOTE_CACHE_SERVER';
+const TOKEN = 'NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN';
+
+describe('plugin hooks with a real agent', () => {
+  let workspace: string;
+  const saved = { ...process.env };
+  const pids = new Set<number>();
+
+  beforeEach(() => {
+    workspace = mkdtempSync(join(tmpdir(), 'cascache-hooks-'));
+    for (const k of Object.keys(process.env)) if (k.startsWith('NX_SELF_HOSTED') || k.startsWith('CASCACHE_')) delete process.env[k];
+  });
+  afterEach(() => {
+    process.env = { ...saved };
+    try {
+      pids.add(JSON.parse(readFileSync(join(workspace, '.cascache', 'agent.json'), 'utf8')).pid);
+    } catch {
+      /* no agent */
+    }
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        /* gone */
+      }
+    }
+    pids.clear();
+    rmSync(workspace, { recursive: true, force: true });
+  });
+
+  it('starts an agent, points Nx at it, and reuses it on the next run', async () => {
+    await preTasksExecution({}, { workspaceRoot: workspace });
+    const url = process.env[SERVER]!;
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const health = await fetch(`${url}/healthz`, { headers: { authorization: `Bearer ${process.env[TOKEN]}` } });
+    expect(health.status).toBe(200);
+    expect((await health.json()).signing).toBe('none');
+    const pid = JSON.parse(readFileSync(join(workspace, '.cascache', 'agent.json'), 'utf8')).pid;
+    await preTasksExecution({}, { workspaceRoot: workspace });
+    expect(process.env[SERVER]).toBe(url);
+    expect(JSON.parse(readFileSync(join(workspace, '.cascache', 'agent.json'), 'utf8')).pid).toBe(pid);
+  });
+
+  it('starts exactly one agent for concurrent runs', async () => {
+    const storeDir = join(workspace, 'store');
+    const infos = await Promise.all(Array.from({ length: 6 }, () => ensureAgent({ storeDir })));
+    for (const i of infos) pids.add(i.pid);
+    expect(new Set(infos.map((i) => i.pid)).size).toBe(1);
+    expect(new Set(infos.map((i) => i.port)).size).toBe(1);
+  });
+
+  it("leaves a user's own server alone", async () => {
+    process.env[SERVER] = 'https://cache.example.internal';
+    process.env[TOKEN] = 'theirs';
+    await preTasksExecution({}, { workspaceRoot: workspace });
+    expect(process.env[SERVER]).toBe('https://cache.example.internal');
+    expect(process.env[TOKEN]).toBe('theirs');
+    expect(() => readFileSync(join(workspace, '.cascache', 'agent.json'))).toThrow();
+  });
+
+  it('warns once and leaves Nx on its local cache when the agent cannot start', async () => {
+    const notADir = join(workspace, 'file');
+    writeFileSync(notADir, 'x');
+    const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    await expect(preTasksExecution({ storeDir: join(notADir, 'store') }, { workspaceRoot: workspace })).resolves.toBeUndefined();
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(String(warn.mock.calls[0]![0])).toContain("this run uses Nx's local cache only");
+    expect(process.env[SERVER]).toBeUndefined();
+    warn.mockRestore();
+  });
+
+  it('warns when the signing secret is too short, instead of failing the build', async () => {
+    process.env.CASCACHE_SECRET = 'short';
+    const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    await preTasksExecution({}, { workspaceRoot: workspace });
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(process.env[SERVER]).toBeUndefined();
+    warn.mockRestore();
+  });
+
+  it('hands Nx a read-only token in a read-only workspace', async () => {
+    await preTasksExecution({ readOnly: true }, { workspaceRoot: workspace });
+    const res = await fetch(`${process.env[SERVER]}/v1/cache/123`, { method: 'PUT', body: Buffer.from('x'), headers: { authorization: `Bearer ${process.env[TOKEN]}` } });
+    expect(res.status).toBe(403);
+    const get = await fetch(`${process.env[SERVER]}/v1/cache/123`, { headers: { authorization: `Bearer ${process.env[TOKEN]}` } });
+    expect(get.status).toBe(404);
+  });
+
+  it('prints one summary line after the run and records it in the store', async () => {
+    await preTasksExecution({}, { workspaceRoot: workspace });
+    const log = jest.spyOn(console, 'log').mockImplementation(() => undefined);
+    await postTasksExecution({}, {
+      workspaceRoot: workspace,
+      startTime: 1000,
+      endTime: 2000,
+      taskResults: {
+        'a:build': { task: { id: 'a:build', hash: '1' }, status: 'remote-cache' },
+        'b:build': { task: { id: 'b:build', hash: '2' }, status: 'success' },
+      },
+    });
+    expect(log.mock.calls.map((c) => c[0])).toEqual(['cascache: 2 tasks, 1 from cascache, 1 run; received 0 B of outputs, stored 0 B new']);
+    log.mockRestore();
+    const runs = readFileSync(join(workspace, '.cascache', 'v1', 'runs', `1000-${process.pid}.json`), 'utf8');
+    expect(JSON.parse(runs).summary).toMatchObject({ tasks: 2, fromCascache: 1, ran: 1 });
+  });
+});
+
+describe('summary line', () => {
+  it('states tasks, hits, runs and bytes with the dedup saving', () => {
+    expect(summaryLine({ tasks: 14, fromCascache: 12, fromLocalCache: 0, ran: 2, failed: 0, bytesReceived: 3_100_000, bytesStored: 41_000 })).toBe(
+      'cascache: 14 tasks, 12 from cascache, 2 run; received 3.10 MB of outputs, stored 41.0 kB new (98.7% saved by dedup and compression)',
+    );
+  });
+});
