@@ -92,12 +92,12 @@ export function summaryLine(s: RunSummary): string {
   return `cascache: ${parts.join(', ')}; received ${formatBytes(s.bytesReceived)} of outputs, stored ${formatBytes(s.bytesStored)} new${dedup}`;
 }
 
-async function report(info: AgentInfo, hashes: string[]): Promise<{ bytesReceived: number; bytesStored: number } | null> {
+async function report(info: AgentInfo, hashes: string[], since: number | undefined): Promise<{ bytesReceived: number; bytesStored: number } | null> {
   try {
     const res = await fetch(`http://127.0.0.1:${info.port}/_cascache/report`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${info.token}` },
-      body: JSON.stringify({ hashes }),
+      body: JSON.stringify({ hashes, since }),
       signal: AbortSignal.timeout(2000),
     });
     return res.ok ? ((await res.json()) as { bytesReceived: number; bytesStored: number }) : null;
@@ -119,7 +119,8 @@ export async function postTasksExecution(options: CascacheNxOptions | undefined,
     else if (r.status === 'failure') counts.failed++;
     else if (r.status === 'success') counts.ran++;
   }
-  const figures = await report(agent.info, hashes);
+  // Only this run's figures: a full-hit run received nothing, whatever earlier runs stored.
+  const figures = await report(agent.info, hashes, context.startTime);
   const summary: RunSummary = {
     tasks: results.length,
     fromCascache: counts.remote,

@@ -1,6 +1,7 @@
 /**
- * What the server did per Nx hash, so a client (the Nx plugin's summary) can ask about exactly the
- * tasks of its own run even when several runs share one agent. Bounded: oldest hashes drop first.
+ * What the server did per Nx hash, with timestamps, so a client (the Nx plugin's summary) can ask
+ * about exactly the tasks of its own run, from its own start time, even when several runs share one
+ * agent. Bounded: at most `maxHashes` hashes (oldest first out) and 16 events per hash.
  */
 export interface HashActivity {
   hits: number;
@@ -18,34 +19,36 @@ export interface HashActivity {
 export type ActivityTotals = HashActivity & { hashes: number };
 
 const empty = (): HashActivity => ({ hits: 0, misses: 0, stored: 0, conflicts: 0, bytesReceived: 0, bytesStored: 0, bytesSent: 0 });
+const EVENTS_PER_HASH = 16;
 
 export class ActivityLog {
-  private readonly byHash = new Map<string, HashActivity>();
+  private readonly byHash = new Map<string, Array<{ at: number; delta: Partial<HashActivity> }>>();
   readonly totals: HashActivity = empty();
 
-  constructor(private readonly maxHashes = 50_000) {}
+  constructor(
+    private readonly maxHashes = 50_000,
+    private readonly now: () => number = Date.now,
+  ) {}
 
-  /** Adds figures for one hash. */
+  /** Adds figures for one hash, stamped with the current time (ms since the epoch). */
   record(hash: string, delta: Partial<HashActivity>): void {
-    let a = this.byHash.get(hash);
-    if (a) this.byHash.delete(hash);
-    else a = empty();
-    this.byHash.set(hash, a); // re-insert: most recent last
-    for (const [k, v] of Object.entries(delta) as Array<[keyof HashActivity, number]>) {
-      a[k] += v;
-      this.totals[k] += v;
-    }
+    const events = this.byHash.get(hash) ?? [];
+    this.byHash.delete(hash);
+    this.byHash.set(hash, events); // re-insert: most recent last
+    events.push({ at: this.now(), delta });
+    if (events.length > EVENTS_PER_HASH) events.shift();
+    for (const [k, v] of Object.entries(delta) as Array<[keyof HashActivity, number]>) this.totals[k] += v;
     if (this.byHash.size > this.maxHashes) this.byHash.delete(this.byHash.keys().next().value!);
   }
 
-  /** Sums the figures of the given hashes (unknown ones count as nothing). */
-  report(hashes: Iterable<string>): ActivityTotals {
+  /** Sums the figures of the given hashes recorded at or after `since` (ms; default all). */
+  report(hashes: Iterable<string>, since = 0): ActivityTotals {
     const sum: ActivityTotals = { ...empty(), hashes: 0 };
     for (const h of new Set(hashes)) {
-      const a = this.byHash.get(h);
-      if (!a) continue;
+      const events = this.byHash.get(h)?.filter((e) => e.at >= since);
+      if (!events?.length) continue;
       sum.hashes++;
-      for (const k of Object.keys(a) as Array<keyof HashActivity>) sum[k] += a[k];
+      for (const e of events) for (const [k, v] of Object.entries(e.delta) as Array<[keyof HashActivity, number]>) sum[k] += v;
     }
     return sum;
   }

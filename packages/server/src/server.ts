@@ -9,7 +9,8 @@
  *   404; `PUT /v1/cache/{hash}` -> 200 stored, 409 exists, 403 read-only token, 401 no or bad token,
  *   400 malformed hash or hostile body. Keys are write-once. The tar's `terminalOutput` and `code`
  *   (4-byte big-endian) entries are kept as manifest extras.
- * - `POST /_cascache/report` `{hashes: string[]}`: what the server did for those Nx hashes.
+ * - `POST /_cascache/report` `{hashes: string[], since?: ms}`: what the server did for those Nx hashes
+ *   (since a time, for one run's figures).
  *
  * Errors map to statuses here and only here: E_BAD_INPUT/E_TOO_LARGE/E_INTEGRITY on input -> 400,
  * E_EXISTS -> 409, anything else -> 500 (logged); a store failure is never reported as a miss.
@@ -186,13 +187,13 @@ export function createServer(options: ServerOptions): CascacheServer {
     }
   });
 
-  app.post<{ Body: { hashes?: unknown } }>('/_cascache/report', async (req, reply) => {
+  app.post<{ Body: { hashes?: unknown; since?: unknown } }>('/_cascache/report', async (req, reply) => {
     if (!authorize(req, reply, 'read')) return reply;
-    const hashes = req.body?.hashes;
-    if (!Array.isArray(hashes) || !hashes.every((h) => typeof h === 'string')) {
-      return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"hashes": [string]}' });
+    const { hashes, since } = req.body ?? {};
+    if (!Array.isArray(hashes) || !hashes.every((h) => typeof h === 'string') || (since !== undefined && !Number.isFinite(since))) {
+      return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"hashes": [string], "since"?: ms}' });
     }
-    return { ...activity.report(hashes as string[]), totals: activity.totals };
+    return { ...activity.report(hashes as string[], (since as number | undefined) ?? 0), totals: activity.totals };
   });
 
   return app;

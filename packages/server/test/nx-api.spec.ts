@@ -197,5 +197,8 @@ describe('Nx self-hosted cache API over a real listening server', () => {
     await get('101');
     const r = await done(fetch(`${base}/_cascache/report`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ hashes: ['100', '101', '102'] }) }));
     expect(await r.json()).toMatchObject({ hashes: 2, hits: 1, misses: 1, stored: 1, bytesReceived: body.length });
+    const later = Date.now() + 1;
+    const none = await done(fetch(`${base}/_cascache/report`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ hashes: ['100'], since: later }) }));
+    expect(await none.json()).toMatchObject({ hashes: 0, hits: 0, stored: 0, bytesReceived: 0 });
   });
 });
