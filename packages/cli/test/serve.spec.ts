@@ -1,0 +1,61 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { redact, resolveServeConfig } from '../src/serve';
+
+const BIN = join(__dirname, '../dist/bin.js');
+
+describe('cascache serve configuration', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'cascache-serve-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('takes flags over CASCACHE_* env over the config file over defaults', () => {
+    writeFileSync(join(dir, 'c.json'), JSON.stringify({ host: '10.0.0.1', port: 9000, namespace: 'file', tokens: { readWrite: ['file-rw'] } }));
+    const cfg = resolveServeConfig({ config: 'c.json', port: 9100 }, { CASCACHE_HOST: '127.0.0.2', CASCACHE_TOKENS_RO: 'a, b' }, dir);
+    expect(cfg).toMatchObject({ host: '127.0.0.2', port: 9100, namespace: 'file', gzipLevel: 1, storeDir: join(dir, '.cascache') });
+    expect(cfg.tokens).toEqual({ readWrite: ['file-rw'], readOnly: ['a', 'b'] });
+    expect(resolveServeConfig({}, {}, dir)).toMatchObject({ host: '127.0.0.1', port: 7380, namespace: 'default', secret: null });
+  });
+
+  it('rejects unknown config keys, bad ports and short secrets with E_CONFIG', () => {
+    writeFileSync(join(dir, 'c.json'), JSON.stringify({ prot: 1 }));
+    expect(() => resolveServeConfig({ config: 'c.json' }, {}, dir)).toThrow(expect.objectContaining({ code: 'E_CONFIG', message: expect.stringContaining('unknown key "prot"') }));
+    expect(() => resolveServeConfig({ port: 70000 }, {}, dir)).toThrow(expect.objectContaining({ code: 'E_CONFIG' }));
+    expect(() => resolveServeConfig({}, { CASCACHE_SECRET: 'short' }, dir)).toThrow(expect.objectContaining({ code: 'E_CONFIG' }));
+  });
+
+  it('never prints tokens or the secret', () => {
+    const cfg = resolveServeConfig({}, { CASCACHE_TOKENS_RW: 'super-secret-token', CASCACHE_SECRET: 'x'.repeat(40) }, dir);
+    const shown = JSON.stringify(redact(cfg));
+    expect(shown).not.toContain('super-secret-token');
+    expect(shown).not.toContain('x'.repeat(40));
+    expect(shown).toContain('1 token(s)');
+  });
+
+  it('refuses to listen beyond loopback without a token (exit 2)', () => {
+    const r = spawnSync(process.execPath, [BIN, 'serve', '--host', '0.0.0.0', '--port', '0', '--store-dir', dir], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('refusing to listen on 0.0.0.0 with no token');
+  });
+
+  it('serves the Nx API on the port it reports, with tokens from the environment', async () => {
+    const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--store-dir', dir], {
+      env: { ...process.env, CASCACHE_TOKENS_RW: 'rw-token', CASCACHE_LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    try {
+      const banner = await new Promise<string>((resolve) => createInterface({ input: child.stderr! }).on('line', (l) => l.startsWith('cascache: serving') && resolve(l)));
+      expect(banner).not.toContain('rw-token');
+      const url = /at (http:\/\/\S+)/.exec(banner)![1]!;
+      expect((await fetch(`${url}/v1/cache/1`)).status).toBe(401);
+      expect((await fetch(`${url}/v1/cache/1`, { headers: { authorization: 'Bearer rw-token' } })).status).toBe(404);
+    } finally {
+      child.kill('SIGTERM');
+    }
+  });
+});
