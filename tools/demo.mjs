@@ -1,70 +1,67 @@
 // @ts-check
 /**
- * `npm run demo`: what cascache does to a real build output, end to end, on this machine.
+ * `npm run demo`: the main job, end to end, on a real Nx workspace.
  *
- * Takes a real tree (default: this repo's node_modules/typescript, ~23 MB of real JS), stores it in
- * a fresh local store, changes one line of one file, stores it again, and restores both versions,
- * checking every byte. It prints what a remote cache would transfer and keep in each case, beside
- * what a whole-archive cache (one tar.gz per build) would.
- *
- * Usage: node tools/demo.mjs [tree-dir]
+ * Packs this repo's packages, creates a 12-project Nx 24 workspace in a temp directory with the
+ * @cascache/nx plugin, and shows: a first build storing every output; after `nx reset` and deleting
+ * every output, everything restored from cascache byte for byte with no build run; a one-line change
+ * storing only the chunks that changed; and a second clone on the same store restoring everything.
+ * Takes about a minute (most of it npm install). Needs `npm run setup` first.
  */
-import { execFileSync } from 'node:child_process';
-import { appendFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
-import core from '@cascache/core';
+import { createHash } from 'node:crypto';
+import { cpSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import e2eWorkspace from '../e2e/dist/nx-workspace.js';
+import e2ePack from '../e2e/dist/pack.js';
 
-const { computeActionKey, ingestDirectory, materializeToDirectory, openLocalStore } = core;
-const repo = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
-const source = process.argv[2] ?? join(repo, 'node_modules/typescript');
-const work = mkdtempSync(join(tmpdir(), 'cascache-demo-'));
-const mb = (n) => `${(n / 1e6).toFixed(2)} MB`;
+const { GRAPH, install, openWorkspace, snapshotOutputs, tempWorkspaceDir, writeWorkspace } = e2eWorkspace;
+const digest = (/** @type {unknown} */ v) => createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 16);
+const cascacheLine = (/** @type {string} */ out) => out.split('\n').find((l) => l.startsWith('cascache: ')) ?? '(no cascache summary line)';
+const removeOutputs = (/** @type {string} */ dir) => Object.keys(GRAPH).forEach((p) => rmSync(join(dir, 'packages', p, 'dist'), { recursive: true, force: true }));
 
+const dir = tempWorkspaceDir('cascache-demo-');
+const clone = tempWorkspaceDir('cascache-demo-clone-');
+const store = join(dir, '.cascache');
 try {
-  const tree = join(work, 'build-output');
-  cpSync(source, tree, { recursive: true, verbatimSymlinks: true });
-  const store = await openLocalStore({ root: join(work, 'store'), secret: Buffer.alloc(32, 1), writer: 'demo' });
-  const tgz = () => {
-    execFileSync('tar', ['-czf', join(work, 'out.tgz'), '-C', tree, '.']);
-    return statSync(join(work, 'out.tgz')).size;
+  console.log(`creating a 12-project Nx ${e2eWorkspace.NX_VERSION} workspace with @cascache/nx in ${dir} (npm pack + npm install)...`);
+  const t = e2ePack.packAll();
+  writeWorkspace(dir, {});
+  install(dir, [t.core, t.server, t.nx]);
+  const ws = openWorkspace(dir);
+  /** @param {string} title @param {() => import('node:child_process').SpawnSyncReturns<string>} run */
+  const step = (title, run) => {
+    ws.clearBuildLog();
+    const t0 = performance.now();
+    const r = run();
+    const ms = performance.now() - t0;
+    const built = ws.buildLog();
+    console.log(`\n${title}\n  ${cascacheLine(r.stdout)}\n  builds run: ${built.length ? built.join(', ') : 'none'} (${ms.toFixed(0)} ms)`);
   };
 
-  let t = performance.now();
-  const first = await ingestDirectory(store.blobs, tree);
-  const firstMs = performance.now() - t;
-  const key1 = computeActionKey(['demo', 'build', 'v1']);
-  await store.actionCache.put('default', key1, { manifest: first.digest, size: first.logicalBytes });
-  const tgz1 = tgz();
-  console.log(`build 1: ${first.files} files, ${mb(first.logicalBytes)} in ${first.chunks} chunks -> stored ${mb(first.newBytes)} (${(first.logicalBytes / first.newBytes).toFixed(1)}x smaller) in ${firstMs.toFixed(0)} ms`);
-  console.log(`         root digest ${first.digest}`);
-  console.log(`         a whole-archive cache would upload and keep a ${mb(tgz1)} tar.gz`);
+  step('1. first build: every task runs, every output is stored', () => ws.nx(['run-many', '-t', 'build']));
+  const before = snapshotOutputs(dir);
+  ws.nx(['reset']);
+  removeOutputs(dir);
+  step('2. after nx reset and deleting every dist/: everything comes back from cascache', () => ws.nx(['run-many', '-t', 'build']));
+  const after = snapshotOutputs(dir);
+  console.log(`  outputs byte-identical (content, modes, symlinks, empty dirs, unicode names): ${digest(before) === digest(after) ? 'yes' : 'NO'} (${Object.keys(after).length} entries)`);
 
-  // One-line change in the largest JS file, as an edit to one source file does to a bundle.
-  const files = [];
-  const walk = (d) => readdirSync(d, { withFileTypes: true }).forEach((e) => (e.isDirectory() ? walk(join(d, e.name)) : e.isFile() && e.name.endsWith('.js') && files.push(join(d, e.name))));
-  walk(tree);
-  const target = files.sort((a, b) => statSync(b).size - statSync(a).size)[0];
-  appendFileSync(target, '\n// one changed line\n');
-  t = performance.now();
-  const second = await ingestDirectory(store.blobs, tree);
-  const secondMs = performance.now() - t;
-  await store.actionCache.put('default', computeActionKey(['demo', 'build', 'v2']), { manifest: second.digest, size: second.logicalBytes });
-  const tgz2 = tgz();
-  console.log(`\nbuild 2: changed one line of ${relative(tree, target)}`);
-  console.log(`         new chunks ${second.newChunks} of ${second.chunks}: stored ${mb(second.newBytes)} new bytes in ${secondMs.toFixed(0)} ms`);
-  console.log(`         a whole-archive cache would upload and keep another ${mb(tgz2)} (${(tgz2 / second.newBytes).toFixed(0)}x more)`);
+  const file = join(dir, 'packages/lib-core/src/m2.js');
+  writeFileSync(file, readFileSync(file, 'utf8').replace('return value * 7 + 2;', 'return value * 7 + 3;'));
+  step('3. one line changed in lib-core: it and its dependents rebuild; only changed chunks are stored', () => ws.nx(['run-many', '-t', 'build']));
 
-  const hit = await store.actionCache.get('default', key1);
-  if (!hit) throw new Error('build 1 should be a cache hit');
-  t = performance.now();
-  await materializeToDirectory(store.blobs, hit.manifest, join(work, 'restored-1'));
-  const restoreMs = performance.now() - t;
-  const diff = (a, b) => execFileSync('diff', ['-r', '--no-dereference', a, b]).toString();
-  await materializeToDirectory(store.blobs, second.digest, join(work, 'restored-2'));
-  diff(join(work, 'restored-2'), tree);
-  console.log(`\nrestore: build 1 restored from the action cache in ${restoreMs.toFixed(0)} ms; build 2 restored and byte-identical to the tree (diff -r)`);
-  console.log(`store: ${readFileSync(join(work, 'store/v1/store.json'), 'utf8').includes('fastcdc-2020-nc1') ? 'FastCDC 2020, BLAKE3, zstd' : '?'} at ${join(work, 'store')} (removed on exit)`);
+  cpSync(dir, clone, { recursive: true, filter: (src) => !/\/(node_modules|\.nx|dist|\.cascache)$/.test(src) && !src.endsWith('build-log.txt') });
+  symlinkSync(join(dir, 'node_modules'), join(clone, 'node_modules'), 'dir');
+  const b = openWorkspace(clone);
+  b.clearBuildLog();
+  const r = b.nx(['run-many', '-t', 'build'], { CASCACHE_DIR: store });
+  console.log(`\n4. a second clone with CASCACHE_DIR=${store}\n  ${cascacheLine(r.stdout)}\n  builds run: ${b.buildLog().length ? b.buildLog().join(', ') : 'none'}`);
 } finally {
-  rmSync(work, { recursive: true, force: true });
+  try {
+    process.kill(JSON.parse(readFileSync(join(store, 'agent.json'), 'utf8')).pid, 'SIGTERM');
+  } catch {
+    /* no agent */
+  }
+  rmSync(dir, { recursive: true, force: true });
+  rmSync(clone, { recursive: true, force: true });
 }
