@@ -89,3 +89,5 @@ export {
 export { descriptorChunker, openLocalStore, type LocalStore, type LocalStoreOptions, type StoreDescriptor } from './local-store';
 export { Limiter } from './limiter';
 export { readAll } from './streams';
+export { RootStore, type StoreRoot } from './roots';
+export { verifyStore, type VerifyOptions, type VerifyProblem, type VerifyReport } from './verify';

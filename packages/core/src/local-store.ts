@@ -5,6 +5,7 @@
  * <root>/v1/store.json           descriptor: format, digest, chunker algorithm and parameters
  * <root>/v1/blobs/ab/<digest>    framed blobs           <root>/v1/ac/<namespace>/ab/<key>
  * <root>/v1/tmp/                 writes in progress     <root>/v1/quarantine/  corrupt blobs
+ * <root>/v1/roots/<digest>.json  store roots (GC roots) <root>/v1/runs/        recorded tool runs
  * ```
  *
  * The descriptor is written once, when the store is created, and is authoritative afterwards: the
@@ -16,6 +17,7 @@ import { join } from 'node:path';
 import { ActionCache, type ActionCacheOptions } from './action-cache';
 import { CHUNKER_ALGORITHM, DEFAULT_CHUNKER_PARAMS, validateChunkerParams, type ChunkerParams } from './chunker';
 import { CascacheError, ErrorCodes, toIoError } from './errors';
+import { RootStore } from './roots';
 import { FsAcStore } from './store/fs-ac';
 import { FsBlobStore, LAYOUT_VERSION, type FsBlobStoreOptions } from './store/fs';
 
@@ -51,6 +53,8 @@ export interface LocalStore {
   blobs: FsBlobStore;
   entries: FsAcStore;
   actionCache: ActionCache;
+  /** Named trees kept alive through GC (`cascache store add`). */
+  roots: RootStore;
 }
 
 /**
@@ -63,7 +67,7 @@ export async function openLocalStore(options: LocalStoreOptions): Promise<LocalS
   const blobs = new FsBlobStore({ root: options.root, level: options.level, onCorrupt: options.onCorrupt });
   const entries = new FsAcStore(options.root);
   const actionCache = new ActionCache({ entries, blobs, secret: options.secret, writer: options.writer, onWarning: options.onWarning });
-  return { root: options.root, descriptor, blobs, entries, actionCache };
+  return { root: options.root, descriptor, blobs, entries, actionCache, roots: new RootStore(options.root) };
 }
 
 /** The chunker parameters recorded in a descriptor. */

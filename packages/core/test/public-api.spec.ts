@@ -33,6 +33,7 @@ describe('@cascache/core public API', () => {
   "MIN_SECRET_BYTES",
   "MemoryAcStore",
   "MemoryBlobStore",
+  "RootStore",
   "assertDigest",
   "assertNamespace",
   "assertSafePath",
@@ -71,6 +72,7 @@ describe('@cascache/core public API', () => {
   "symlinkEscapes",
   "validateChunkerParams",
   "validateManifest",
+  "verifyStore",
   "zstdFrameContentSize",
 ]
 `);
