@@ -6,6 +6,8 @@ import { createReadStream } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { chunkStream, DEFAULT_CHUNKER_PARAMS, digestFile, digestOf, validateChunkerParams } from '@cascache/core';
 import { describeError, ExitCodes } from './exit-codes';
+import { registerStore } from './commands/store';
+import { registerVerify } from './commands/verify';
 import { registerServe } from './serve';
 import { parseSize } from './sizes';
 
@@ -22,7 +24,7 @@ async function write(out: NodeJS.WritableStream, text: string): Promise<void> {
   if (!out.write(text)) await new Promise<void>((resolve) => out.once('drain', resolve));
 }
 
-export function createProgram(io: Io): Command {
+export function createProgram(io: Io, setExitCode: (code: number) => void = () => undefined): Command {
   const program = new Command('cascache')
     .description('Content-addressed, chunked, tiered build cache for JavaScript monorepos')
     .version(VERSION)
@@ -62,6 +64,8 @@ export function createProgram(io: Io): Command {
     });
 
   registerServe(program, io);
+  registerStore(program, io);
+  registerVerify(program, io, setExitCode);
   return program;
 }
 
@@ -70,10 +74,13 @@ export function createProgram(io: Io): Command {
  * Never throws and never exits: `bin.ts` decides what to do with the code.
  */
 export async function run(argv: string[], io: Io): Promise<number> {
-  const program = createProgram(io);
+  let exitCode: number = ExitCodes.OK;
+  const program = createProgram(io, (code) => {
+    exitCode = code;
+  });
   try {
     await program.parseAsync(argv, { from: 'user' });
-    return ExitCodes.OK;
+    return exitCode;
   } catch (err) {
     if (err instanceof CommanderError) {
       // --help and --version end here with exit code 0; usage errors were already printed.

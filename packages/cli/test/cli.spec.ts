@@ -1,8 +1,8 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
-import { ExitCodes, parseSize, run } from '../src';
+import { ExitCodes, parseSize } from '../src';
+import { cli } from './support/run-cli';
 
 const FIXTURES = join(__dirname, '../../../fixtures');
 const IMAGE = join(FIXTURES, 'fastcdc/SekienAkashita.jpg');
@@ -10,16 +10,6 @@ const VECTORS = JSON.parse(readFileSync(join(FIXTURES, 'fastcdc/vectors.json'), 
   cases: Array<{ min: number; avg: number; max: number; lengths: number[] }>;
 };
 
-async function cli(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  const out: Buffer[] = [];
-  const err: Buffer[] = [];
-  stdout.on('data', (d: Buffer) => out.push(d));
-  stderr.on('data', (d: Buffer) => err.push(d));
-  const code = await run(argv, { stdout, stderr });
-  return { code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() };
-}
 
 describe('cascache debug', () => {
   it.each(VECTORS.cases)('chunk prints the vector lengths for $min/$avg/$max', async (c) => {

@@ -91,3 +91,4 @@ export { Limiter } from './limiter';
 export { readAll } from './streams';
 export { RootStore, type StoreRoot } from './roots';
 export { verifyStore, type VerifyOptions, type VerifyProblem, type VerifyReport } from './verify';
+export { formatBytes } from './format';

@@ -50,6 +50,7 @@ describe('@cascache/core public API', () => {
   "encodeBlob",
   "encodeManifest",
   "fetchBlob",
+  "formatBytes",
   "gearEntry",
   "getManifest",
   "ingestDirectory",

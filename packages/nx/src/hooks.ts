@@ -12,6 +12,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { formatBytes } from '@cascache/core';
 import { ensureAgent, type AgentInfo } from './agent';
 import { resolveStoreDir, type CascacheNxOptions } from './options';
 
@@ -55,19 +56,6 @@ export async function preTasksExecution(options: CascacheNxOptions | undefined, 
   } catch (err) {
     console.warn(`cascache: the local agent could not start (${(err as Error).message}); this run uses Nx's local cache only. Details: ${join(storeDir, 'agent.log')}`);
   }
-}
-
-/** Human-readable bytes (SI units, as the rest of our output). */
-export function formatBytes(n: number): string {
-  if (n < 1000) return `${n} B`;
-  const units = ['kB', 'MB', 'GB', 'TB'];
-  let v = n;
-  let u = -1;
-  while (v >= 1000 && u < units.length - 1) {
-    v /= 1000;
-    u++;
-  }
-  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
 }
 
 export interface RunSummary {

@@ -1,0 +1,27 @@
+/**
+ * `cascache verify`: re-hash every blob, check every action-cache entry and root; corrupt blobs are
+ * quarantined. Exit 0 when nothing is wrong, 6 (integrity) when something is.
+ */
+import type { Command } from 'commander';
+import { verifyStore } from '@cascache/core';
+import { formatBytes, openCliStore, printRows, withStoreFlags, type StoreFlags } from '../context';
+import { ExitCodes } from '../exit-codes';
+import type { Io } from '../program';
+
+export function registerVerify(program: Command, io: Io, setExitCode: (code: number) => void): void {
+  withStoreFlags(program.command('verify').description('Re-hash every blob and check every cache entry and root; quarantine corruption')).action(async (flags: StoreFlags) => {
+    const s = await openCliStore(flags);
+    const tty = (io.stderr as NodeJS.WriteStream).isTTY === true;
+    const report = await verifyStore(s, {
+      onProgress: tty ? (step, done) => done % 500 === 0 && io.stderr.write(`\rcascache: verifying ${step}: ${done}`) : undefined,
+    });
+    if (tty) io.stderr.write('\r\x1b[K');
+    if (flags.json) io.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    else {
+      io.stdout.write(`checked ${report.blobs} blobs (${formatBytes(report.storedBytes)}), ${report.acEntries} cache entries, ${report.roots} roots in ${((report.timings.blobs + report.timings.acEntries + report.timings.roots) / 1000).toFixed(1)} s\n`);
+      if (report.problems.length === 0) io.stdout.write('no problems found\n');
+      else printRows(io, false, ['what', 'id', 'problem', 'detail'], report.problems.map((p) => [p.kind, p.id.length > 40 ? `${p.id.slice(0, 40)}…` : p.id, p.reason, p.detail ?? '']), report);
+    }
+    if (report.problems.length > 0) setExitCode(ExitCodes.INTEGRITY);
+  });
+}

@@ -1,0 +1,92 @@
+import { chmod, mkdir, readFile, readlink, symlink, writeFile } from 'node:fs/promises';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { chunkLengths, digestOf } from '@cascache/core';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ExitCodes } from '../src';
+import { cli } from './support/run-cli';
+
+
+describe('cascache store and verify on real temp dirs', () => {
+  let dir: string;
+  let s: string;
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cascache-store-cli-'));
+    s = join(dir, 'store');
+    await mkdir(join(dir, 'tree/sub/empty'), { recursive: true });
+    await writeFile(join(dir, 'tree/app.js'), 'console.log(1);\n'.repeat(3000));
+    await writeFile(join(dir, 'tree/sub/run.sh'), '#!/bin/sh\n');
+    await chmod(join(dir, 'tree/sub/run.sh'), 0o755);
+    await symlink('app.js', join(dir, 'tree/latest.js'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('add prints the root digest; the same tree gives the same digest and stores nothing new', async () => {
+    const a = await cli('store', 'add', 'v1', '--source', join(dir, 'tree'), '--store-dir', s);
+    expect(a.code).toBe(0);
+    expect(a.stdout).toMatch(/^[0-9a-f]{64}\n$/);
+    const again = await cli('store', 'add', 'v1-again', '--source', join(dir, 'tree'), '--store-dir', s, '--json');
+    const j = JSON.parse(again.stdout);
+    expect(j.digest).toBe(a.stdout.trim());
+    expect(j).toMatchObject({ name: 'v1-again', files: 2, newChunks: 0, newBytes: 0 });
+  });
+
+  it('query, list, stats and rm report and remove roots; --json for scripts', async () => {
+    const digest = (await cli('store', 'add', 'release', '--source', join(dir, 'tree'), '--store-dir', s)).stdout.trim();
+    const q = JSON.parse((await cli('store', 'query', digest, '--store-dir', s, '--json')).stdout);
+    expect(q).toMatchObject({ digest, name: 'release', size: 48010, files: 2, root: true, complete: true });
+    const list = await cli('store', 'list', '--store-dir', s);
+    expect(list.stdout).toContain('release');
+    expect(list.stdout).toContain(digest.slice(0, 16));
+    expect(JSON.parse((await cli('store', 'stats', '--store-dir', s, '--json')).stdout)).toMatchObject({ roots: 1, logicalBytes: 48010 });
+    expect((await cli('store', 'rm', digest, '--store-dir', s)).code).toBe(0);
+    expect((await cli('store', 'rm', digest, '--store-dir', s)).code).toBe(ExitCodes.NOT_FOUND);
+    expect(JSON.parse((await cli('store', 'list', '--store-dir', s, '--json')).stdout)).toEqual([]);
+  });
+
+  it('get restores byte for byte, refuses a non-empty target, and replaces it with --force', async () => {
+    const digest = (await cli('store', 'add', 'x', '--source', join(dir, 'tree'), '--store-dir', s)).stdout.trim();
+    const target = join(dir, 'out');
+    expect((await cli('store', 'get', digest, '--target', target, '--store-dir', s)).code).toBe(0);
+    expect(await readFile(join(target, 'app.js'), 'utf8')).toBe('console.log(1);\n'.repeat(3000));
+    expect(await readlink(join(target, 'latest.js'))).toBe('app.js');
+    await writeFile(join(target, 'app.js'), 'changed');
+    const refused = await cli('store', 'get', digest, '--target', target, '--store-dir', s);
+    expect(refused.code).toBe(ExitCodes.EXISTS);
+    expect(await readFile(join(target, 'app.js'), 'utf8')).toBe('changed');
+    expect((await cli('store', 'get', digest, '--target', target, '--store-dir', s, '--force')).code).toBe(0);
+    expect(await readFile(join(target, 'app.js'), 'utf8')).toBe('console.log(1);\n'.repeat(3000));
+    expect((await cli('store', 'get', 'f'.repeat(64), '--target', join(dir, 'none'), '--store-dir', s)).code).toBe(ExitCodes.NOT_FOUND);
+    expect((await cli('store', 'get', 'not-a-digest', '--target', join(dir, 'none'), '--store-dir', s)).code).toBe(ExitCodes.BAD_INPUT);
+  });
+
+  it('uses CASCACHE_DIR when --store-dir is absent', async () => {
+    process.env.CASCACHE_DIR = s;
+    try {
+      const digest = (await cli('store', 'add', 'env', '--source', join(dir, 'tree'))).stdout.trim();
+      expect(JSON.parse((await cli('store', 'query', digest, '--json')).stdout).name).toBe('env');
+    } finally {
+      delete process.env.CASCACHE_DIR;
+    }
+  });
+
+  it('verify exits 0 on a sound store and 6 after a flipped byte, naming the damage', async () => {
+    await cli('store', 'add', 'x', '--source', join(dir, 'tree'), '--store-dir', s);
+    const ok = await cli('verify', '--store-dir', s);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toContain('no problems found');
+    const blobs = JSON.parse((await cli('verify', '--store-dir', s, '--json')).stdout);
+    expect(blobs.blobs).toBeGreaterThan(1);
+    // Flip one byte of app.js's first chunk, found by digest as cascache cuts it.
+    const content = Buffer.from('console.log(1);\n'.repeat(3000));
+    const chunk = digestOf(content.subarray(0, chunkLengths(content)[0]));
+    const file = join(s, 'v1/blobs', chunk.slice(0, 2), chunk);
+    const bytes = await readFile(file);
+    bytes[bytes.length - 1] ^= 0x01;
+    await writeFile(file, bytes);
+    const bad = await cli('verify', '--store-dir', s);
+    expect(bad.code).toBe(ExitCodes.INTEGRITY);
+    expect(bad.stdout).toContain('corrupt');
+    expect(bad.stdout).toContain('chunks-missing');
+  });
+});
