@@ -6,6 +6,7 @@ import { createReadStream } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { chunkStream, DEFAULT_CHUNKER_PARAMS, digestFile, digestOf, validateChunkerParams } from '@cascache/core';
 import { describeError, ExitCodes } from './exit-codes';
+import { registerCache } from './commands/cache';
 import { registerStore } from './commands/store';
 import { registerVerify } from './commands/verify';
 import { registerServe } from './serve';
@@ -28,6 +29,8 @@ export function createProgram(io: Io, setExitCode: (code: number) => void = () =
   const program = new Command('cascache')
     .description('Content-addressed, chunked, tiered build cache for JavaScript monorepos')
     .version(VERSION)
+    // Root options only before the subcommand, so `cache build x --version 1.0.0` is the command's own.
+    .enablePositionalOptions()
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
     .exitOverride()
     .showHelpAfterError('(run with --help for usage)');
@@ -65,6 +68,7 @@ export function createProgram(io: Io, setExitCode: (code: number) => void = () =
 
   registerServe(program, io);
   registerStore(program, io);
+  registerCache(program, io, setExitCode);
   registerVerify(program, io, setExitCode);
   return program;
 }

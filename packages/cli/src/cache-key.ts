@@ -1,0 +1,82 @@
+/**
+ * The action key of `cascache cache build|get`: what a component's build output depends on.
+ *
+ * key = BLAKE3 action key over ("cli", component, version, task, dependencies, inputs), where
+ * dependencies is the canonical JSON of the sorted `name@version` list and inputs is the digest of
+ * the canonical JSON of sorted [path, BLAKE3 of content] pairs. Change any ingredient and the key
+ * changes; `--explain` prints each one.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join, relative, resolve, sep } from 'node:path';
+import { glob } from 'tinyglobby';
+import { canonicalJson, CascacheError, computeActionKey, digestFile, digestOf, ErrorCodes, type Digest } from '@cascache/core';
+
+export interface KeyInputs {
+  component: string;
+  /** Component directory (package.json, inputs). */
+  dir: string;
+  /** Build target name. */
+  task: string;
+  version?: string;
+  /** `name@version` strings; from package.json when absent. */
+  deps?: string[];
+  /** Input globs relative to `dir`; default: every file except the excluded directories. */
+  inputs?: string[];
+  /** Directories never counted as inputs (the output directory, for one). */
+  exclude?: string[];
+}
+
+export interface KeyExplanation {
+  key: Digest;
+  component: string;
+  version: string;
+  task: string;
+  deps: string[];
+  depsDigest: Digest;
+  inputs: Array<{ path: string; digest: Digest }>;
+  inputsDigest: Digest;
+}
+
+const ALWAYS_EXCLUDED = ['node_modules', '.git', '.cascache', '.nx'];
+
+function readPackageJson(dir: string): Record<string, unknown> | null {
+  const p = join(dir, 'package.json');
+  if (!existsSync(p)) return null;
+  try {
+    return JSON.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
+  } catch (err) {
+    throw new CascacheError(ErrorCodes.BAD_INPUT, `${p} is not valid JSON`, { cause: err });
+  }
+}
+
+/**
+ * Computes the key and every ingredient.
+ * @throws CascacheError `E_BAD_INPUT` when no version is known or a --dep is malformed.
+ */
+export async function computeCacheKey(k: KeyInputs): Promise<KeyExplanation> {
+  const dir = resolve(k.dir);
+  const pkg = readPackageJson(dir);
+  const version = k.version ?? (typeof pkg?.version === 'string' ? pkg.version : undefined);
+  if (!version) throw new CascacheError(ErrorCodes.BAD_INPUT, `no version for ${k.component}: pass --version or give ${dir} a package.json with a version`);
+  let deps = k.deps;
+  if (!deps) {
+    deps = [];
+    for (const field of ['dependencies', 'devDependencies', 'optionalDependencies', 'peerDependencies']) {
+      const m = pkg?.[field];
+      if (m && typeof m === 'object') for (const [name, range] of Object.entries(m as Record<string, unknown>)) deps.push(`${name}@${String(range)}`);
+    }
+  }
+  for (const d of deps) if (!/^(@[^/@\s]+\/)?[^@\s]+@\S+$/.test(d)) throw new CascacheError(ErrorCodes.BAD_INPUT, `--dep must look like name@version, got ${JSON.stringify(d)}`);
+  deps = [...new Set(deps)].sort();
+
+  // Tool directories at any depth, and the output directories (when they lie inside the component).
+  const outputDirs = (k.exclude ?? []).map((e) => relative(dir, resolve(e)).split(sep).join('/')).filter((e) => e !== '' && !e.startsWith('..'));
+  const ignore = [...ALWAYS_EXCLUDED.map((n) => `**/${n}/**`), ...outputDirs.map((e) => `${e}/**`)];
+  const files = await glob(k.inputs?.length ? k.inputs : ['**/*'], { cwd: dir, dot: true, onlyFiles: true, followSymbolicLinks: false, ignore });
+  const inputs: Array<{ path: string; digest: Digest }> = [];
+  for (const f of files.sort()) inputs.push({ path: f, digest: await digestFile(join(dir, f)) });
+  const depsDigest = digestOf(canonicalJson(deps));
+  const inputsDigest = digestOf(canonicalJson(inputs.map((i) => [i.path, i.digest])));
+  const key = computeActionKey(['cli', k.component, version, k.task, canonicalJson(deps), inputsDigest]);
+  return { key, component: k.component, version, task: k.task, deps, depsDigest, inputs, inputsDigest };
+}

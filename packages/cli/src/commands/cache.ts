@@ -1,0 +1,165 @@
+/**
+ * `cascache cache build|get|invalidate|list`: build outputs of components cached under an action
+ * key of their version, build target, dependencies and input files (see cache-key.ts).
+ *
+ * Each entry is an action-cache entry (signed when CASCACHE_SECRET is set) plus a small record under
+ * `<store>/v1/cli-cache/<key>.json` naming the component, for `list` and `invalidate`.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { descriptorChunker, ingestDirectory, isDigest, type LocalStore } from '@cascache/core';
+import { computeCacheKey, type KeyExplanation } from '../cache-key';
+import { formatAge, formatBytes, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
+import { ExitCodes } from '../exit-codes';
+import type { Io } from '../program';
+
+const NAMESPACE = 'cli';
+
+interface EntryRecord {
+  key: string;
+  component: string;
+  version: string;
+  task: string;
+  size: number;
+  created: number;
+}
+
+interface KeyFlags extends StoreFlags {
+  dir: string;
+  task: string;
+  version?: string;
+  dep?: string[];
+  inputs?: string[];
+  explain?: boolean;
+}
+
+function recordsDir(s: LocalStore): string {
+  return join(s.root, 'v1', 'cli-cache');
+}
+
+async function writeRecord(s: LocalStore, r: EntryRecord): Promise<void> {
+  await fsp.mkdir(recordsDir(s), { recursive: true });
+  const tmp = join(recordsDir(s), `.${r.key}.${randomBytes(4).toString('hex')}`);
+  await fsp.writeFile(tmp, `${JSON.stringify(r)}\n`);
+  await fsp.rename(tmp, join(recordsDir(s), `${r.key}.json`));
+}
+
+async function readRecords(s: LocalStore): Promise<EntryRecord[]> {
+  let names: string[] = [];
+  try {
+    names = await fsp.readdir(recordsDir(s));
+  } catch {
+    return [];
+  }
+  const out: EntryRecord[] = [];
+  for (const n of names) {
+    if (!n.endsWith('.json') || !isDigest(n.slice(0, -5))) continue;
+    try {
+      out.push(JSON.parse(await fsp.readFile(join(recordsDir(s), n), 'utf8')) as EntryRecord);
+    } catch {
+      /* a damaged record only hides the entry from list */
+    }
+  }
+  return out.sort((a, b) => b.created - a.created);
+}
+
+function keyOptions(cmd: Command): Command {
+  return withStoreFlags(cmd)
+    .option('--dir <path>', "the component's directory (package.json, inputs)", '.')
+    .option('--task <name>', 'build target name', 'build')
+    .option('--version <version>', 'component version (default: its package.json)')
+    .option('--dep <name@version>', 'a dependency version, repeatable (default: package.json dependencies)', (v: string, acc: string[] = []) => [...acc, v])
+    .option('--inputs <glob...>', "input files, relative to --dir (default: every file but outputs, node_modules, .git)")
+    .option('--explain', 'print every ingredient of the key with its digest');
+}
+
+function explain(io: Io, e: KeyExplanation): void {
+  const lines = [
+    `key        ${e.key}`,
+    `component  ${e.component}`,
+    `version    ${e.version}`,
+    `task       ${e.task}`,
+    `deps       ${e.depsDigest}  (${e.deps.length}: ${e.deps.join(', ') || 'none'})`,
+    `inputs     ${e.inputsDigest}  (${e.inputs.length} files)`,
+    ...e.inputs.map((i) => `  ${i.digest}  ${i.path}`),
+  ];
+  io.stderr.write(`${lines.join('\n')}\n`);
+}
+
+export function registerCache(program: Command, io: Io, setExitCode: (code: number) => void): void {
+  const cache = program.command('cache').description('Build outputs cached by component, version, target, dependencies and inputs');
+
+  keyOptions(cache.command('build').description("Store a component's build output under its action key").argument('<component>', 'component name'))
+    .requiredOption('--source <dir>', 'the build output directory to store')
+    .option('--target <name>', 'alias of --task')
+    .action(async (component: string, flags: KeyFlags & { source: string; target?: string }) => {
+      const s = await openCliStore(flags);
+      const e = await computeCacheKey({ component, dir: flags.dir, task: flags.target ?? flags.task, version: flags.version, deps: flags.dep, inputs: flags.inputs, exclude: [flags.source] });
+      if (flags.explain) explain(io, e);
+      const r = await ingestDirectory(s.blobs, flags.source, { chunker: descriptorChunker(s.descriptor) });
+      const put = await s.actionCache.put(NAMESPACE, e.key, { manifest: r.digest, size: r.logicalBytes, writer: 'cascache-cli' });
+      await writeRecord(s, { key: e.key, component, version: e.version, task: e.task, size: r.logicalBytes, created: put.entry.created });
+      const result = { key: e.key, component, created: put.created, files: r.files, logicalBytes: r.logicalBytes, newBytes: r.newBytes, dedupBytes: r.dedupBytes };
+      if (flags.json) io.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+      else {
+        io.stdout.write(`${e.key}\n`);
+        io.stderr.write(`cascache: ${put.created ? 'stored' : 'already stored'} ${component} ${e.version} (${e.task}): ${r.files} files, ${formatBytes(r.logicalBytes)}; ${formatBytes(r.newBytes)} new, ${formatBytes(r.dedupBytes)} deduplicated\n`);
+      }
+    });
+
+  keyOptions(cache.command('get').description("Restore a component's build output; exit 3 on a miss").argument('<component>', 'component name'))
+    .requiredOption('--target <dir>', 'directory to restore into (restored beside it, then moved into place)')
+    .option('--force', 'replace a non-empty target')
+    .action(async (component: string, flags: KeyFlags & { target: string; force?: boolean }) => {
+      const s = await openCliStore(flags);
+      const e = await computeCacheKey({ component, dir: flags.dir, task: flags.task, version: flags.version, deps: flags.dep, inputs: flags.inputs, exclude: [flags.target] });
+      if (flags.explain) explain(io, e);
+      const hit = await s.actionCache.get(NAMESPACE, e.key);
+      if (!hit) {
+        if (flags.json) io.stdout.write(`${JSON.stringify({ key: e.key, hit: false })}\n`);
+        else io.stderr.write(`cascache: miss for ${component} ${e.version} (${e.task}), key ${e.key.slice(0, 16)}\n`);
+        setExitCode(ExitCodes.MISS);
+        return;
+      }
+      await restoreBeside(s, hit.entry.manifest, flags.target, flags.force === true);
+      if (flags.json) io.stdout.write(`${JSON.stringify({ key: e.key, hit: true, target: flags.target, size: hit.entry.size })}\n`);
+      else io.stderr.write(`cascache: restored ${component} ${e.version} (${e.task}) into ${flags.target}, ${formatBytes(hit.entry.size)}\n`);
+    });
+
+  withStoreFlags(
+    cache
+      .command('invalidate')
+      .description('Remove cache entries of one component, or all')
+      .option('--component <name>', 'the component whose entries go')
+      .option('--all', 'remove every entry'),
+  ).action(async (flags: StoreFlags & { component?: string; all?: boolean }) => {
+    if (!flags.component === !flags.all) {
+      io.stderr.write('cascache: give exactly one of --component <name> or --all\n');
+      setExitCode(ExitCodes.USAGE);
+      return;
+    }
+    const s = await openCliStore(flags);
+    let removed = 0;
+    for (const r of await readRecords(s)) {
+      if (!flags.all && r.component !== flags.component) continue;
+      await s.actionCache.delete(NAMESPACE, r.key);
+      await fsp.rm(join(recordsDir(s), `${r.key}.json`), { force: true });
+      removed++;
+    }
+    if (flags.json) io.stdout.write(`${JSON.stringify({ removed })}\n`);
+    else io.stderr.write(`cascache: removed ${removed} entr${removed === 1 ? 'y' : 'ies'} (data goes at the next gc)\n`);
+  });
+
+  withStoreFlags(cache.command('list').description('List cache entries, newest first')).action(async (flags: StoreFlags) => {
+    const records = await readRecords(await openCliStore(flags));
+    printRows(
+      io,
+      flags.json,
+      ['component', 'version', 'task', 'key', 'size', 'age'],
+      records.map((r) => [r.component, r.version, r.task, r.key.slice(0, 16), formatBytes(r.size), formatAge(r.created)]),
+      records,
+    );
+  });
+}
