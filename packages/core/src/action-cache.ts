@@ -70,8 +70,10 @@ export interface AcStore {
   replace(namespace: string, key: Digest, bytes: Buffer): Promise<void>;
   /** Removes an entry; true when something was removed. */
   delete(namespace: string, key: Digest): Promise<boolean>;
-  /** Every (namespace, key) stored. */
-  list(): AsyncIterable<{ namespace: string; key: Digest }>;
+  /** Every (namespace, key) stored, with when it was last written or hit (ms) when the store knows. */
+  list(): AsyncIterable<{ namespace: string; key: Digest; lastUsedMs?: number }>;
+  /** Marks an entry as used now (LRU eviction); optional. */
+  touch?(namespace: string, key: Digest): Promise<void>;
 }
 
 /** In-memory AC storage, for tests. */
@@ -228,6 +230,7 @@ export class ActionCache {
       const missing = chunks.length - present.size;
       if (missing > 0) return this.miss(namespace, key, 'chunks-missing', `${missing} of ${chunks.length} chunks`);
     }
+    await this.opts.entries.touch?.(namespace, key);
     return { entry, manifest };
   }
 

@@ -92,3 +92,4 @@ export { readAll } from './streams';
 export { RootStore, type StoreRoot } from './roots';
 export { verifyStore, type VerifyOptions, type VerifyProblem, type VerifyReport } from './verify';
 export { formatBytes } from './format';
+export { executeGc, planEvict, planGc, type EvictOptions, type GcOptions, type GcPlan, type GcResult, type PlannedEntry } from './gc';

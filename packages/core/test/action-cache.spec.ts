@@ -171,7 +171,7 @@ describe('FsAcStore', () => {
       expect((await readFile(file)).toString()).toBe(stored);
       const listed = [];
       for await (const e of store.list()) listed.push(e);
-      expect(listed).toEqual([{ namespace: 'default', key: KEY }]);
+      expect(listed).toEqual([{ namespace: 'default', key: KEY, lastUsedMs: expect.any(Number) }]);
       await writeFile(file, 'x'.repeat(100_000));
       expect((await store.get('default', KEY))!.length).toBeGreaterThan(64 * 1024);
     } finally {

@@ -84,14 +84,26 @@ export class FsAcStore implements AcStore {
     }
   }
 
-  async *list(): AsyncIterable<{ namespace: string; key: Digest }> {
+  /** Entries with their file mtime as last use: written, or hit (see `touch`). */
+  async *list(): AsyncIterable<{ namespace: string; key: Digest; lastUsedMs?: number }> {
     for (const namespace of await readdirOrEmpty(this.acDir)) {
       for (const shard of await readdirOrEmpty(join(this.acDir, namespace))) {
         for (const key of await readdirOrEmpty(join(this.acDir, namespace, shard))) {
-          if (isDigest(key) && key.startsWith(shard)) yield { namespace, key };
+          if (!isDigest(key) || !key.startsWith(shard)) continue;
+          try {
+            yield { namespace, key, lastUsedMs: (await fsp.stat(join(this.acDir, namespace, shard, key))).mtimeMs };
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toIoError(err, `stat of action-cache entry ${key}`);
+          }
         }
       }
     }
+  }
+
+  /** Sets the entry file's mtime to now: the last-use time LRU eviction reads. */
+  async touch(namespace: string, key: Digest): Promise<void> {
+    const now = new Date();
+    await fsp.utimes(this.pathOf(namespace, key), now, now).catch(() => undefined);
   }
 
   private async writeTemp(bytes: Buffer): Promise<string> {

@@ -153,7 +153,7 @@ export class FsBlobStore implements BlobStore {
         if (!isDigest(name) || !name.startsWith(shard)) continue;
         try {
           const st = await fsp.stat(join(dir, name));
-          yield { digest: name, storedSize: st.size, atimeMs: st.atimeMs };
+          yield { digest: name, storedSize: st.size, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs };
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toIoError(err, `stat of blob ${name}`);
         }

@@ -22,6 +22,8 @@ export interface BlobInfo {
   storedSize: number;
   /** Last access time in ms since the epoch, when the tier tracks it. */
   atimeMs?: number;
+  /** When the blob was written, ms since the epoch, when the tier knows (GC grace periods). */
+  mtimeMs?: number;
 }
 
 /** Result of {@link BlobStore.put}. */

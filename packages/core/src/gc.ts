@@ -1,0 +1,200 @@
+/**
+ * Garbage collection and eviction, planned first and executed second (restic's `PlanPrune` ->
+ * `Execute`): a plan lists what would go and how many bytes, so `--dry-run` is free.
+ *
+ * Mark: live action-cache entries (not older than `olderThan`, and valid) and store roots, down to
+ * their manifests and chunks. Sweep: blobs nobody references that are older than the grace period.
+ * The grace period is what makes GC safe beside writers: a writer stores chunks, then the manifest,
+ * then the AC entry, so during a write its blobs are referenced by nothing yet; they are younger
+ * than the grace period and stay.
+ *
+ * Execution order: AC entries first, then blobs, so a reader never sees an entry whose data was
+ * swept first.
+ */
+import type { Digest } from './digest';
+import type { LocalStore } from './local-store';
+import { manifestChunks } from './manifest';
+import { getManifest } from './tree';
+
+export interface GcOptions {
+  /** Drop action-cache entries not written or hit for this long, ms. Default: keep all valid ones. */
+  olderThanMs?: number;
+  /** Keep unreferenced blobs younger than this, ms. Default 1 hour. */
+  graceMs?: number;
+  /** Which parts to collect: `cache` drops entries only, `store` sweeps blobs only, `all` both. */
+  scope?: 'cache' | 'store' | 'all';
+  now?: number;
+}
+
+export interface PlannedEntry {
+  namespace: string;
+  key: Digest;
+  manifest: Digest | null;
+  lastUsedMs: number;
+  reason: 'older-than' | 'invalid' | 'evicted';
+}
+
+export interface GcPlan {
+  entries: PlannedEntry[];
+  blobs: Array<{ digest: Digest; storedSize: number }>;
+  /** Bytes the blobs to delete take on disk. */
+  freedBytes: number;
+  /** Blobs and bytes that stay. */
+  keptBlobs: number;
+  keptBytes: number;
+  /** Unreferenced blobs kept because they are younger than the grace period. */
+  inGrace: number;
+}
+
+export interface GcResult {
+  deletedEntries: number;
+  deletedBlobs: number;
+  freedBytes: number;
+}
+
+interface LiveEntry {
+  namespace: string;
+  key: Digest;
+  manifest: Digest;
+  lastUsedMs: number;
+  size: number;
+}
+
+/** Reads every AC entry: valid ones with their manifest, invalid ones to drop. */
+async function scanEntries(store: LocalStore): Promise<{ live: LiveEntry[]; invalid: PlannedEntry[] }> {
+  const live: LiveEntry[] = [];
+  const invalid: PlannedEntry[] = [];
+  for await (const { namespace, key, lastUsedMs } of store.entries.list()) {
+    const entry = await store.actionCache.peek(namespace, key);
+    // The store's last-use time (written or hit) when it tracks one; else when the entry was made.
+    const used = lastUsedMs ?? entry?.created ?? 0;
+    if (entry) live.push({ namespace, key, manifest: entry.manifest, lastUsedMs: used, size: entry.size });
+    else invalid.push({ namespace, key, manifest: null, lastUsedMs: used, reason: 'invalid' });
+  }
+  return { live, invalid };
+}
+
+/** Digests reachable from manifests: the manifests themselves and their chunks. */
+async function reach(store: LocalStore, manifests: Iterable<Digest>): Promise<Map<Digest, Digest[]>> {
+  const out = new Map<Digest, Digest[]>();
+  for (const m of manifests) {
+    if (out.has(m)) continue;
+    let chunks: Digest[] = [];
+    try {
+      const manifest = await getManifest(store.blobs, m);
+      if (manifest) chunks = manifestChunks(manifest);
+    } catch {
+      // A corrupt or invalid manifest references nothing; verify reports it.
+    }
+    out.set(m, chunks);
+  }
+  return out;
+}
+
+async function sweep(store: LocalStore, referenced: Set<Digest>, graceMs: number, now: number): Promise<Pick<GcPlan, 'blobs' | 'freedBytes' | 'keptBlobs' | 'keptBytes' | 'inGrace'>> {
+  const plan = { blobs: [] as GcPlan['blobs'], freedBytes: 0, keptBlobs: 0, keptBytes: 0, inGrace: 0 };
+  for await (const b of store.blobs.list()) {
+    const young = now - (b.mtimeMs ?? now) < graceMs;
+    if (referenced.has(b.digest) || young) {
+      plan.keptBlobs++;
+      plan.keptBytes += b.storedSize;
+      if (!referenced.has(b.digest)) plan.inGrace++;
+      continue;
+    }
+    plan.blobs.push({ digest: b.digest, storedSize: b.storedSize });
+    plan.freedBytes += b.storedSize;
+  }
+  return plan;
+}
+
+function referencedBy(graph: Map<Digest, Digest[]>, manifests: Iterable<Digest>): Set<Digest> {
+  const refs = new Set<Digest>();
+  for (const m of manifests) {
+    refs.add(m);
+    for (const c of graph.get(m) ?? []) refs.add(c);
+  }
+  return refs;
+}
+
+/** Plans a GC. Nothing is changed. */
+export async function planGc(store: LocalStore, options: GcOptions = {}): Promise<GcPlan> {
+  const now = options.now ?? Date.now();
+  const scope = options.scope ?? 'all';
+  const { live, invalid } = await scanEntries(store);
+  const entries: PlannedEntry[] = scope === 'store' ? [] : [...invalid];
+  const kept: LiveEntry[] = [];
+  for (const e of live) {
+    if (scope !== 'store' && options.olderThanMs !== undefined && now - e.lastUsedMs > options.olderThanMs) {
+      entries.push({ namespace: e.namespace, key: e.key, manifest: e.manifest, lastUsedMs: e.lastUsedMs, reason: 'older-than' });
+    } else kept.push(e);
+  }
+  if (scope === 'cache') return { entries, blobs: [], freedBytes: 0, keptBlobs: 0, keptBytes: 0, inGrace: 0 };
+  const roots = (await store.roots.list()).map((r) => r.digest);
+  const liveManifests = [...kept.map((e) => e.manifest), ...roots];
+  const graph = await reach(store, liveManifests);
+  return { entries, ...(await sweep(store, referencedBy(graph, liveManifests), options.graceMs ?? 60 * 60 * 1000, now)) };
+}
+
+export interface EvictOptions {
+  /** Target size of the blobs on disk, bytes. */
+  toSizeBytes: number;
+  /** Which entries go first: least recently used (default) or largest. */
+  strategy?: 'lru' | 'largest';
+  graceMs?: number;
+  now?: number;
+}
+
+/**
+ * Plans eviction down to a size: drops action-cache entries (least recently used first, or largest
+ * first) until the blobs still referenced by the remaining entries and roots fit, then sweeps what
+ * became unreferenced. Roots are never evicted. Blobs inside the grace period stay, so the plan may
+ * end above the target; `keptBytes` says where it lands.
+ */
+export async function planEvict(store: LocalStore, options: EvictOptions): Promise<GcPlan> {
+  const now = options.now ?? Date.now();
+  const { live, invalid } = await scanEntries(store);
+  const sizes = new Map<Digest, number>();
+  for await (const b of store.blobs.list()) sizes.set(b.digest, b.storedSize);
+  const roots = (await store.roots.list()).map((r) => r.digest);
+  const graph = await reach(store, [...live.map((e) => e.manifest), ...roots]);
+  // Reference counts over kept entries and roots; a blob frees its bytes when its count reaches 0.
+  const refs = new Map<Digest, number>();
+  const addRefs = (m: Digest, d: number): Digest[] => {
+    const freed: Digest[] = [];
+    for (const x of new Set([m, ...(graph.get(m) ?? [])])) {
+      const n = (refs.get(x) ?? 0) + d;
+      refs.set(x, n);
+      if (n === 0) freed.push(x);
+    }
+    return freed;
+  };
+  for (const e of live) addRefs(e.manifest, 1);
+  for (const r of roots) addRefs(r, 1);
+  let referencedBytes = 0;
+  for (const [d, n] of refs) if (n > 0) referencedBytes += sizes.get(d) ?? 0;
+
+  const entries: PlannedEntry[] = [...invalid];
+  const order = [...live].sort((a, b) => (options.strategy === 'largest' ? b.size - a.size || a.lastUsedMs - b.lastUsedMs : a.lastUsedMs - b.lastUsedMs));
+  for (const e of order) {
+    if (referencedBytes <= options.toSizeBytes) break;
+    for (const d of addRefs(e.manifest, -1)) referencedBytes -= sizes.get(d) ?? 0;
+    entries.push({ namespace: e.namespace, key: e.key, manifest: e.manifest, lastUsedMs: e.lastUsedMs, reason: 'evicted' });
+  }
+  const referenced = new Set([...refs].filter(([, n]) => n > 0).map(([d]) => d));
+  return { entries, ...(await sweep(store, referenced, options.graceMs ?? 60 * 60 * 1000, now)) };
+}
+
+/** Carries out a plan: entries first, then blobs. Blobs already gone are not an error. */
+export async function executeGc(store: LocalStore, plan: GcPlan): Promise<GcResult> {
+  let deletedEntries = 0;
+  for (const e of plan.entries) if (await store.entries.delete(e.namespace, e.key)) deletedEntries++;
+  let deletedBlobs = 0;
+  let freedBytes = 0;
+  for (const b of plan.blobs) {
+    if (await store.blobs.delete(b.digest)) {
+      deletedBlobs++;
+      freedBytes += b.storedSize;
+    }
+  }
+  return { deletedEntries, deletedBlobs, freedBytes };
+}
