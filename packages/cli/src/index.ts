@@ -1,4 +1,4 @@
 /** Programmatic entry points of the `cascache` CLI package. */
 export { createProgram, run, type Io } from './program';
 export { ExitCodes, describeError } from './exit-codes';
-export { parseSize } from './sizes';
+export { parseAge, parseSize } from './sizes';

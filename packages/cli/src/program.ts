@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { chunkStream, DEFAULT_CHUNKER_PARAMS, digestFile, digestOf, validateChunkerParams } from '@cascache/core';
 import { describeError, ExitCodes } from './exit-codes';
 import { registerCache } from './commands/cache';
+import { registerGc } from './commands/gc';
 import { registerStore } from './commands/store';
 import { registerVerify } from './commands/verify';
 import { registerServe } from './serve';
@@ -69,6 +70,7 @@ export function createProgram(io: Io, setExitCode: (code: number) => void = () =
   registerServe(program, io);
   registerStore(program, io);
   registerCache(program, io, setExitCode);
+  registerGc(program, io);
   registerVerify(program, io, setExitCode);
   return program;
 }

@@ -1,0 +1,61 @@
+/**
+ * `cascache gc store|cache|all` and `cascache evict`: plan, then execute (`--dry-run` shows the plan
+ * only). See core's gc.ts for what is kept and why a write in progress is never harmed.
+ */
+import type { Command } from 'commander';
+import { CascacheError, ErrorCodes, executeGc, planEvict, planGc, type GcPlan, type LocalStore } from '@cascache/core';
+import { formatBytes, openCliStore, withStoreFlags, type StoreFlags } from '../context';
+import type { Io } from '../program';
+import { parseAge, parseSize } from '../sizes';
+
+function describePlan(plan: GcPlan, dryRun: boolean): string {
+  const verb = dryRun ? 'would' : 'will';
+  const byReason = new Map<string, number>();
+  for (const e of plan.entries) byReason.set(e.reason, (byReason.get(e.reason) ?? 0) + 1);
+  const reasons = [...byReason].map(([r, n]) => `${n} ${r}`).join(', ');
+  return (
+    `cascache: ${verb} drop ${plan.entries.length} cache entr${plan.entries.length === 1 ? 'y' : 'ies'}${reasons ? ` (${reasons})` : ''} ` +
+    `and delete ${plan.blobs.length} blobs, freeing ${formatBytes(plan.freedBytes)}; ` +
+    `keeping ${plan.keptBlobs} blobs, ${formatBytes(plan.keptBytes)}${plan.inGrace ? ` (${plan.inGrace} unreferenced but within the grace period)` : ''}\n`
+  );
+}
+
+async function run(io: Io, flags: StoreFlags & { dryRun?: boolean }, makePlan: (store: LocalStore) => Promise<GcPlan>): Promise<void> {
+  const store = await openCliStore(flags);
+  const plan = await makePlan(store);
+  const result = flags.dryRun ? null : await executeGc(store, plan);
+  if (flags.json) {
+    io.stdout.write(`${JSON.stringify({ dryRun: flags.dryRun === true, plan, result }, null, 2)}\n`);
+    return;
+  }
+  io.stdout.write(describePlan(plan, flags.dryRun === true));
+  if (result) io.stdout.write(`cascache: dropped ${result.deletedEntries} entries, deleted ${result.deletedBlobs} blobs, freed ${formatBytes(result.freedBytes)}\n`);
+}
+
+export function registerGc(program: Command, io: Io): void {
+  withStoreFlags(
+    program
+      .command('gc')
+      .description('Collect garbage: drop stale cache entries (cache), sweep unreferenced blobs (store), or both (all)')
+      .argument('[what]', 'store | cache | all', 'all')
+      .option('--dry-run', 'show the plan, change nothing')
+      .option('--older-than <age>', 'drop cache entries not written or hit for this long (e.g. 30d)', parseAge)
+      .option('--grace <age>', 'keep unreferenced blobs younger than this (default 1h; 0s for none)', parseAge),
+  ).action(async (what: string, flags: StoreFlags & { dryRun?: boolean; olderThan?: number; grace?: number }) => {
+    if (!['store', 'cache', 'all'].includes(what)) throw new CascacheError(ErrorCodes.CONFIG, `gc takes store, cache or all, not ${what}`);
+    await run(io, flags, (s) => planGc(s, { scope: what as 'store' | 'cache' | 'all', olderThanMs: flags.olderThan, graceMs: flags.grace }));
+  });
+
+  withStoreFlags(
+    program
+      .command('evict')
+      .description('Drop cache entries until the store fits a size (roots are never evicted)')
+      .requiredOption('--to-size <size>', 'target size on disk (e.g. 10GiB)', parseSize)
+      .option('--strategy <lru|largest>', 'which entries go first', 'lru')
+      .option('--dry-run', 'show the plan, change nothing')
+      .option('--grace <age>', 'keep unreferenced blobs younger than this (default 1h)', parseAge),
+  ).action(async (flags: StoreFlags & { toSize: number; strategy: string; dryRun?: boolean; grace?: number }) => {
+    if (flags.strategy !== 'lru' && flags.strategy !== 'largest') throw new CascacheError(ErrorCodes.CONFIG, '--strategy is lru or largest');
+    await run(io, flags, (s) => planEvict(s, { toSizeBytes: flags.toSize, strategy: flags.strategy as 'lru' | 'largest', graceMs: flags.grace }));
+  });
+}
