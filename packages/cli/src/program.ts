@@ -8,6 +8,7 @@ import { chunkStream, DEFAULT_CHUNKER_PARAMS, digestFile, digestOf, validateChun
 import { describeError, ExitCodes } from './exit-codes';
 import { registerCache } from './commands/cache';
 import { registerGc } from './commands/gc';
+import { registerStats } from './commands/stats';
 import { registerStore } from './commands/store';
 import { registerVerify } from './commands/verify';
 import { registerServe } from './serve';
@@ -71,6 +72,7 @@ export function createProgram(io: Io, setExitCode: (code: number) => void = () =
   registerStore(program, io);
   registerCache(program, io, setExitCode);
   registerGc(program, io);
+  registerStats(program, io);
   registerVerify(program, io, setExitCode);
   return program;
 }

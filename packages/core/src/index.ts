@@ -93,3 +93,4 @@ export { RootStore, type StoreRoot } from './roots';
 export { verifyStore, type VerifyOptions, type VerifyProblem, type VerifyReport } from './verify';
 export { formatBytes } from './format';
 export { executeGc, planEvict, planGc, type EvictOptions, type GcOptions, type GcPlan, type GcResult, type PlannedEntry } from './gc';
+export { storeStats, type StoreStats } from './stats';

@@ -73,6 +73,7 @@ describe('@cascache/core public API', () => {
   "readAll",
   "readBlobHeader",
   "readChunks",
+  "storeStats",
   "symlinkEscapes",
   "validateChunkerParams",
   "validateManifest",

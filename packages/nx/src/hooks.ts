@@ -122,7 +122,9 @@ export async function postTasksExecution(options: CascacheNxOptions | undefined,
   try {
     const dir = join(agent.storeDir, 'v1', 'runs');
     mkdirSync(dir, { recursive: true });
-    const record = { tool: 'nx', id: context.id, startTime: context.startTime, endTime: context.endTime, summary, hashes };
+    // Per task: enough for `cascache stats` to credit a hit with the time the original build took.
+    const tasks = results.map((r) => ({ id: r.task.id, hash: r.task.hash, status: r.status, ms: r.startTime !== undefined && r.endTime !== undefined ? r.endTime - r.startTime : undefined }));
+    const record = { tool: 'nx', id: context.id, startTime: context.startTime, endTime: context.endTime, summary, tasks };
     writeFileSync(join(dir, `${context.startTime ?? Date.now()}-${process.pid}.json`), `${JSON.stringify(record)}\n`);
   } catch {
     // Stats are best-effort: never fail a build over them.

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { descriptorChunker, ingestDirectory, isDigest, type LocalStore } from '@cascache/core';
+import { descriptorChunker, ingestDirectory, isDigest, storeStats, type LocalStore } from '@cascache/core';
 import { computeCacheKey, type KeyExplanation } from '../cache-key';
 import { formatAge, formatBytes, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
 import { ExitCodes } from '../exit-codes';
@@ -65,6 +65,40 @@ async function readRecords(s: LocalStore): Promise<EntryRecord[]> {
   return out.sort((a, b) => b.created - a.created);
 }
 
+/** Appends a hit or miss to `<store>/v1/cli-cache/events.log` (one small O_APPEND write: atomic). */
+async function recordEvent(s: LocalStore, key: string, hit: boolean): Promise<void> {
+  try {
+    await fsp.mkdir(recordsDir(s), { recursive: true });
+    await fsp.appendFile(join(recordsDir(s), 'events.log'), `${JSON.stringify({ t: Date.now(), key, hit })}\n`);
+  } catch {
+    // Statistics never fail a restore.
+  }
+}
+
+/** Hits and misses recorded by `cache get`, and the last hit per key. */
+export async function readEvents(s: LocalStore): Promise<{ hits: number; misses: number; lastHit: Map<string, number> }> {
+  const out = { hits: 0, misses: 0, lastHit: new Map<string, number>() };
+  let text = '';
+  try {
+    text = await fsp.readFile(join(recordsDir(s), 'events.log'), 'utf8');
+  } catch {
+    return out;
+  }
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    try {
+      const e = JSON.parse(line) as { t: number; key: string; hit: boolean };
+      if (e.hit) {
+        out.hits++;
+        out.lastHit.set(e.key, Math.max(out.lastHit.get(e.key) ?? 0, e.t));
+      } else out.misses++;
+    } catch {
+      /* a torn last line after a crash */
+    }
+  }
+  return out;
+}
+
 function keyOptions(cmd: Command): Command {
   return withStoreFlags(cmd)
     .option('--dir <path>', "the component's directory (package.json, inputs)", '.')
@@ -117,6 +151,7 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
       const e = await computeCacheKey({ component, dir: flags.dir, task: flags.task, version: flags.version, deps: flags.dep, inputs: flags.inputs, exclude: [flags.target] });
       if (flags.explain) explain(io, e);
       const hit = await s.actionCache.get(NAMESPACE, e.key);
+      await recordEvent(s, e.key, hit !== null);
       if (!hit) {
         if (flags.json) io.stdout.write(`${JSON.stringify({ key: e.key, hit: false })}\n`);
         else io.stderr.write(`cascache: miss for ${component} ${e.version} (${e.task}), key ${e.key.slice(0, 16)}\n`);
@@ -153,13 +188,40 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
   });
 
   withStoreFlags(cache.command('list').description('List cache entries, newest first')).action(async (flags: StoreFlags) => {
-    const records = await readRecords(await openCliStore(flags));
+    const s = await openCliStore(flags);
+    const { lastHit } = await readEvents(s);
+    const records = (await readRecords(s)).map((r) => ({ ...r, lastHit: lastHit.get(r.key) ?? null }));
     printRows(
       io,
       flags.json,
-      ['component', 'version', 'task', 'key', 'size', 'age'],
-      records.map((r) => [r.component, r.version, r.task, r.key.slice(0, 16), formatBytes(r.size), formatAge(r.created)]),
+      ['component', 'version', 'task', 'key', 'size', 'age', 'last hit'],
+      records.map((r) => [r.component, r.version, r.task, r.key.slice(0, 16), formatBytes(r.size), formatAge(r.created), r.lastHit ? formatAge(r.lastHit) : 'never']),
       records,
+    );
+  });
+
+  withStoreFlags(cache.command('stats').description('Entries, sizes, dedup and compression ratios, hit rate')).action(async (flags: StoreFlags) => {
+    const s = await openCliStore(flags);
+    const records = await readRecords(s);
+    const store = await storeStats(s);
+    const { hits, misses } = await readEvents(s);
+    const stats = {
+      entries: records.length,
+      logicalBytes: records.reduce((a, r) => a + r.size, 0),
+      storedBytes: store.storedBytes,
+      dedupRatio: store.dedupRatio,
+      compressionRatio: store.compressionRatio,
+      avgChunkBytes: store.avgChunkBytes,
+      hits,
+      misses,
+      hitRate: hits + misses > 0 ? Math.round((hits / (hits + misses)) * 1000) / 1000 : 0,
+    };
+    printRows(
+      io,
+      flags.json,
+      ['entries', 'logical', 'stored (whole store)', 'dedup', 'compression', 'avg chunk', 'hits', 'misses', 'hit rate'],
+      [[stats.entries, formatBytes(stats.logicalBytes), formatBytes(stats.storedBytes), `${stats.dedupRatio}x`, `${stats.compressionRatio}x`, formatBytes(stats.avgChunkBytes), hits, misses, `${(stats.hitRate * 100).toFixed(1)}%`]],
+      stats,
     );
   });
 }

@@ -18,10 +18,10 @@
  * stays responsive. Writes stay asynchronous so compression overlaps with file creation.
  */
 import { randomBytes } from 'node:crypto';
-import { accessSync, promises as fsp, readFileSync } from 'node:fs';
+import { accessSync, closeSync, openSync, promises as fsp, readFileSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { decodeBlob, encodeBlob, MAX_BLOB_BYTES } from '../codec';
+import { BLOB_HEADER_BYTES, decodeBlob, encodeBlob, MAX_BLOB_BYTES, readBlobHeader, type BlobHeader } from '../codec';
 import { assertDigest, digestOf, isDigest, type Digest } from '../digest';
 import { CascacheError, ErrorCodes, isCascacheError, toIoError } from '../errors';
 import { readAll } from '../streams';
@@ -100,6 +100,27 @@ export class FsBlobStore implements BlobStore {
     } catch (err) {
       if (isCascacheError(err, ErrorCodes.INTEGRITY)) await this.quarantine(digest, path, err);
       throw err;
+    }
+  }
+
+  /**
+   * The frame header of a stored blob (codec, raw length) without reading the payload; null when
+   * absent. @throws CascacheError `E_INTEGRITY` for a malformed header.
+   */
+  header(digest: Digest): BlobHeader | null {
+    assertDigest(digest);
+    let fd: number;
+    try {
+      fd = openSync(this.pathOf(digest), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw toIoError(err, `reading blob ${digest}`);
+    }
+    try {
+      const buf = Buffer.alloc(BLOB_HEADER_BYTES);
+      return readBlobHeader(buf.subarray(0, readSync(fd, buf, 0, BLOB_HEADER_BYTES, 0)));
+    } finally {
+      closeSync(fd);
     }
   }
 

@@ -1,0 +1,45 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cli } from './support/run-cli';
+
+describe('cascache cache stats and cascache stats', () => {
+  let dir: string;
+  let s: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'cascache-stats-'));
+    s = join(dir, 'store');
+    mkdirSync(join(dir, 'dist'), { recursive: true });
+    writeFileSync(join(dir, 'dist/a.js'), 'export const a = 1;\n'.repeat(2000));
+    writeFileSync(join(dir, 'dist/b.js'), 'export const a = 1;\n'.repeat(2000)); // same content: deduplicated
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  const key = (): string[] => ['--dir', dir, '--version', '1.0.0', '--inputs', 'none', '--store-dir', s];
+
+  it('cache stats reports entries, ratios, hits, misses and hit rate', async () => {
+    expect((await cli('cache', 'build', 'web', '--source', join(dir, 'dist'), ...key())).code).toBe(0);
+    rmSync(join(dir, 'dist'), { recursive: true });
+    expect((await cli('cache', 'get', 'web', '--target', join(dir, 'dist'), ...key())).code).toBe(0);
+    expect((await cli('cache', 'get', 'api', '--target', join(dir, 'api-dist'), ...key())).code).toBe(3);
+    const st = JSON.parse((await cli('cache', 'stats', '--store-dir', s, '--json')).stdout);
+    expect(st).toMatchObject({ entries: 1, logicalBytes: 80_000, hits: 1, misses: 1, hitRate: 0.5 });
+    expect(st.dedupRatio).toBeGreaterThan(1.9); // two identical files stored once (plus a small manifest)
+    expect(st.compressionRatio).toBeGreaterThan(5); // repetitive text, zstd
+    expect(st.avgChunkBytes).toBeGreaterThan(0);
+    const list = JSON.parse((await cli('cache', 'list', '--store-dir', s, '--json')).stdout);
+    expect(list[0].lastHit).toEqual(expect.any(Number));
+  });
+
+  it('stats credits Nx hits with the time the original build took', async () => {
+    const runs = join(s, 'v1', 'runs');
+    mkdirSync(runs, { recursive: true });
+    writeFileSync(join(runs, '1000-1.json'), JSON.stringify({ tool: 'nx', tasks: [{ hash: '11', status: 'success', ms: 4000 }, { hash: '22', status: 'success', ms: 1500 }] }));
+    writeFileSync(join(runs, '2000-1.json'), JSON.stringify({ tool: 'nx', tasks: [{ hash: '11', status: 'remote-cache', ms: 30 }, { hash: '33', status: 'success', ms: 900 }] }));
+    const st = JSON.parse((await cli('stats', '--store-dir', s, '--json')).stdout);
+    expect(st.tools[0]).toEqual({ tool: 'nx', runs: 2, hits: 1, misses: 3, hitRate: 0.25, savedMs: 4000 });
+    const human = await cli('stats', '--store-dir', s);
+    expect(human.stdout).toContain('4.0 s');
+    expect(human.stdout).toContain('25.0%');
+  });
+});
