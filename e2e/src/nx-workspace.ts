@@ -70,7 +70,7 @@ export interface Workspace {
 /** Writes the workspace files (no install). */
 export function writeWorkspace(dir: string, pluginOptions: Record<string, unknown> | null): void {
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'e2e-workspace', private: true, workspaces: ['packages/*'], allowScripts: { 'zstd-napi': true, nx: true } }, null, 2));
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'e2e-workspace', private: true, workspaces: ['packages/*'], allowScripts: { 'zstd-napi': true, 'better-sqlite3': true, nx: true } }, null, 2));
   writeFileSync(join(dir, 'build.js'), BUILD_SCRIPT);
   const nxJson: Record<string, unknown> = {
     $schema: './node_modules/nx/schemas/nx-schema.json',

@@ -90,3 +90,26 @@ describe('cascache store and verify on real temp dirs', () => {
     expect(bad.stdout).toContain('chunks-missing');
   });
 });
+
+describe('cascache verify and the index', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cascache-index-cli-'));
+    await mkdir(join(dir, 'tree'), { recursive: true });
+    await writeFile(join(dir, 'tree/a.js'), 'a');
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('rebuilds a corrupt index from the files, and on request', async () => {
+    const s = join(dir, 'store');
+    await cli('store', 'add', 'x', '--source', join(dir, 'tree'), '--store-dir', s);
+    const first = await cli('verify', '--store-dir', s);
+    expect(first.stderr).toContain('index rebuilt from the files: 2 blobs, 0 cache entries, 1 roots');
+    await writeFile(join(s, 'v1', 'index.sqlite'), 'garbage'.repeat(1000));
+    const second = await cli('verify', '--store-dir', s);
+    expect(second.code).toBe(0);
+    expect(second.stderr).toContain('index was corrupt (moved aside) and is rebuilt from the files: 2 blobs');
+    const third = await cli('verify', '--rebuild-index', '--store-dir', s);
+    expect(third.stderr).toContain('rebuilt from the files: 2 blobs');
+  });
+});

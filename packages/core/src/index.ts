@@ -94,3 +94,4 @@ export { verifyStore, type VerifyOptions, type VerifyProblem, type VerifyReport 
 export { formatBytes } from './format';
 export { executeGc, planEvict, planGc, type EvictOptions, type GcOptions, type GcPlan, type GcResult, type PlannedEntry } from './gc';
 export { storeStats, type StoreStats } from './stats';
+export { INDEX_SCHEMA_VERSION, StoreIndex, type IndexCounts, type IndexOpenResult } from './store-index';

@@ -3,14 +3,29 @@
  * quarantined. Exit 0 when nothing is wrong, 6 (integrity) when something is.
  */
 import type { Command } from 'commander';
-import { verifyStore } from '@cascache/core';
+import { StoreIndex, verifyStore } from '@cascache/core';
 import { formatBytes, openCliStore, printRows, withStoreFlags, type StoreFlags } from '../context';
 import { ExitCodes } from '../exit-codes';
 import type { Io } from '../program';
 
 export function registerVerify(program: Command, io: Io, setExitCode: (code: number) => void): void {
-  withStoreFlags(program.command('verify').description('Re-hash every blob and check every cache entry and root; quarantine corruption')).action(async (flags: StoreFlags) => {
+  withStoreFlags(
+    program
+      .command('verify')
+      .description('Re-hash every blob and check every cache entry and root; quarantine corruption')
+      .option('--rebuild-index', 'rebuild the SQLite index from the files (it is a cache of them)'),
+  ).action(async (flags: StoreFlags & { rebuildIndex?: boolean }) => {
     const s = await openCliStore(flags);
+    // The index is a cache of the files: rebuilt when asked, or when it is lost or cannot be trusted.
+    const { index, replaced } = StoreIndex.open(s.root);
+    try {
+      if (flags.rebuildIndex || replaced) {
+        const counts = await index.rebuild(s);
+        if (!flags.json) io.stderr.write(`cascache: index ${replaced === 'unreadable' ? 'was corrupt (moved aside) and is ' : ''}rebuilt from the files: ${counts.blobs} blobs, ${counts.entries} cache entries, ${counts.roots} roots\n`);
+      }
+    } finally {
+      index.close();
+    }
     const tty = (io.stderr as NodeJS.WriteStream).isTTY === true;
     const report = await verifyStore(s, {
       onProgress: tty ? (step, done) => done % 500 === 0 && io.stderr.write(`\rcascache: verifying ${step}: ${done}`) : undefined,
