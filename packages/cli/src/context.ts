@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { SingleBar } from 'cli-progress';
 import Table from 'cli-table3';
 import type { Command } from 'commander';
 import { CascacheError, ErrorCodes, formatBytes, materializeToDirectory, openLocalStore, type Digest, type LocalStore } from '@cascache/core';
@@ -16,19 +17,37 @@ export { formatBytes };
 export interface StoreFlags {
   storeDir?: string;
   json?: boolean;
+  remote?: string;
 }
 
 /** Adds `--store-dir` and `--json` to a command. */
 export function withStoreFlags(cmd: Command): Command {
-  return cmd.option('--store-dir <path>', 'local store (env CASCACHE_DIR; default ./.cascache)').option('--json', 'machine-readable output on stdout');
+  return cmd
+    .option('--store-dir <path>', 'local store (env CASCACHE_DIR; default ./.cascache)')
+    .option('--json', 'machine-readable output on stdout')
+    .option('--remote <url>', 'a remote tier: s3://, gs://, https:// (falls back to the local store when unavailable)');
 }
 
 export function resolveCliStoreDir(flags: StoreFlags, env: NodeJS.ProcessEnv, cwd: string): string {
   return resolve(cwd, flags.storeDir ?? env.CASCACHE_DIR ?? '.cascache');
 }
 
-/** Opens the store the flags name. @throws CascacheError `E_CONFIG` for a short secret. */
-export async function openCliStore(flags: StoreFlags, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Promise<LocalStore> {
+/**
+ * Opens the store the flags name. A `--remote` that cannot be used is a warning and the local store
+ * serves alone (a failing cache never fails the work): remote tiers arrive with the remote-tiers work.
+ * @throws CascacheError `E_CONFIG` for a short secret.
+ */
+export async function openCliStore(flags: StoreFlags, io?: Io, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Promise<LocalStore> {
+  if (flags.remote) {
+    let where = 'the given remote';
+    try {
+      const u = new URL(flags.remote);
+      where = `${u.protocol}//${u.host}`; // never echo paths or queries: they may hold credentials
+    } catch {
+      /* not a URL: say so without repeating it */
+    }
+    io?.stderr.write(`cascache: warning: remote tiers are not supported yet; ${where} is not used, the local store serves alone\n`);
+  }
   const secret = env.CASCACHE_SECRET;
   if (secret !== undefined && secret !== '' && Buffer.byteLength(secret) < 32) throw new CascacheError(ErrorCodes.CONFIG, 'CASCACHE_SECRET must be at least 32 bytes');
   return openLocalStore({ root: resolveCliStoreDir(flags, env, cwd), secret: secret ? Buffer.from(secret, 'utf8') : null, writer: 'cascache-cli' });
@@ -75,4 +94,26 @@ export async function restoreBeside(store: LocalStore, digest: Digest, target: s
     await fsp.rm(staging, { recursive: true, force: true });
     await fsp.rm(old, { recursive: true, force: true });
   }
+}
+
+/**
+ * A progress bar on stderr for long ingests, only for a person at a terminal (never with --json or
+ * when stderr is a pipe). Returns the callback to hand to ingest and a function to close the bar.
+ */
+export function ingestProgress(io: Io, flags: StoreFlags, label: string): { onProgress?: (done: { files: number; bytes: number }, total: { files: number; bytes: number }) => void; stop: () => void } {
+  if (flags.json || (io.stderr as NodeJS.WriteStream).isTTY !== true) return { stop: () => undefined };
+  const bar = new SingleBar({ stream: io.stderr as NodeJS.WriteStream, format: `cascache: ${label} [{bar}] {value}/{total} files, {bytes}`, hideCursor: true, clearOnComplete: true });
+  let started = false;
+  return {
+    onProgress: (done, total) => {
+      if (!started) {
+        bar.start(total.files, 0, { bytes: formatBytes(0) });
+        started = true;
+      }
+      bar.update(done.files, { bytes: `${formatBytes(done.bytes)} of ${formatBytes(total.bytes)}` });
+    },
+    stop: () => {
+      if (started) bar.stop();
+    },
+  };
 }

@@ -7,9 +7,10 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { CascacheError, ErrorCodes } from '@cascache/core';
+import { CascacheError, ErrorCodes, parseByteSize } from '@cascache/core';
 import { listen } from '@cascache/server';
 import type { Io } from './program';
+import { parseSize } from './sizes';
 
 export interface ServeConfig {
   host: string;
@@ -20,6 +21,8 @@ export interface ServeConfig {
   allowUnauthenticated: boolean;
   tokens: { readWrite: string[]; readOnly: string[] };
   secret: string | null;
+  /** Evict automatically above this many bytes; null for no limit. */
+  maxSizeBytes: number | null;
 }
 
 const DEFAULTS = { host: '127.0.0.1', port: 7380, namespace: 'default', gzipLevel: 1, allowUnauthenticated: false };
@@ -41,7 +44,7 @@ function readConfigFile(path: string): Partial<ServeConfig> {
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) bad(`config file ${path} must hold a JSON object`);
   const c = raw as Record<string, unknown>;
-  const known = ['host', 'port', 'storeDir', 'namespace', 'gzipLevel', 'allowUnauthenticated', 'tokens', 'secret'];
+  const known = ['host', 'port', 'storeDir', 'namespace', 'gzipLevel', 'allowUnauthenticated', 'tokens', 'secret', 'maxSize'];
   for (const k of Object.keys(c)) if (!known.includes(k)) bad(`config file ${path}: unknown key "${k}" (known: ${known.join(', ')})`);
   const tokens = c.tokens as { readWrite?: unknown; readOnly?: unknown } | undefined;
   const strList = (v: unknown, what: string): string[] | undefined => {
@@ -57,6 +60,7 @@ function readConfigFile(path: string): Partial<ServeConfig> {
     ...(c.gzipLevel !== undefined ? { gzipLevel: Number(c.gzipLevel) } : {}),
     ...(c.allowUnauthenticated !== undefined ? { allowUnauthenticated: c.allowUnauthenticated === true } : {}),
     ...(c.secret !== undefined ? { secret: String(c.secret) } : {}),
+    ...(c.maxSize !== undefined ? { maxSizeBytes: parseByteSize(String(c.maxSize)) } : {}),
     tokens: { readWrite: strList(tokens?.readWrite, 'tokens.readWrite') ?? [], readOnly: strList(tokens?.readOnly, 'tokens.readOnly') ?? [] },
   };
 }
@@ -68,6 +72,7 @@ export interface ServeFlags {
   namespace?: string;
   gzipLevel?: number;
   allowUnauthenticated?: boolean;
+  maxSize?: number;
   config?: string;
 }
 
@@ -87,6 +92,7 @@ export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv, cw
       readOnly: splitList(env.CASCACHE_TOKENS_RO) ?? file.tokens?.readOnly ?? [],
     },
     secret: env.CASCACHE_SECRET ?? file.secret ?? null,
+    maxSizeBytes: flags.maxSize ?? (env.CASCACHE_MAX_SIZE ? parseByteSize(env.CASCACHE_MAX_SIZE) : undefined) ?? file.maxSizeBytes ?? null,
   };
   if (!Number.isInteger(cfg.port) || cfg.port < 0 || cfg.port > 65535) bad(`port must be 0-65535, got ${String(cfg.port)}`);
   if (!Number.isInteger(cfg.gzipLevel) || cfg.gzipLevel < 1 || cfg.gzipLevel > 9) bad(`gzip level must be 1-9, got ${String(cfg.gzipLevel)}`);
@@ -113,7 +119,8 @@ export function registerServe(program: Command, io: Io): void {
     .option('--namespace <name>', 'action-cache namespace for Nx entries (env CASCACHE_NAMESPACE)')
     .option('--gzip-level <n>', 'gzip level of responses, 1-9', (v) => Number(v))
     .option('--allow-unauthenticated', 'allow listening beyond loopback with no token')
-    .option('--config <file>', 'JSON config file (host, port, storeDir, namespace, gzipLevel, tokens, secret)')
+    .option('--max-size <size>', 'evict automatically above this size on disk, e.g. 10GiB (env CASCACHE_MAX_SIZE)', parseSize)
+    .option('--config <file>', 'JSON config file (host, port, storeDir, namespace, gzipLevel, tokens, secret, maxSize)')
     .addHelpText(
       'after',
       '\nTokens: CASCACHE_TOKENS_RW and CASCACHE_TOKENS_RO (comma-separated) or "tokens" in the config file.\n' +
@@ -132,6 +139,7 @@ export function registerServe(program: Command, io: Io): void {
         allowUnauthenticated: cfg.allowUnauthenticated,
         logger: { level: process.env.CASCACHE_LOG_LEVEL ?? 'info' },
         writer: 'cascache-serve',
+        maxSizeBytes: cfg.maxSizeBytes ?? undefined,
       });
       io.stderr.write(`cascache: serving ${cfg.storeDir} at ${url} ${JSON.stringify(redact(cfg))}\n`);
       await new Promise<void>((resolveClosed) => {

@@ -1,3 +1,5 @@
+import { CascacheError, ErrorCodes } from './errors';
+
 /** Human-readable byte counts in SI units (1 kB = 1000 B), as every cascache summary prints them. */
 export function formatBytes(n: number): string {
   if (n < 1000) return `${n} B`;
@@ -9,4 +11,18 @@ export function formatBytes(n: number): string {
     u++;
   }
   return `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3, t: 1024 ** 4, tb: 1024 ** 4, tib: 1024 ** 4 };
+
+/**
+ * Parses a byte size as people write it: `8192`, `8k`, `64KiB`, `10GiB` (binary units).
+ * @throws CascacheError `E_CONFIG` for anything else.
+ */
+export function parseByteSize(value: string): number {
+  const m = /^\s*(\d+)\s*([a-z]*)\s*$/i.exec(value);
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  const n = m && unit !== undefined ? Number(m[1]) * unit : NaN;
+  if (!Number.isSafeInteger(n)) throw new CascacheError(ErrorCodes.CONFIG, `expected a size like 8192, 8KiB or 10GiB, got ${JSON.stringify(value)}`);
+  return n;
 }

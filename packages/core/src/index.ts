@@ -91,7 +91,7 @@ export { Limiter } from './limiter';
 export { readAll } from './streams';
 export { RootStore, type StoreRoot } from './roots';
 export { verifyStore, type VerifyOptions, type VerifyProblem, type VerifyReport } from './verify';
-export { formatBytes } from './format';
+export { formatBytes, parseByteSize } from './format';
 export { executeGc, planEvict, planGc, type EvictOptions, type GcOptions, type GcPlan, type GcResult, type PlannedEntry } from './gc';
 export { storeStats, type StoreStats } from './stats';
 export { INDEX_SCHEMA_VERSION, StoreIndex, type IndexCounts, type IndexOpenResult } from './store-index';

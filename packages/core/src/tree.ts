@@ -224,6 +224,8 @@ export interface DirectoryIngestOptions extends IngestOptions {
   fileConcurrency?: number;
   /** Skips a path (relative, POSIX separators) and, for a directory, everything below it. */
   exclude?: (relativePath: string, type: ManifestEntry['type']) => boolean;
+  /** Called as files finish: files and bytes done, out of the totals found by the walk. */
+  onProgress?: (done: { files: number; bytes: number }, total: { files: number; bytes: number }) => void;
 }
 
 /**
@@ -271,6 +273,8 @@ export async function ingestDirectory(store: BlobStore, root: string, options: D
   };
   await walk(root, '');
 
+  const total = { files: files.length, bytes: files.reduce((a, f) => a + f.size, 0) };
+  const done = { files: 0, bytes: 0 };
   const readers = new Limiter(options.fileConcurrency ?? 8);
   const fileEntries = await Promise.all(
     files.map((f) =>
@@ -283,6 +287,9 @@ export async function ingestDirectory(store: BlobStore, root: string, options: D
           throw toIoError(err, `reading ${f.abs}`);
         }
         const { size, chunks } = await writer.writeFile(content);
+        done.files++;
+        done.bytes += size;
+        options.onProgress?.(done, total);
         return { path: f.path, type: 'file', mode: f.mode, size, chunks };
       }),
     ),

@@ -67,6 +67,7 @@ describe('@cascache/core public API', () => {
   "materializeToTar",
   "normalizeEntryPath",
   "openLocalStore",
+  "parseByteSize",
   "parseManifest",
   "permissionBits",
   "planEvict",

@@ -27,6 +27,8 @@ export interface EnsureAgentOptions {
   /** Signing secret for the agent's store, or undefined for an unsigned local store. */
   secret?: string;
   idleTimeoutMs?: number;
+  /** Passed to the agent as CASCACHE_MAX_SIZE (e.g. `10GiB`). */
+  maxSize?: string;
   /** How long to wait for an agent to come up, ms. Default 15 s. */
   startTimeoutMs?: number;
 }
@@ -124,6 +126,7 @@ async function startAgent(options: EnsureAgentOptions, deadline: number): Promis
       CASCACHE_DIR: storeDir,
       CASCACHE_SECRET: options.secret ?? '',
       CASCACHE_AGENT_IDLE_MS: String(options.idleTimeoutMs ?? 30 * 60 * 1000),
+      ...(options.maxSize ? { CASCACHE_MAX_SIZE: options.maxSize } : {}),
     },
   });
   closeSync(log);

@@ -47,7 +47,7 @@ export async function preTasksExecution(options: CascacheNxOptions | undefined, 
   const storeDir = resolveStoreDir(options, context.workspaceRoot, process.env);
   const secretEnv = options?.signingSecretEnv ?? 'CASCACHE_SECRET';
   try {
-    const info = await ensureAgent({ storeDir, secret: process.env[secretEnv], idleTimeoutMs: options?.idleTimeoutMs });
+    const info = await ensureAgent({ storeDir, secret: process.env[secretEnv], idleTimeoutMs: options?.idleTimeoutMs, maxSize: options?.maxSize });
     const url = `http://127.0.0.1:${info.port}`;
     process.env[SERVER] = url;
     process.env[TOKEN] = options?.readOnly ? info.readOnlyToken : info.token;

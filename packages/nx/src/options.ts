@@ -14,6 +14,8 @@ export interface CascacheNxOptions {
   tiers?: unknown[];
   /** Stop the agent after this long without a request, ms. Default 30 minutes. */
   idleTimeoutMs?: number;
+  /** Evict automatically when the store grows past this size, e.g. `10GiB` (least recently used first). */
+  maxSize?: string;
   /** Turn the plugin off without removing it. */
   disabled?: boolean;
 }

@@ -8,10 +8,12 @@
  * - `CASCACHE_SECRET` (optional): action-cache signing secret, at least 32 bytes; without it the
  *   store is unsigned and local-only, which /healthz reports.
  * - `CASCACHE_AGENT_IDLE_MS`: exit after this long without a request (default 30 minutes).
+ * - `CASCACHE_MAX_SIZE` (optional): evict automatically above this size on disk (e.g. `10GiB`).
  *
  * Listens on 127.0.0.1 on a free port and prints one JSON line `{"port","pid"}` on stdout when
  * ready; logs (pino) go to stderr, which the plugin points at `<store>/agent.log`.
  */
+import { parseByteSize } from '@cascache/core';
 import { listen } from './listen';
 
 async function main(): Promise<void> {
@@ -45,6 +47,7 @@ async function main(): Promise<void> {
     writer: 'nx-agent',
     logger: { level: process.env.CASCACHE_LOG_LEVEL ?? 'info', stream: process.stderr },
     onRequest: touch,
+    maxSizeBytes: process.env.CASCACHE_MAX_SIZE ? parseByteSize(process.env.CASCACHE_MAX_SIZE) : undefined,
   });
   touch();
   process.on('SIGTERM', () => shutdown('SIGTERM'));

@@ -7,3 +7,4 @@ export { Authorizer, type Access, type AuthResult, type Principal, type TokenCon
 export { ActivityLog, type ActivityTotals, type HashActivity } from './report';
 export { DEFAULT_UPLOAD_LIMITS, type UploadLimits } from './upload-guard';
 export { isLoopback, listen, type ListenOptions, type Listening } from './listen';
+export { AutoEvictor, type AutoEvictOptions } from './auto-evict';

@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { CascacheError, ErrorCodes, openLocalStore, type LocalStore } from '@cascache/core';
 import type { TokenConfig } from './auth';
+import { AutoEvictor } from './auto-evict';
 import { createServer, type CascacheServer, type ServerOptions } from './server';
 
 export interface ListenOptions {
@@ -23,6 +24,8 @@ export interface ListenOptions {
   logger?: ServerOptions['logger'];
   onRequest?: () => void;
   writer?: string;
+  /** Evict automatically above this many bytes on disk (off the request path). */
+  maxSizeBytes?: number;
 }
 
 export interface Listening {
@@ -30,6 +33,8 @@ export interface Listening {
   store: LocalStore;
   url: string;
   port: number;
+  /** Present when `maxSizeBytes` was given. */
+  evictor?: AutoEvictor;
 }
 
 /** True for 127.0.0.0/8, ::1 and `localhost`. */
@@ -54,6 +59,7 @@ export async function listen(options: ListenOptions): Promise<Listening> {
     );
   }
   const store = await openLocalStore({ root: options.storeDir, secret: options.secret, writer: options.writer });
+  let evictor: AutoEvictor | undefined;
   const server = createServer({
     blobs: store.blobs,
     actionCache: store.actionCache,
@@ -62,9 +68,19 @@ export async function listen(options: ListenOptions): Promise<Listening> {
     gzipLevel: options.gzipLevel,
     logger: options.logger,
     onRequest: options.onRequest,
+    onUpload: (e) => {
+      if (e.outcome === 'stored') evictor?.kick();
+    },
   });
+  if (options.maxSizeBytes !== undefined) {
+    evictor = new AutoEvictor(store, {
+      maxBytes: options.maxSizeBytes,
+      onEvict: (e) => ('error' in e ? server.log.error({ err: e.error }, 'eviction failed') : server.log.info({ before: e.before, ...e.result }, 'evicted to stay under the maximum size')),
+    });
+    server.addHook('onClose', async () => evictor?.stop());
+  }
   await server.listen({ host: options.host, port: options.port });
   const { port } = server.server.address() as AddressInfo;
   const host = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;
-  return { server, store, url: `http://${host}:${port}`, port };
+  return { server, store, url: `http://${host}:${port}`, port, evictor };
 }

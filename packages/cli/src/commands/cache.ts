@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { descriptorChunker, ingestDirectory, isDigest, storeStats, type LocalStore } from '@cascache/core';
 import { computeCacheKey, type KeyExplanation } from '../cache-key';
-import { formatAge, formatBytes, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
+import { formatAge, formatBytes, ingestProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
 import { ExitCodes } from '../exit-codes';
 import type { Io } from '../program';
 
@@ -129,10 +129,16 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
     .requiredOption('--source <dir>', 'the build output directory to store')
     .option('--target <name>', 'alias of --task')
     .action(async (component: string, flags: KeyFlags & { source: string; target?: string }) => {
-      const s = await openCliStore(flags);
+      const s = await openCliStore(flags, io);
       const e = await computeCacheKey({ component, dir: flags.dir, task: flags.target ?? flags.task, version: flags.version, deps: flags.dep, inputs: flags.inputs, exclude: [flags.source] });
       if (flags.explain) explain(io, e);
-      const r = await ingestDirectory(s.blobs, flags.source, { chunker: descriptorChunker(s.descriptor) });
+      const progress = ingestProgress(io, flags, `storing ${component}`);
+      let r;
+      try {
+        r = await ingestDirectory(s.blobs, flags.source, { chunker: descriptorChunker(s.descriptor), onProgress: progress.onProgress });
+      } finally {
+        progress.stop();
+      }
       const put = await s.actionCache.put(NAMESPACE, e.key, { manifest: r.digest, size: r.logicalBytes, writer: 'cascache-cli' });
       await writeRecord(s, { key: e.key, component, version: e.version, task: e.task, size: r.logicalBytes, created: put.entry.created });
       const result = { key: e.key, component, created: put.created, files: r.files, logicalBytes: r.logicalBytes, newBytes: r.newBytes, dedupBytes: r.dedupBytes };
@@ -147,7 +153,7 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
     .requiredOption('--target <dir>', 'directory to restore into (restored beside it, then moved into place)')
     .option('--force', 'replace a non-empty target')
     .action(async (component: string, flags: KeyFlags & { target: string; force?: boolean }) => {
-      const s = await openCliStore(flags);
+      const s = await openCliStore(flags, io);
       const e = await computeCacheKey({ component, dir: flags.dir, task: flags.task, version: flags.version, deps: flags.dep, inputs: flags.inputs, exclude: [flags.target] });
       if (flags.explain) explain(io, e);
       const hit = await s.actionCache.get(NAMESPACE, e.key);
@@ -175,7 +181,7 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
       setExitCode(ExitCodes.USAGE);
       return;
     }
-    const s = await openCliStore(flags);
+    const s = await openCliStore(flags, io);
     let removed = 0;
     for (const r of await readRecords(s)) {
       if (!flags.all && r.component !== flags.component) continue;
@@ -188,7 +194,7 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
   });
 
   withStoreFlags(cache.command('list').description('List cache entries, newest first')).action(async (flags: StoreFlags) => {
-    const s = await openCliStore(flags);
+    const s = await openCliStore(flags, io);
     const { lastHit } = await readEvents(s);
     const records = (await readRecords(s)).map((r) => ({ ...r, lastHit: lastHit.get(r.key) ?? null }));
     printRows(
@@ -201,7 +207,7 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
   });
 
   withStoreFlags(cache.command('stats').description('Entries, sizes, dedup and compression ratios, hit rate')).action(async (flags: StoreFlags) => {
-    const s = await openCliStore(flags);
+    const s = await openCliStore(flags, io);
     const records = await readRecords(s);
     const store = await storeStats(s);
     const { hits, misses } = await readEvents(s);

@@ -21,7 +21,7 @@ function describePlan(plan: GcPlan, dryRun: boolean): string {
 }
 
 async function run(io: Io, flags: StoreFlags & { dryRun?: boolean }, makePlan: (store: LocalStore) => Promise<GcPlan>): Promise<void> {
-  const store = await openCliStore(flags);
+  const store = await openCliStore(flags, io);
   const plan = await makePlan(store);
   const result = flags.dryRun ? null : await executeGc(store, plan);
   if (flags.json) {

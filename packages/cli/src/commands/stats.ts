@@ -65,7 +65,7 @@ const rate = (hits: number, misses: number): number => (hits + misses > 0 ? Math
 
 export function registerStats(program: Command, io: Io): void {
   withStoreFlags(program.command('stats').description('The whole store, and what each tool (Nx, cascache cache) got from it')).action(async (flags: StoreFlags) => {
-    const s = await openCliStore(flags);
+    const s = await openCliStore(flags, io);
     const store = await storeStats(s);
     const cli = await readEvents(s);
     const tools: ToolStats[] = [await nxStats(s), { tool: 'cascache cache', runs: cli.hits + cli.misses, hits: cli.hits, misses: cli.misses, hitRate: rate(cli.hits, cli.misses), savedMs: null }];

@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { assertDigest, CascacheError, descriptorChunker, ErrorCodes, getManifest, ingestDirectory } from '@cascache/core';
-import { formatAge, formatBytes, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
+import { formatAge, formatBytes, ingestProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
 import type { Io } from '../program';
 
 export function registerStore(program: Command, io: Io): void {
@@ -12,8 +12,14 @@ export function registerStore(program: Command, io: Io): void {
 
   withStoreFlags(store.command('add').description('Store a directory tree; prints its root digest').argument('<name>', 'a name for it').requiredOption('--source <dir>', 'directory to store')).action(
     async (name: string, flags: StoreFlags & { source: string }) => {
-      const s = await openCliStore(flags);
-      const r = await ingestDirectory(s.blobs, flags.source, { chunker: descriptorChunker(s.descriptor) });
+      const s = await openCliStore(flags, io);
+      const progress = ingestProgress(io, flags, `storing ${name}`);
+      let r;
+      try {
+        r = await ingestDirectory(s.blobs, flags.source, { chunker: descriptorChunker(s.descriptor), onProgress: progress.onProgress });
+      } finally {
+        progress.stop();
+      }
       const root = await s.roots.add({ digest: r.digest, name, size: r.logicalBytes, files: r.files });
       if (flags.json) {
         io.stdout.write(`${JSON.stringify({ ...root, chunks: r.chunks, newChunks: r.newChunks, newBytes: r.newBytes, dedupBytes: r.dedupBytes }, null, 2)}\n`);
@@ -26,7 +32,7 @@ export function registerStore(program: Command, io: Io): void {
 
   withStoreFlags(store.command('query').description('Show what a root digest holds').argument('<digest>', 'root digest')).action(async (digest: string, flags: StoreFlags) => {
     assertDigest(digest, 'root digest');
-    const s = await openCliStore(flags);
+    const s = await openCliStore(flags, io);
     const root = await s.roots.get(digest);
     const manifest = await getManifest(s.blobs, digest);
     if (!root && !manifest) throw new CascacheError(ErrorCodes.NOT_FOUND, `no tree ${digest} in ${s.root}`);
@@ -44,19 +50,19 @@ export function registerStore(program: Command, io: Io): void {
       .option('--force', 'replace a non-empty target'),
   ).action(async (digest: string, flags: StoreFlags & { target: string; force?: boolean }) => {
     assertDigest(digest, 'root digest');
-    const s = await openCliStore(flags);
+    const s = await openCliStore(flags, io);
     await restoreBeside(s, digest, flags.target, flags.force === true);
     if (flags.json) io.stdout.write(`${JSON.stringify({ digest, target: flags.target })}\n`);
     else io.stderr.write(`cascache: restored ${digest.slice(0, 12)} into ${flags.target}\n`);
   });
 
   withStoreFlags(store.command('list').description('List store roots, newest first')).action(async (flags: StoreFlags) => {
-    const roots = await (await openCliStore(flags)).roots.list();
+    const roots = await (await openCliStore(flags, io)).roots.list();
     printRows(io, flags.json, ['digest', 'name', 'size', 'files', 'added'], roots.map((r) => [r.digest.slice(0, 16), r.name, formatBytes(r.size), r.files, formatAge(r.created)]), roots);
   });
 
   withStoreFlags(store.command('stats').description('Roots, logical bytes, blobs and bytes on disk')).action(async (flags: StoreFlags) => {
-    const s = await openCliStore(flags);
+    const s = await openCliStore(flags, io);
     const roots = await s.roots.list();
     let blobs = 0;
     let storedBytes = 0;
@@ -71,7 +77,7 @@ export function registerStore(program: Command, io: Io): void {
 
   withStoreFlags(store.command('rm').description('Remove a root (its data goes at the next gc)').argument('<digest>', 'root digest')).action(async (digest: string, flags: StoreFlags) => {
     assertDigest(digest, 'root digest');
-    if (!(await (await openCliStore(flags)).roots.remove(digest))) throw new CascacheError(ErrorCodes.NOT_FOUND, `no root ${digest}`);
+    if (!(await (await openCliStore(flags, io)).roots.remove(digest))) throw new CascacheError(ErrorCodes.NOT_FOUND, `no root ${digest}`);
     if (!flags.json) io.stderr.write(`cascache: removed root ${digest.slice(0, 12)}\n`);
   });
 }

@@ -15,7 +15,7 @@ export function registerVerify(program: Command, io: Io, setExitCode: (code: num
       .description('Re-hash every blob and check every cache entry and root; quarantine corruption')
       .option('--rebuild-index', 'rebuild the SQLite index from the files (it is a cache of them)'),
   ).action(async (flags: StoreFlags & { rebuildIndex?: boolean }) => {
-    const s = await openCliStore(flags);
+    const s = await openCliStore(flags, io);
     // The index is a cache of the files: rebuilt when asked, or when it is lost or cannot be trusted.
     const { index, replaced } = StoreIndex.open(s.root);
     try {
