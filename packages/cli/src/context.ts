@@ -9,7 +9,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import Table from 'cli-table3';
 import type { Command } from 'commander';
-import { CascacheError, ErrorCodes, formatBytes, materializeToDirectory, openLocalStore, type Digest, type LocalStore } from '@cascache/core';
+import { CascacheError, descriptorChunker, ErrorCodes, formatBytes, ingestDirectory, materializeToDirectory, openLocalStore, type Digest, type IngestResult, type LocalStore } from '@cascache/core';
 import type { Io } from './program';
 
 export { formatBytes };
@@ -116,4 +116,14 @@ export function ingestProgress(io: Io, flags: StoreFlags, label: string): { onPr
       if (started) bar.stop();
     },
   };
+}
+
+/** Stores a directory with the store's chunker parameters, showing progress to a person at a terminal. */
+export async function ingestWithProgress(io: Io, flags: StoreFlags, store: LocalStore, source: string, label: string): Promise<IngestResult> {
+  const progress = ingestProgress(io, flags, label);
+  try {
+    return await ingestDirectory(store.blobs, source, { chunker: descriptorChunker(store.descriptor), onProgress: progress.onProgress });
+  } finally {
+    progress.stop();
+  }
 }

@@ -9,9 +9,9 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { descriptorChunker, ingestDirectory, isDigest, storeStats, type LocalStore } from '@cascache/core';
+import { isDigest, storeStats, type LocalStore } from '@cascache/core';
 import { computeCacheKey, type KeyExplanation } from '../cache-key';
-import { formatAge, formatBytes, ingestProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
+import { formatAge, formatBytes, ingestWithProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
 import { ExitCodes } from '../exit-codes';
 import type { Io } from '../program';
 
@@ -132,13 +132,7 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
       const s = await openCliStore(flags, io);
       const e = await computeCacheKey({ component, dir: flags.dir, task: flags.target ?? flags.task, version: flags.version, deps: flags.dep, inputs: flags.inputs, exclude: [flags.source] });
       if (flags.explain) explain(io, e);
-      const progress = ingestProgress(io, flags, `storing ${component}`);
-      let r;
-      try {
-        r = await ingestDirectory(s.blobs, flags.source, { chunker: descriptorChunker(s.descriptor), onProgress: progress.onProgress });
-      } finally {
-        progress.stop();
-      }
+      const r = await ingestWithProgress(io, flags, s, flags.source, `storing ${component}`);
       const put = await s.actionCache.put(NAMESPACE, e.key, { manifest: r.digest, size: r.logicalBytes, writer: 'cascache-cli' });
       await writeRecord(s, { key: e.key, component, version: e.version, task: e.task, size: r.logicalBytes, created: put.entry.created });
       const result = { key: e.key, component, created: put.created, files: r.files, logicalBytes: r.logicalBytes, newBytes: r.newBytes, dedupBytes: r.dedupBytes };

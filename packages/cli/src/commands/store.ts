@@ -3,8 +3,8 @@
  * tree always gets the same root digest; a root keeps its data alive through GC until removed.
  */
 import type { Command } from 'commander';
-import { assertDigest, CascacheError, descriptorChunker, ErrorCodes, getManifest, ingestDirectory } from '@cascache/core';
-import { formatAge, formatBytes, ingestProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
+import { assertDigest, CascacheError, ErrorCodes, getManifest } from '@cascache/core';
+import { formatAge, formatBytes, ingestWithProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
 import type { Io } from '../program';
 
 export function registerStore(program: Command, io: Io): void {
@@ -13,13 +13,7 @@ export function registerStore(program: Command, io: Io): void {
   withStoreFlags(store.command('add').description('Store a directory tree; prints its root digest').argument('<name>', 'a name for it').requiredOption('--source <dir>', 'directory to store')).action(
     async (name: string, flags: StoreFlags & { source: string }) => {
       const s = await openCliStore(flags, io);
-      const progress = ingestProgress(io, flags, `storing ${name}`);
-      let r;
-      try {
-        r = await ingestDirectory(s.blobs, flags.source, { chunker: descriptorChunker(s.descriptor), onProgress: progress.onProgress });
-      } finally {
-        progress.stop();
-      }
+      const r = await ingestWithProgress(io, flags, s, flags.source, `storing ${name}`);
       const root = await s.roots.add({ digest: r.digest, name, size: r.logicalBytes, files: r.files });
       if (flags.json) {
         io.stdout.write(`${JSON.stringify({ ...root, chunks: r.chunks, newChunks: r.newChunks, newBytes: r.newBytes, dedupBytes: r.dedupBytes }, null, 2)}\n`);
