@@ -12,7 +12,6 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { formatBytes } from '@cascache/core';
 import { ensureAgent, type AgentInfo } from './agent';
 import { resolveStoreDir, type CascacheNxOptions } from './options';
 
@@ -72,6 +71,8 @@ export interface RunSummary {
 
 /** The summary line, e.g. `cascache: 14 tasks, 12 from cascache, 2 run; received 3.1 MB, stored 41 kB new`. */
 export function summaryLine(s: RunSummary): string {
+  // Loaded here, after the tasks: core brings native modules, and the pre-run hook must stay cheap.
+  const { formatBytes } = require('@cascache/core') as typeof import('@cascache/core');
   const parts = [`${s.tasks} tasks`, `${s.fromCascache} from cascache`];
   if (s.fromLocalCache) parts.push(`${s.fromLocalCache} from Nx's local cache`);
   parts.push(`${s.ran} run`);
