@@ -95,3 +95,4 @@ export { formatBytes, parseByteSize } from './format';
 export { executeGc, planEvict, planGc, type EvictOptions, type GcOptions, type GcPlan, type GcResult, type PlannedEntry } from './gc';
 export { storeStats, type StoreStats } from './stats';
 export { INDEX_SCHEMA_VERSION, StoreIndex, type IndexCounts, type IndexOpenResult } from './store-index';
+export { writeFileAtomic } from './atomic-write';

@@ -7,9 +7,9 @@
  *
  * Adding the same tree again keeps one root (the digest is the identity) and updates its name.
  */
-import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from './atomic-write';
 import { assertDigest, isDigest, type Digest } from './digest';
 import { CascacheError, ErrorCodes, toIoError } from './errors';
 import { LAYOUT_VERSION } from './store/fs';
@@ -47,15 +47,7 @@ export class RootStore {
     if (!NAME_RE.test(root.name)) throw new CascacheError(ErrorCodes.BAD_INPUT, 'a root name is 1-200 characters without NUL or line breaks');
     const existing = await this.get(root.digest);
     const record: StoreRoot = { digest: root.digest, name: root.name, size: root.size, files: root.files, created: existing?.created ?? root.created ?? Date.now() };
-    await fsp.mkdir(this.dir, { recursive: true });
-    const tmp = join(this.dir, `.${root.digest}.${randomBytes(6).toString('hex')}`);
-    try {
-      await fsp.writeFile(tmp, `${JSON.stringify(record)}\n`, { flag: 'wx' });
-      await fsp.rename(tmp, join(this.dir, `${root.digest}.json`));
-    } catch (err) {
-      await fsp.rm(tmp, { force: true }).catch(() => undefined);
-      throw toIoError(err, `recording root ${root.digest}`);
-    }
+    await writeFileAtomic(join(this.dir, `${root.digest}.json`), `${JSON.stringify(record)}\n`);
     return record;
   }
 

@@ -81,6 +81,7 @@ describe('@cascache/core public API', () => {
   "validateChunkerParams",
   "validateManifest",
   "verifyStore",
+  "writeFileAtomic",
   "zstdFrameContentSize",
 ]
 `);

@@ -5,11 +5,10 @@
  * Each entry is an action-cache entry (signed when CASCACHE_SECRET is set) plus a small record under
  * `<store>/v1/cli-cache/<key>.json` naming the component, for `list` and `invalidate`.
  */
-import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { isDigest, storeStats, type LocalStore } from '@cascache/core';
+import { isDigest, storeStats, writeFileAtomic, type LocalStore } from '@cascache/core';
 import { computeCacheKey, type KeyExplanation } from '../cache-key';
 import { formatAge, formatBytes, ingestWithProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
 import { ExitCodes } from '../exit-codes';
@@ -40,10 +39,7 @@ function recordsDir(s: LocalStore): string {
 }
 
 async function writeRecord(s: LocalStore, r: EntryRecord): Promise<void> {
-  await fsp.mkdir(recordsDir(s), { recursive: true });
-  const tmp = join(recordsDir(s), `.${r.key}.${randomBytes(4).toString('hex')}`);
-  await fsp.writeFile(tmp, `${JSON.stringify(r)}\n`);
-  await fsp.rename(tmp, join(recordsDir(s), `${r.key}.json`));
+  await writeFileAtomic(join(recordsDir(s), `${r.key}.json`), `${JSON.stringify(r)}\n`);
 }
 
 async function readRecords(s: LocalStore): Promise<EntryRecord[]> {
