@@ -53,6 +53,11 @@ export async function openCliStore(flags: StoreFlags, io?: Io, env: NodeJS.Proce
   return openLocalStore({ root: resolveCliStoreDir(flags, env, cwd), secret: secret ? Buffer.from(secret, 'utf8') : null, writer: 'cascache-cli' });
 }
 
+/** Hits over lookups, rounded to 0.001; 0 when nothing was looked up. */
+export function hitRate(hits: number, misses: number): number {
+  return hits + misses > 0 ? Math.round((hits / (hits + misses)) * 1000) / 1000 : 0;
+}
+
 /** "3 min ago" style ages. */
 export function formatAge(ms: number, now = Date.now()): string {
   const s = Math.max(0, Math.round((now - ms) / 1000));

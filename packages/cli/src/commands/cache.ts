@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { isDigest, storeStats, writeFileAtomic, type LocalStore } from '@cascache/core';
 import { computeCacheKey, type KeyExplanation } from '../cache-key';
-import { formatAge, formatBytes, ingestWithProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
+import { formatAge, formatBytes, hitRate, ingestWithProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
 import { ExitCodes } from '../exit-codes';
 import type { Io } from '../program';
 
@@ -210,7 +210,7 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
       avgChunkBytes: store.avgChunkBytes,
       hits,
       misses,
-      hitRate: hits + misses > 0 ? Math.round((hits / (hits + misses)) * 1000) / 1000 : 0,
+      hitRate: hitRate(hits, misses),
     };
     printRows(
       io,

@@ -7,7 +7,7 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { storeStats, type LocalStore } from '@cascache/core';
-import { formatBytes, openCliStore, printRows, withStoreFlags, type StoreFlags } from '../context';
+import { formatBytes, hitRate, openCliStore, printRows, withStoreFlags, type StoreFlags } from '../context';
 import type { Io } from '../program';
 import { readEvents } from './cache';
 
@@ -58,17 +58,15 @@ async function nxStats(s: LocalStore): Promise<ToolStats> {
       } else if (t.status === 'success' || t.status === 'failure') misses++;
     }
   }
-  return { tool: 'nx', runs: runs.length, hits, misses, hitRate: rate(hits, misses), savedMs };
+  return { tool: 'nx', runs: runs.length, hits, misses, hitRate: hitRate(hits, misses), savedMs };
 }
-
-const rate = (hits: number, misses: number): number => (hits + misses > 0 ? Math.round((hits / (hits + misses)) * 1000) / 1000 : 0);
 
 export function registerStats(program: Command, io: Io): void {
   withStoreFlags(program.command('stats').description('The whole store, and what each tool (Nx, cascache cache) got from it')).action(async (flags: StoreFlags) => {
     const s = await openCliStore(flags, io);
     const store = await storeStats(s);
     const cli = await readEvents(s);
-    const tools: ToolStats[] = [await nxStats(s), { tool: 'cascache cache', runs: cli.hits + cli.misses, hits: cli.hits, misses: cli.misses, hitRate: rate(cli.hits, cli.misses), savedMs: null }];
+    const tools: ToolStats[] = [await nxStats(s), { tool: 'cascache cache', runs: cli.hits + cli.misses, hits: cli.hits, misses: cli.misses, hitRate: hitRate(cli.hits, cli.misses), savedMs: null }];
     if (flags.json) {
       io.stdout.write(`${JSON.stringify({ store, tools }, null, 2)}\n`);
       return;
