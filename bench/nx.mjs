@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import e2eWorkspace from '../e2e/dist/nx-workspace.js';
 import e2ePack from '../e2e/dist/pack.js';
 
-const { GRAPH, install, openWorkspace, tempWorkspaceDir, writeWorkspace } = e2eWorkspace;
+const { changeOneLine, install, openWorkspace, removeOutputs, stopAgent, tempWorkspaceDir, writeWorkspace } = e2eWorkspace;
 const { packAll } = e2ePack;
 const arg = (name, fallback) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : fallback);
 const ROUNDS = Number(arg('--rounds', '5'));
@@ -33,10 +33,6 @@ function du(dir) {
   }
   return total;
 }
-
-const removeOutputs = (/** @type {string} */ dir) => {
-  for (const p of Object.keys(GRAPH)) rmSync(join(dir, 'packages', p, 'dist'), { recursive: true, force: true });
-};
 
 console.log('setting up three copies of the 12-project workspace (npm pack + npm install)...');
 const t = packAll();
@@ -105,14 +101,10 @@ try {
   for (let i = 0; i < ROUNDS; i++) extra.casNoIsolation.push(fullHit(cas, 'all', { NX_ISOLATE_PLUGINS: 'false' }));
 
   // One-line change in a leaf library: what does each remote store?
-  const change = (/** @type {string} */ dir) => {
-    const f = join(dir, 'packages/lib-core/src/m2.js');
-    writeFileSync(f, readFileSync(f, 'utf8').replace('return value * 7 + 2;', 'return value * 7 + 3;'));
-  };
   const casBefore = du(join(casStore, 'v1'));
   const naiveBefore = du(naiveStore);
-  change(cas.dir);
-  change(naiveWs.dir);
+  changeOneLine(cas.dir);
+  changeOneLine(naiveWs.dir);
   cas.nx(['run-many', '-t', 'build']);
   naiveWs.nx(['run-many', '-t', 'build'], naiveEnv);
   const casRuns = join(casStore, 'v1', 'runs');
@@ -140,11 +132,7 @@ try {
   if (jsonOut) writeFileSync(jsonOut, `${JSON.stringify({ rounds: ROUNDS, times, med, casDelta, naiveDelta }, null, 2)}\n`);
 } finally {
   naiveProc.kill();
-  try {
-    process.kill(JSON.parse(readFileSync(join(casStore, 'agent.json'), 'utf8')).pid, 'SIGTERM');
-  } catch {
-    /* not running */
-  }
+  stopAgent(casStore);
   for (const ws of [cas, naiveWs, local]) rmSync(ws.dir, { recursive: true, force: true });
   rmSync(base, { recursive: true, force: true });
 }

@@ -9,15 +9,14 @@
  * Takes about a minute (most of it npm install). Needs `npm run setup` first.
  */
 import { createHash } from 'node:crypto';
-import { cpSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import e2eWorkspace from '../e2e/dist/nx-workspace.js';
 import e2ePack from '../e2e/dist/pack.js';
 
-const { GRAPH, install, openWorkspace, snapshotOutputs, tempWorkspaceDir, writeWorkspace } = e2eWorkspace;
+const { changeOneLine, cloneWorkspace, install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace } = e2eWorkspace;
 const digest = (/** @type {unknown} */ v) => createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 16);
 const cascacheLine = (/** @type {string} */ out) => out.split('\n').find((l) => l.startsWith('cascache: ')) ?? '(no cascache summary line)';
-const removeOutputs = (/** @type {string} */ dir) => Object.keys(GRAPH).forEach((p) => rmSync(join(dir, 'packages', p, 'dist'), { recursive: true, force: true }));
 
 const dir = tempWorkspaceDir('cascache-demo-');
 const clone = tempWorkspaceDir('cascache-demo-clone-');
@@ -46,22 +45,16 @@ try {
   const after = snapshotOutputs(dir);
   console.log(`  outputs byte-identical (content, modes, symlinks, empty dirs, unicode names): ${digest(before) === digest(after) ? 'yes' : 'NO'} (${Object.keys(after).length} entries)`);
 
-  const file = join(dir, 'packages/lib-core/src/m2.js');
-  writeFileSync(file, readFileSync(file, 'utf8').replace('return value * 7 + 2;', 'return value * 7 + 3;'));
+  changeOneLine(dir);
   step('3. one line changed in lib-core: it and its dependents rebuild; only changed chunks are stored', () => ws.nx(['run-many', '-t', 'build']));
 
-  cpSync(dir, clone, { recursive: true, filter: (src) => !/\/(node_modules|\.nx|dist|\.cascache)$/.test(src) && !src.endsWith('build-log.txt') });
-  symlinkSync(join(dir, 'node_modules'), join(clone, 'node_modules'), 'dir');
+  cloneWorkspace(dir, clone);
   const b = openWorkspace(clone);
   b.clearBuildLog();
   const r = b.nx(['run-many', '-t', 'build'], { CASCACHE_DIR: store });
   console.log(`\n4. a second clone with CASCACHE_DIR=${store}\n  ${cascacheLine(r.stdout)}\n  builds run: ${b.buildLog().length ? b.buildLog().join(', ') : 'none'}`);
 } finally {
-  try {
-    process.kill(JSON.parse(readFileSync(join(store, 'agent.json'), 'utf8')).pid, 'SIGTERM');
-  } catch {
-    /* no agent */
-  }
+  stopAgent(store);
   rmSync(dir, { recursive: true, force: true });
   rmSync(clone, { recursive: true, force: true });
 }

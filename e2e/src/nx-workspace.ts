@@ -4,7 +4,7 @@
  */
 import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -162,4 +162,34 @@ export function snapshotOutputs(dir: string): Record<string, string> {
 
 export function tempWorkspaceDir(prefix = 'cascache-nx-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** Deletes every project's dist/, as a fresh checkout has none. */
+export function removeOutputs(dir: string): void {
+  for (const p of Object.keys(GRAPH)) rmSync(join(dir, 'packages', p, 'dist'), { recursive: true, force: true });
+}
+
+/** Stops the agent a store's agent.json names, if any (tests and tools must not leave it running). */
+export function stopAgent(storeDir: string): void {
+  try {
+    process.kill(JSON.parse(readFileSync(join(storeDir, 'agent.json'), 'utf8')).pid, 'SIGTERM');
+  } catch {
+    /* no agent, or already gone */
+  }
+}
+
+/** The one-line source change the tests, bench and demo make: in lib-core, a leaf every app depends on. */
+export function changeOneLine(dir: string): string {
+  const file = join(dir, 'packages/lib-core/src/m2.js');
+  writeFileSync(file, readFileSync(file, 'utf8').replace('return value * 7 + 2;', 'return value * 7 + 3;'));
+  return file;
+}
+
+/**
+ * A second clone of a workspace: its sources and config, without outputs, Nx state, store or build
+ * log, sharing the first clone's node_modules.
+ */
+export function cloneWorkspace(from: string, to: string): void {
+  cpSync(from, to, { recursive: true, filter: (src) => !/\/(node_modules|\.nx|dist|\.cascache)$/.test(src) && !src.endsWith('build-log.txt') });
+  symlinkSync(join(from, 'node_modules'), join(to, 'node_modules'), 'dir');
 }

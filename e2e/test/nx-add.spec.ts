@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { GRAPH, NX_VERSION, cleanEnv, openWorkspace, tempWorkspaceDir, writeWorkspace, type Workspace } from '../src/nx-workspace';
+import { NX_VERSION, cleanEnv, openWorkspace, removeOutputs, stopAgent, tempWorkspaceDir, writeWorkspace, type Workspace } from '../src/nx-workspace';
 import { packAll } from '../src/pack';
 import { startRegistry, type Registry } from '../src/registry';
 
@@ -34,11 +34,7 @@ describe('nx add @cascache/nx through a real registry', () => {
   });
 
   afterAll(() => {
-    try {
-      process.kill(JSON.parse(readFileSync(join(ws.dir, '.cascache', 'agent.json'), 'utf8')).pid, 'SIGTERM');
-    } catch {
-      /* no agent */
-    }
+    stopAgent(join(ws.dir, '.cascache'));
     registry?.stop();
     if (process.env.CASCACHE_E2E_KEEP !== '1') for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
@@ -54,7 +50,7 @@ describe('nx add @cascache/nx through a real registry', () => {
     const first = ws.nx(['run-many', '-t', 'build']);
     expect(first.stdout).toMatch(/cascache: 12 tasks, 0 from cascache, 12 run/);
     ws.nx(['reset']);
-    for (const p of Object.keys(GRAPH)) rmSync(join(ws.dir, 'packages', p, 'dist'), { recursive: true, force: true });
+    removeOutputs(ws.dir);
     ws.clearBuildLog();
     const second = ws.nx(['run-many', '-t', 'build']);
     expect(second.stdout).toMatch(/cascache: 12 tasks, 12 from cascache, 0 run/);

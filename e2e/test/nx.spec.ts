@@ -2,9 +2,9 @@
  * The main job, end to end: real nx 24 in a fresh workspace with 12 projects, our packages installed
  * from npm pack tarballs, the plugin starting a real agent.
  */
-import { cpSync, existsSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { GRAPH, install, openWorkspace, snapshotOutputs, tempWorkspaceDir, writeWorkspace, type Workspace } from '../src/nx-workspace';
+import { GRAPH, changeOneLine, cloneWorkspace, install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace, type Workspace } from '../src/nx-workspace';
 import { packAll } from '../src/pack';
 
 const ALL = Object.keys(GRAPH).sort();
@@ -36,20 +36,6 @@ function summary(stdout: string): { tasks: number; fromCascache: number; ran: nu
     received: bytes(/received ([\d.]+) (B|kB|MB|GB) of outputs/),
     stored: bytes(/stored ([\d.]+) (B|kB|MB|GB) new/),
   };
-}
-
-function removeOutputs(dir: string): void {
-  for (const p of ALL) rmSync(join(dir, 'packages', p, 'dist'), { recursive: true, force: true });
-}
-
-function stopAgent(storeDir: string): void {
-  const info = join(storeDir, 'agent.json');
-  if (!existsSync(info)) return;
-  try {
-    process.kill(JSON.parse(readFileSync(info, 'utf8')).pid, 'SIGTERM');
-  } catch {
-    /* already gone */
-  }
 }
 
 describe('Nx remote caching through cascache (real nx, real agent)', () => {
@@ -103,8 +89,7 @@ describe('Nx remote caching through cascache (real nx, real agent)', () => {
   });
 
   it('3. a one-line change in a leaf library rebuilds only it and its dependents, and stores little', () => {
-    const file = join(ws.dir, 'packages/lib-core/src/m2.js');
-    writeFileSync(file, readFileSync(file, 'utf8').replace('return value * 7 + 2;', 'return value * 7 + 3;'));
+    changeOneLine(ws.dir);
     ws.clearBuildLog();
     const r = ws.nx(['run-many', '-t', 'build']);
     first = snapshotOutputs(ws.dir);
@@ -120,11 +105,7 @@ describe('Nx remote caching through cascache (real nx, real agent)', () => {
   it('4. a second clone pointing at the same store restores everything on its first run', () => {
     const clone = tempWorkspaceDir('cascache-nx-clone-');
     cleanups.push(clone);
-    cpSync(ws.dir, clone, {
-      recursive: true,
-      filter: (src) => !/\/(node_modules|\.nx|dist|\.cascache)$/.test(src) && !src.endsWith('build-log.txt'),
-    });
-    symlinkSync(join(ws.dir, 'node_modules'), join(clone, 'node_modules'), 'dir');
+    cloneWorkspace(ws.dir, clone);
     const b = openWorkspace(clone);
     const r = b.nx(['run-many', '-t', 'build'], { CASCACHE_DIR: storeDir });
     expect(b.buildLog()).toEqual([]);
