@@ -96,3 +96,10 @@ export { executeGc, planEvict, planGc, type EvictOptions, type GcOptions, type G
 export { storeStats, type StoreStats } from './stats';
 export { INDEX_SCHEMA_VERSION, StoreIndex, type IndexCounts, type IndexOpenResult } from './store-index';
 export { writeFileAtomic } from './atomic-write';
+export { checkRange, MemoryObjectStore, type ByteRange, type ObjectInfo, type ObjectStore } from './remote/object-store';
+export { S3ObjectStore, type S3ObjectStoreOptions } from './remote/s3';
+export { GcsObjectStore, type GcsObjectStoreOptions } from './remote/gcs';
+export { BreakerObjectStore, type BreakerOptions } from './remote/breaker';
+export { DEFAULT_PACK_TARGET_BYTES, LOCATOR_FORMAT, PACK_INDEX_FORMAT, PackStore, type BlobLocation, type PackStoreOptions, type PackUploadResult } from './remote/pack-store';
+export { ObjectAcStore, type ObjectAcStoreOptions } from './remote/object-ac';
+export { openRemoteTier, parseRemoteUrl, type OpenTierOptions, type RemoteLocation, type RemoteTier, type TierConfig } from './remote/tier';

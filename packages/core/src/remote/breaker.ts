@@ -1,0 +1,107 @@
+/**
+ * Circuit breaker around an object store: after `threshold` consecutive retryable failures the tier
+ * is skipped for `cooldownMs` (calls fail fast with `E_UNAVAILABLE`, no network), then one call is
+ * let through to probe it. A build never waits on a remote that is known to be down, and the caller
+ * is told once per opening (`onOpen`), not once per request.
+ */
+import { CascacheError, ErrorCodes, isCascacheError } from '../errors';
+import type { ByteRange, ObjectInfo, ObjectStore } from './object-store';
+
+/** Options for {@link BreakerObjectStore}. */
+export interface BreakerOptions {
+  /** Consecutive retryable failures that open the breaker. Default 3. */
+  threshold?: number;
+  /** How long an open breaker skips the tier, ms. Default 30000. */
+  cooldownMs?: number;
+  /** Told when the breaker opens, with the failure that opened it. */
+  onOpen?: (store: string, error: CascacheError, cooldownMs: number) => void;
+  /** Told when a probe succeeds and the breaker closes again. */
+  onClose?: (store: string) => void;
+  /** Clock, ms (tests). */
+  now?: () => number;
+}
+
+export class BreakerObjectStore implements ObjectStore {
+  readonly name: string;
+  private failures = 0;
+  private openUntil = 0;
+  private readonly threshold: number;
+  private readonly cooldown: number;
+  private readonly now: () => number;
+
+  constructor(
+    private readonly inner: ObjectStore,
+    private readonly options: BreakerOptions = {},
+  ) {
+    this.name = inner.name;
+    this.threshold = options.threshold ?? 3;
+    this.cooldown = options.cooldownMs ?? 30000;
+    this.now = options.now ?? Date.now;
+  }
+
+  /** True while calls are being skipped. */
+  get isOpen(): boolean {
+    return this.openUntil > this.now();
+  }
+
+  get(key: string, range?: ByteRange): Promise<Buffer | null> {
+    return this.guard(() => this.inner.get(key, range));
+  }
+
+  put(key: string, body: Buffer, options?: { ifAbsent?: boolean }): Promise<{ created: boolean }> {
+    return this.guard(() => this.inner.put(key, body, options));
+  }
+
+  delete(key: string): Promise<boolean> {
+    return this.guard(() => this.inner.delete(key));
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    this.check();
+    try {
+      for await (const o of this.inner.list(prefix)) yield o;
+      this.succeeded();
+    } catch (err) {
+      this.failed(err);
+      throw err;
+    }
+  }
+
+  private check(): void {
+    if (this.openUntil > this.now()) {
+      throw new CascacheError(ErrorCodes.UNAVAILABLE, `${this.name} is skipped until ${new Date(this.openUntil).toISOString()} after repeated failures`, {
+        retryable: true,
+        details: { breaker: 'open' },
+      });
+    }
+  }
+
+  private async guard<T>(call: () => Promise<T>): Promise<T> {
+    this.check();
+    try {
+      const r = await call();
+      this.succeeded();
+      return r;
+    } catch (err) {
+      this.failed(err);
+      throw err;
+    }
+  }
+
+  private succeeded(): void {
+    const wasOpen = this.failures >= this.threshold;
+    this.failures = 0;
+    this.openUntil = 0;
+    if (wasOpen) this.options.onClose?.(this.name);
+  }
+
+  private failed(err: unknown): void {
+    if (!isCascacheError(err) || !err.retryable) return;
+    this.failures++;
+    if (this.failures >= this.threshold) {
+      const first = this.openUntil === 0 || this.failures === this.threshold;
+      this.openUntil = this.now() + this.cooldown;
+      if (first) this.options.onOpen?.(this.name, err, this.cooldown);
+    }
+  }
+}

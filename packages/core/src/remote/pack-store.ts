@@ -1,0 +1,496 @@
+/**
+ * A {@link BlobStore} over an object store that keeps blobs in packs (restic's repository layout,
+ * adapted): object stores are slow and billed per request, so new blobs go out many to an object.
+ *
+ * ```
+ * <prefix>/v1/packs/<pack digest>.pack    concatenated blob frames (codec.ts), ~16 MiB
+ * <prefix>/v1/index/<pack digest>.json    {"format":"cascache.pack-index/v1","pack":..,"blobs":[[digest,offset,length],..]}
+ * <prefix>/v1/loc/<manifest digest>.json  locator: where every blob of one tree lives (see below)
+ * ```
+ * A pack's name is the BLAKE3 digest of its bytes, so writing the same pack twice is harmless and a
+ * damaged pack can be healed by rewriting it. The pack object is written before its index, and both
+ * before any locator or AC entry that mentions them: a reader never finds a reference to a pack
+ * that is not there yet.
+ *
+ * Finding blobs: a writer learns what the remote holds by listing `v1/index/` once and fetching
+ * the indexes it has not seen (new ones only, on later refreshes). A reader restoring one tree does
+ * not list: the tree's locator (`loadLocator`) gives every blob's pack and byte range in one GET,
+ * and `fetchMany` reads them with ranged GETs, coalescing neighbours in a pack into one request.
+ *
+ * Every blob read is verified against its digest; a damaged one is `E_INTEGRITY` once, then a miss
+ * (its location is forgotten), so a layered store refetches it from another tier.
+ */
+import { Readable } from 'node:stream';
+import { canonicalJson } from '../canonical-json';
+import { decodeBlob, encodeBlob, MAX_BLOB_BYTES } from '../codec';
+import { assertDigest, digestOf, isDigest, type Digest } from '../digest';
+import { CascacheError, ErrorCodes, isCascacheError } from '../errors';
+import { Limiter } from '../limiter';
+import { readAll } from '../streams';
+import type { BlobInfo, BlobStore, PutOptions, PutResult } from '../store/types';
+import type { ObjectStore } from './object-store';
+
+/** Format tag of pack index objects. */
+export const PACK_INDEX_FORMAT = 'cascache.pack-index/v1';
+/** Format tag of locator objects. */
+export const LOCATOR_FORMAT = 'cascache.locator/v1';
+/** Default pack size target, bytes. */
+export const DEFAULT_PACK_TARGET_BYTES = 16 * 1024 * 1024;
+/** Largest index or locator object accepted, bytes. */
+const MAX_META_BYTES = 64 * 1024 * 1024;
+
+/** Where one blob lives: `length` bytes of pack `pack` from `offset`. */
+export interface BlobLocation {
+  pack: Digest;
+  offset: number;
+  length: number;
+}
+
+/** Options for {@link PackStore}. */
+export interface PackStoreOptions {
+  objects: ObjectStore;
+  /** zstd level for blobs this store encodes. Default 3. */
+  level?: number;
+  /** Close a pack once it reaches this many bytes. Default 16 MiB. */
+  packTargetBytes?: number;
+  /** Merge ranged reads in one pack when the gap between them is at most this many bytes. Default 256 KiB. */
+  coalesceGapBytes?: number;
+  /** Largest single ranged read, bytes. Default 16 MiB. */
+  maxRangeBytes?: number;
+  /** Ranged reads and writes in flight. Default 4. */
+  concurrency?: number;
+  /** Minimum ms between two listings of the index prefix on misses. Default 0 (list on every miss). */
+  refreshIntervalMs?: number;
+  /** Called when a stored blob is found damaged (it is then forgotten). */
+  onCorrupt?: (digest: Digest, location: BlobLocation, error: CascacheError) => void;
+}
+
+/** What {@link PackStore.putMany} sent. */
+export interface PackUploadResult {
+  /** Packs written. */
+  packs: number;
+  /** Blobs written (the rest were already present). */
+  blobs: number;
+  /** Bytes sent: packs plus their indexes. */
+  bytes: number;
+}
+
+const packKey = (pack: Digest) => `v1/packs/${pack}.pack`;
+const indexKey = (pack: Digest) => `v1/index/${pack}.json`;
+const locatorKey = (manifest: Digest) => `v1/loc/${manifest}.json`;
+const INDEX_PREFIX = 'v1/index/';
+
+export class PackStore implements BlobStore {
+  readonly name: string;
+  readonly objects: ObjectStore;
+  private readonly level: number;
+  private readonly packTarget: number;
+  private readonly gap: number;
+  private readonly maxRange: number;
+  private readonly limiter: Limiter;
+  private readonly refreshInterval: number;
+  private readonly onCorrupt: PackStoreOptions['onCorrupt'];
+  private readonly locations = new Map<Digest, BlobLocation>();
+  private readonly loadedIndexes = new Set<Digest>();
+  private readonly packTimes = new Map<Digest, number>();
+  /** `pack:offset` of frames found damaged; never trusted again until the pack is rewritten. */
+  private readonly damaged = new Set<string>();
+  private lastRefresh = -Infinity;
+  private refreshing: Promise<void> | null = null;
+
+  constructor(options: PackStoreOptions) {
+    this.objects = options.objects;
+    this.name = options.objects.name;
+    this.level = options.level ?? 3;
+    this.packTarget = options.packTargetBytes ?? DEFAULT_PACK_TARGET_BYTES;
+    this.gap = options.coalesceGapBytes ?? 256 * 1024;
+    this.maxRange = options.maxRangeBytes ?? 16 * 1024 * 1024;
+    this.limiter = new Limiter(options.concurrency ?? 4);
+    this.refreshInterval = options.refreshIntervalMs ?? 0;
+    this.onCorrupt = options.onCorrupt;
+  }
+
+  /** The location of a blob this store knows of, without any request. */
+  locate(digest: Digest): BlobLocation | undefined {
+    return this.locations.get(digest);
+  }
+
+  async has(digests: Iterable<Digest>): Promise<Set<Digest>> {
+    const wanted = [...digests];
+    if (wanted.some((d) => !this.locations.has(d))) await this.refresh(false);
+    const found = new Set<Digest>();
+    for (const d of wanted) if (this.locations.has(d)) found.add(d);
+    return found;
+  }
+
+  async get(digest: Digest): Promise<Readable | null> {
+    const bytes = await this.getBuffer(digest);
+    return bytes === null ? null : Readable.from([bytes]);
+  }
+
+  /** A blob's raw bytes, verified, or null. @throws `E_INTEGRITY` once for a damaged blob. */
+  async getBuffer(digest: Digest): Promise<Buffer | null> {
+    assertDigest(digest);
+    if (!this.locations.has(digest)) await this.refresh(false);
+    const loc = this.locations.get(digest);
+    if (!loc) return null;
+    let frame: Buffer | null;
+    try {
+      frame = await this.limiter.run(() => this.objects.get(packKey(loc.pack), { offset: loc.offset, length: loc.length }));
+    } catch (err) {
+      if (isCascacheError(err, ErrorCodes.INTEGRITY)) this.markDamaged(digest, loc, err);
+      throw err;
+    }
+    if (frame === null) {
+      this.forgetPack(loc.pack);
+      return null;
+    }
+    return this.decode(digest, loc, frame);
+  }
+
+  /**
+   * Reads many blobs with as few requests as possible: blobs are grouped by pack, sorted by offset,
+   * and neighbours closer than `coalesceGapBytes` are read in one ranged GET (up to `maxRangeBytes`).
+   * Yields each blob found, verified; absent ones are skipped and damaged ones reported through
+   * `onCorrupt` and skipped, so the caller compares what arrived with what it asked for.
+   */
+  async *fetchMany(digests: Iterable<Digest>): AsyncGenerator<{ digest: Digest; bytes: Buffer }> {
+    const wanted = [...new Set(digests)];
+    if (wanted.some((d) => !this.locations.has(d))) await this.refresh(false);
+    const byPack = new Map<Digest, Array<{ digest: Digest; loc: BlobLocation }>>();
+    for (const digest of wanted) {
+      const loc = this.locations.get(digest);
+      if (!loc) continue;
+      let list = byPack.get(loc.pack);
+      if (!list) byPack.set(loc.pack, (list = []));
+      list.push({ digest, loc });
+    }
+    const reads: Array<{ pack: Digest; offset: number; length: number; members: Array<{ digest: Digest; loc: BlobLocation }> }> = [];
+    for (const [pack, members] of byPack) {
+      members.sort((a, b) => a.loc.offset - b.loc.offset);
+      let cur: (typeof reads)[number] | null = null;
+      for (const m of members) {
+        const end = m.loc.offset + m.loc.length;
+        if (cur && m.loc.offset - (cur.offset + cur.length) <= this.gap && end - cur.offset <= this.maxRange) {
+          cur.length = Math.max(cur.length, end - cur.offset);
+          cur.members.push(m);
+        } else {
+          cur = { pack, offset: m.loc.offset, length: m.loc.length, members: [m] };
+          reads.push(cur);
+        }
+      }
+    }
+    // Keep up to `concurrency` ranged reads in flight; yield in request order.
+    const pending = reads.map((r) => ({ r, p: null as Promise<Buffer | null> | null }));
+    const start = (i: number) => {
+      const slot = pending[i];
+      if (slot && !slot.p) {
+        slot.p = this.limiter.run(() => this.objects.get(packKey(slot.r.pack), { offset: slot.r.offset, length: slot.r.length }));
+        slot.p.catch(() => undefined);
+      }
+    };
+    try {
+      for (let i = 0; i < pending.length; i++) {
+        for (let j = i; j < Math.min(pending.length, i + this.limiter.limit); j++) start(j);
+        const { r, p } = pending[i]!;
+        let buf: Buffer | null;
+        try {
+          buf = await p!;
+        } catch (err) {
+          if (!isCascacheError(err, ErrorCodes.INTEGRITY)) throw err;
+          for (const m of r.members) this.markDamaged(m.digest, m.loc, err);
+          continue;
+        }
+        if (buf === null) {
+          this.forgetPack(r.pack);
+          continue;
+        }
+        for (const m of r.members) {
+          const rel = m.loc.offset - r.offset;
+          let bytes: Buffer;
+          try {
+            bytes = this.decode(m.digest, m.loc, buf.subarray(rel, rel + m.loc.length));
+          } catch (err) {
+            if (isCascacheError(err, ErrorCodes.INTEGRITY)) continue;
+            throw err;
+          }
+          yield { digest: m.digest, bytes };
+        }
+      }
+    } finally {
+      await Promise.allSettled(pending.map((s) => s.p).filter(Boolean));
+    }
+  }
+
+  async put(digest: Digest, body: Uint8Array | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
+    assertDigest(digest);
+    const raw = await readAll(body, MAX_BLOB_BYTES);
+    checkDigest(digest, raw);
+    if ((await this.has([digest])).size > 0) return { created: false, storedBytes: 0 };
+    const frame = encodeBlob(raw, { level: this.level, compressible: options.compressible });
+    await this.writePack([{ digest, frame }]);
+    return { created: true, storedBytes: frame.length };
+  }
+
+  /**
+   * Uploads many blobs as packs of about `packTargetBytes`, skipping those already present. Each
+   * blob is hashed and checked against its digest before it is packed.
+   * @throws `E_INTEGRITY` when a blob's bytes do not match its digest (nothing of that pack is written).
+   */
+  async putMany(blobs: AsyncIterable<{ digest: Digest; bytes: Uint8Array; compressible?: boolean }> | Iterable<{ digest: Digest; bytes: Uint8Array; compressible?: boolean }>): Promise<PackUploadResult> {
+    const result: PackUploadResult = { packs: 0, blobs: 0, bytes: 0 };
+    let batch: Array<{ digest: Digest; frame: Buffer }> = [];
+    let batchBytes = 0;
+    const inBatch = new Set<Digest>();
+    const flush = async () => {
+      if (batch.length === 0) return;
+      const sent = await this.writePack(batch);
+      result.packs++;
+      result.blobs += batch.length;
+      result.bytes += sent;
+      batch = [];
+      batchBytes = 0;
+      inBatch.clear();
+    };
+    for await (const b of blobs) {
+      assertDigest(b.digest);
+      if (this.locations.has(b.digest) || inBatch.has(b.digest)) continue;
+      checkDigest(b.digest, b.bytes);
+      const frame = encodeBlob(b.bytes, { level: this.level, compressible: b.compressible });
+      batch.push({ digest: b.digest, frame });
+      inBatch.add(b.digest);
+      batchBytes += frame.length;
+      if (batchBytes >= this.packTarget) await flush();
+    }
+    await flush();
+    return result;
+  }
+
+  /**
+   * Writes a locator for a tree: the location of the manifest and of every blob in `digests`,
+   * all of which must be known to this store (present in its indexes).
+   * @returns bytes sent.
+   * @throws `E_NOT_FOUND` naming the first digest this store does not hold.
+   */
+  async writeLocator(manifest: Digest, digests: Iterable<Digest>): Promise<number> {
+    const all = [manifest, ...digests];
+    const missing = all.filter((d) => !this.locations.has(d));
+    if (missing.length > 0) await this.refresh(true);
+    const packs: Digest[] = [];
+    const packIndex = new Map<Digest, number>();
+    const blobs: Array<[Digest, number, number, number]> = [];
+    const seen = new Set<Digest>();
+    for (const d of all) {
+      if (seen.has(d)) continue;
+      seen.add(d);
+      const loc = this.locations.get(d);
+      if (!loc) throw new CascacheError(ErrorCodes.NOT_FOUND, `${this.name} holds no blob ${d}; cannot write a locator for ${manifest}`, { details: { digest: d } });
+      let pi = packIndex.get(loc.pack);
+      if (pi === undefined) {
+        pi = packs.length;
+        packs.push(loc.pack);
+        packIndex.set(loc.pack, pi);
+      }
+      blobs.push([d, pi, loc.offset, loc.length]);
+    }
+    const body = Buffer.from(canonicalJson({ format: LOCATOR_FORMAT, manifest, packs, blobs }));
+    await this.limiter.run(() => this.objects.put(locatorKey(manifest), body));
+    return body.length;
+  }
+
+  /**
+   * Loads the locator of a tree (one GET), teaching this store where its blobs are without listing.
+   * A missing or malformed locator is not an error: `false`, and reads fall back to the indexes.
+   * Locations are hints: every blob read through them is still verified against its digest.
+   */
+  async loadLocator(manifest: Digest): Promise<boolean> {
+    assertDigest(manifest);
+    if (this.locations.has(manifest)) return true;
+    const body = await this.limiter.run(() => this.objects.get(locatorKey(manifest)));
+    if (body === null || body.length > MAX_META_BYTES) return false;
+    let doc: { format?: unknown; manifest?: unknown; packs?: unknown; blobs?: unknown };
+    try {
+      doc = JSON.parse(body.toString('utf8'));
+    } catch {
+      return false;
+    }
+    if (doc?.format !== LOCATOR_FORMAT || doc.manifest !== manifest || !Array.isArray(doc.packs) || !Array.isArray(doc.blobs)) return false;
+    const packs = doc.packs as unknown[];
+    if (!packs.every(isDigest)) return false;
+    for (const row of doc.blobs as unknown[]) {
+      if (!Array.isArray(row) || row.length !== 4) return false;
+      const [d, pi, offset, length] = row as [unknown, unknown, unknown, unknown];
+      if (!isDigest(d) || !isIndex(pi, packs.length) || !isOffset(offset) || !isLength(length)) return false;
+    }
+    for (const [d, pi, offset, length] of doc.blobs as Array<[Digest, number, number, number]>) {
+      this.learn(d, { pack: packs[pi] as Digest, offset, length });
+    }
+    return this.locations.has(manifest);
+  }
+
+  async delete(digest: Digest): Promise<boolean> {
+    assertDigest(digest);
+    await this.refresh(true);
+    const loc = this.locations.get(digest);
+    if (!loc) return false;
+    await this.rewritePack(loc.pack, new Set([digest]));
+    return true;
+  }
+
+  /**
+   * Rewrites a pack without the blobs in `drop` (GC's repack). The survivors go to a new pack first;
+   * only then are the old index and pack deleted, so a concurrent reader loses nothing that survives.
+   * @returns bytes freed (old pack size minus new).
+   */
+  async rewritePack(pack: Digest, drop: ReadonlySet<Digest>): Promise<number> {
+    const members = [...this.locations].filter(([, l]) => l.pack === pack);
+    const keep = members.filter(([d]) => !drop.has(d));
+    const oldBytes = members.reduce((n, [, l]) => n + l.length, 0);
+    let newBytes = 0;
+    if (keep.length > 0) {
+      const frames: Array<{ digest: Digest; frame: Buffer }> = [];
+      for (const [digest, loc] of keep) {
+        const frame = await this.limiter.run(() => this.objects.get(packKey(pack), { offset: loc.offset, length: loc.length }));
+        if (frame === null) continue;
+        try {
+          decodeBlob(frame, digest);
+        } catch {
+          continue; // a damaged survivor is dropped, not copied
+        }
+        frames.push({ digest, frame });
+      }
+      for (const [d] of keep) this.locations.delete(d);
+      if (frames.length > 0) newBytes = await this.writePack(frames);
+    }
+    for (const [d, l] of members) if (l.pack === pack && this.locations.get(d)?.pack === pack) this.locations.delete(d);
+    await this.limiter.run(() => this.objects.delete(indexKey(pack)));
+    await this.limiter.run(() => this.objects.delete(packKey(pack)));
+    this.loadedIndexes.delete(pack);
+    return Math.max(0, oldBytes - newBytes);
+  }
+
+  async *list(): AsyncIterable<BlobInfo> {
+    await this.refresh(true);
+    for (const [digest, loc] of [...this.locations]) yield { digest, storedSize: loc.length, mtimeMs: this.packTimes.get(loc.pack) };
+  }
+
+  /** Every pack this store knows of, with its blobs (for GC's pack planning). */
+  async packs(): Promise<Map<Digest, { blobs: Array<{ digest: Digest; length: number }>; mtimeMs?: number }>> {
+    await this.refresh(true);
+    const out = new Map<Digest, { blobs: Array<{ digest: Digest; length: number }>; mtimeMs?: number }>();
+    for (const [digest, loc] of this.locations) {
+      let p = out.get(loc.pack);
+      if (!p) out.set(loc.pack, (p = { blobs: [], mtimeMs: this.packTimes.get(loc.pack) }));
+      p.blobs.push({ digest, length: loc.length });
+    }
+    return out;
+  }
+
+  /**
+   * Lists the index prefix and loads every index not seen yet. `force` ignores `refreshIntervalMs`.
+   * Concurrent callers share one refresh.
+   */
+  async refresh(force: boolean): Promise<void> {
+    if (this.refreshing) return this.refreshing;
+    if (!force && Date.now() - this.lastRefresh < this.refreshInterval) return;
+    this.refreshing = (async () => {
+      const listed: Array<{ pack: Digest; mtimeMs?: number }> = [];
+      for await (const o of this.objects.list(INDEX_PREFIX)) {
+        const m = /^v1\/index\/([0-9a-f]{64})\.json$/.exec(o.key);
+        if (m) listed.push({ pack: m[1]!, mtimeMs: o.mtimeMs });
+      }
+      const present = new Set(listed.map((l) => l.pack));
+      for (const pack of [...this.loadedIndexes]) if (!present.has(pack)) this.forgetPack(pack);
+      await Promise.all(
+        listed
+          .filter((l) => !this.loadedIndexes.has(l.pack))
+          .map((l) =>
+            this.limiter.run(async () => {
+              const body = await this.objects.get(indexKey(l.pack));
+              if (body === null) return;
+              const rows = parseIndex(body, l.pack);
+              if (!rows) return; // a malformed index is ignored; its pack is unreachable until GC
+              for (const [d, offset, length] of rows) this.learn(d, { pack: l.pack, offset, length });
+              this.loadedIndexes.add(l.pack);
+              if (l.mtimeMs !== undefined) this.packTimes.set(l.pack, l.mtimeMs);
+            }),
+          ),
+      );
+      this.lastRefresh = Date.now();
+    })().finally(() => {
+      this.refreshing = null;
+    });
+    return this.refreshing;
+  }
+
+  private learn(digest: Digest, loc: BlobLocation): void {
+    if (this.damaged.has(`${loc.pack}:${loc.offset}`)) return;
+    if (!this.locations.has(digest)) this.locations.set(digest, loc);
+  }
+
+  private forgetPack(pack: Digest): void {
+    for (const [d, l] of [...this.locations]) if (l.pack === pack) this.locations.delete(d);
+    this.loadedIndexes.delete(pack);
+  }
+
+  private decode(digest: Digest, loc: BlobLocation, frame: Buffer): Buffer {
+    try {
+      return decodeBlob(frame, digest);
+    } catch (err) {
+      if (isCascacheError(err, ErrorCodes.INTEGRITY)) this.markDamaged(digest, loc, err);
+      throw err;
+    }
+  }
+
+  private markDamaged(digest: Digest, loc: BlobLocation, err: CascacheError): void {
+    this.damaged.add(`${loc.pack}:${loc.offset}`);
+    if (this.locations.get(digest) === loc) this.locations.delete(digest);
+    this.onCorrupt?.(digest, loc, err);
+  }
+
+  /** Writes one pack, then its index; records the locations. @returns bytes sent. */
+  private async writePack(frames: Array<{ digest: Digest; frame: Buffer }>): Promise<number> {
+    const rows: Array<[Digest, number, number]> = [];
+    let offset = 0;
+    for (const f of frames) {
+      rows.push([f.digest, offset, f.frame.length]);
+      offset += f.frame.length;
+    }
+    const body = Buffer.concat(frames.map((f) => f.frame), offset);
+    const pack = digestOf(body);
+    const index = Buffer.from(canonicalJson({ format: PACK_INDEX_FORMAT, pack, blobs: rows }));
+    await this.limiter.run(() => this.objects.put(packKey(pack), body));
+    await this.limiter.run(() => this.objects.put(indexKey(pack), index));
+    for (const [d, off, len] of rows) {
+      this.damaged.delete(`${pack}:${off}`);
+      this.locations.set(d, { pack, offset: off, length: len });
+    }
+    this.loadedIndexes.add(pack);
+    this.packTimes.set(pack, Date.now());
+    return body.length + index.length;
+  }
+}
+
+function checkDigest(digest: Digest, bytes: Uint8Array): void {
+  const actual = digestOf(bytes);
+  if (actual !== digest) throw new CascacheError(ErrorCodes.INTEGRITY, `put of ${digest}: bytes hash to ${actual}`, { details: { digest, actual } });
+}
+
+function parseIndex(body: Buffer, pack: Digest): Array<[Digest, number, number]> | null {
+  if (body.length > MAX_META_BYTES) return null;
+  let doc: { format?: unknown; pack?: unknown; blobs?: unknown };
+  try {
+    doc = JSON.parse(body.toString('utf8'));
+  } catch {
+    return null;
+  }
+  if (doc?.format !== PACK_INDEX_FORMAT || doc.pack !== pack || !Array.isArray(doc.blobs)) return null;
+  for (const row of doc.blobs as unknown[]) {
+    if (!Array.isArray(row) || row.length !== 3 || !isDigest(row[0]) || !isOffset(row[1]) || !isLength(row[2])) return null;
+  }
+  return doc.blobs as Array<[Digest, number, number]>;
+}
+
+const isOffset = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+const isLength = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) > 0 && (v as number) <= MAX_BLOB_BYTES + 64;
+const isIndex = (v: unknown, n: number): v is number => Number.isInteger(v) && (v as number) >= 0 && (v as number) < n;

@@ -1,0 +1,166 @@
+/**
+ * Remote tiers from URLs (restic's `ParseConfig(url)`): one function turns a user's
+ * `s3://bucket/prefix?region=eu-west-1&endpoint=http://127.0.0.1:9000&forcePathStyle=true` or
+ * `gs://bucket/prefix?endpoint=http://127.0.0.1:4443` into a {@link RemoteTier}: a pack store for blobs,
+ * an AC store for entries, both on one object store wrapped in a circuit breaker.
+ *
+ * Secrets never go in a URL: credentials come from the cloud SDK's own chain (or `credentials`),
+ * and a URL with a user or password is refused.
+ */
+import { canonicalJson } from '../canonical-json';
+import { assertDigest, isDigest, type Digest } from '../digest';
+import { CascacheError, ErrorCodes } from '../errors';
+import type { StoreRoot } from '../roots';
+import { BreakerObjectStore, type BreakerOptions } from './breaker';
+import { GcsObjectStore } from './gcs';
+import { ObjectAcStore } from './object-ac';
+import type { ObjectStore } from './object-store';
+import { PackStore, type PackStoreOptions } from './pack-store';
+import { S3ObjectStore } from './s3';
+
+/** A parsed remote URL. */
+export type RemoteLocation =
+  | { kind: 's3'; bucket: string; prefix: string; region?: string; endpoint?: string; forcePathStyle?: boolean }
+  | { kind: 'gs'; bucket: string; prefix: string; apiEndpoint?: string; projectId?: string };
+
+/** One tier as configured (nx.json plugin options, the config file, `--remote`). */
+export interface TierConfig {
+  /** `s3://…` or `gs://…`. */
+  url: string;
+  /** zstd level for blobs this tier encodes. Default 3. */
+  level?: number;
+  /** Read from this tier, never write to it. */
+  readOnly?: boolean;
+  /** Pack size target, bytes. Default 16 MiB. */
+  packTargetBytes?: number;
+}
+
+/** A remote tier: blobs in packs, AC entries and roots, on one object store. */
+export interface RemoteTier {
+  readonly name: string;
+  readonly readOnly: boolean;
+  readonly objects: ObjectStore;
+  readonly blobs: PackStore;
+  readonly entries: ObjectAcStore;
+  /** Uploads a store root record. */
+  putRoot(root: StoreRoot): Promise<void>;
+  /** A store root record, or null. */
+  getRoot(digest: Digest): Promise<StoreRoot | null>;
+}
+
+const BUCKET_RE = /^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$/;
+
+/**
+ * Parses a remote URL.
+ * @throws CascacheError `E_CONFIG` for an unknown scheme, a bad bucket, credentials in the URL, an
+ * unknown query parameter or a bad endpoint.
+ */
+export function parseRemoteUrl(url: string): RemoteLocation {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new CascacheError(ErrorCodes.CONFIG, `remote ${JSON.stringify(url)} is not a URL (expected s3://bucket/prefix or gs://bucket/prefix)`);
+  }
+  if (u.username || u.password) throw new CascacheError(ErrorCodes.CONFIG, 'a remote URL must not carry credentials; use the SDK credential chain or config');
+  const bucket = u.hostname;
+  const prefix = decodeURIComponent(u.pathname).replace(/^\/+|\/+$/g, '');
+  const params = Object.fromEntries(u.searchParams);
+  const allow = (names: string[]) => {
+    for (const k of Object.keys(params)) if (!names.includes(k)) throw new CascacheError(ErrorCodes.CONFIG, `remote ${u.protocol}// does not take the parameter ${JSON.stringify(k)} (known: ${names.join(', ')})`);
+  };
+  const endpoint = (v: string | undefined) => {
+    if (v === undefined) return undefined;
+    try {
+      const e = new URL(v);
+      if (e.protocol !== 'http:' && e.protocol !== 'https:') throw new Error('scheme');
+      return e.toString().replace(/\/$/, '');
+    } catch {
+      throw new CascacheError(ErrorCodes.CONFIG, `remote endpoint ${JSON.stringify(v)} is not an http(s) URL`);
+    }
+  };
+  if (u.protocol === 's3:' || u.protocol === 'gs:') {
+    if (!BUCKET_RE.test(bucket)) throw new CascacheError(ErrorCodes.CONFIG, `remote bucket ${JSON.stringify(bucket)} is not a valid bucket name`);
+  }
+  if (u.protocol === 's3:') {
+    allow(['region', 'endpoint', 'forcePathStyle']);
+    const fps = params.forcePathStyle;
+    if (fps !== undefined && fps !== 'true' && fps !== 'false') throw new CascacheError(ErrorCodes.CONFIG, 'forcePathStyle must be true or false');
+    return { kind: 's3', bucket, prefix, region: params.region, endpoint: endpoint(params.endpoint), forcePathStyle: fps === undefined ? undefined : fps === 'true' };
+  }
+  if (u.protocol === 'gs:') {
+    allow(['endpoint', 'projectId']);
+    return { kind: 'gs', bucket, prefix, apiEndpoint: endpoint(params.endpoint), projectId: params.projectId };
+  }
+  throw new CascacheError(ErrorCodes.CONFIG, `remote scheme ${u.protocol} is not supported (use s3:// or gs://)`);
+}
+
+/** Options for {@link openRemoteTier} beyond the tier's config. */
+export interface OpenTierOptions {
+  /** Circuit-breaker settings and callbacks. */
+  breaker?: BreakerOptions;
+  /** Explicit S3 credentials (default: the SDK chain). */
+  s3Credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /** Pack store tuning and callbacks. */
+  pack?: Omit<PackStoreOptions, 'objects' | 'level' | 'packTargetBytes'>;
+  /** Use this object store instead of the one the URL names (tests, fault injection). */
+  objects?: ObjectStore;
+}
+
+/**
+ * Opens a remote tier. Nothing is sent until the first read or write.
+ * @throws CascacheError `E_CONFIG` for a bad URL.
+ */
+export function openRemoteTier(config: TierConfig, options: OpenTierOptions = {}): RemoteTier {
+  const raw = options.objects ?? objectStoreFor(parseRemoteUrl(config.url), options);
+  const objects = new BreakerObjectStore(raw, options.breaker);
+  const blobs = new PackStore({ ...options.pack, objects, level: config.level, packTargetBytes: config.packTargetBytes });
+  const entries = new ObjectAcStore({
+    objects,
+    // An entry names its tree's manifest: load the tree's locator now, so the reads that follow
+    // find every blob without listing the bucket. Unverified on purpose: locations are only hints.
+    onRead: async (bytes) => {
+      const manifest = manifestOf(bytes);
+      if (manifest) await blobs.loadLocator(manifest).catch(() => false);
+    },
+  });
+  const rootKey = (d: Digest) => `v1/roots/${d}.json`;
+  return {
+    name: raw.name,
+    readOnly: config.readOnly ?? false,
+    objects,
+    blobs,
+    entries,
+    async putRoot(root) {
+      assertDigest(root.digest, 'root digest');
+      await objects.put(rootKey(root.digest), Buffer.from(canonicalJson(root)));
+    },
+    async getRoot(digest) {
+      assertDigest(digest, 'root digest');
+      const body = await objects.get(rootKey(digest));
+      if (!body) return null;
+      try {
+        const r = JSON.parse(body.toString('utf8')) as StoreRoot;
+        return r && r.digest === digest && typeof r.name === 'string' ? r : null;
+      } catch {
+        return null;
+      }
+    },
+  };
+}
+
+function objectStoreFor(loc: RemoteLocation, options: OpenTierOptions): ObjectStore {
+  if (loc.kind === 's3') {
+    return new S3ObjectStore({ bucket: loc.bucket, prefix: loc.prefix, region: loc.region, endpoint: loc.endpoint, forcePathStyle: loc.forcePathStyle, credentials: options.s3Credentials });
+  }
+  return new GcsObjectStore({ bucket: loc.bucket, prefix: loc.prefix, apiEndpoint: loc.apiEndpoint, projectId: loc.projectId });
+}
+
+function manifestOf(bytes: Buffer): Digest | null {
+  try {
+    const m = (JSON.parse(bytes.toString('utf8')) as { manifest?: unknown }).manifest;
+    return isDigest(m) ? m : null;
+  } catch {
+    return null;
+  }
+}
