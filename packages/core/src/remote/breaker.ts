@@ -44,6 +44,12 @@ export class BreakerObjectStore implements ObjectStore {
     return this.openUntil > this.now();
   }
 
+  /** Closes the breaker: the next call goes to the network (an explicit flush by the user). */
+  reset(): void {
+    this.failures = 0;
+    this.openUntil = 0;
+  }
+
   get(key: string, range?: ByteRange): Promise<Buffer | null> {
     return this.guard(() => this.inner.get(key, range));
   }

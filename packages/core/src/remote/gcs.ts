@@ -45,7 +45,7 @@ export class GcsObjectStore implements ObjectStore {
         projectId: o.projectId,
         useAuthWithCustomEndpoint: o.useAuthWithCustomEndpoint,
         timeout: o.timeoutMs ?? 60000,
-        retryOptions: { autoRetry: true, maxRetries: Math.max(0, (o.maxAttempts ?? 3) - 1), totalTimeout: 120 },
+        retryOptions: (o.maxAttempts ?? 3) > 1 ? { autoRetry: true, maxRetries: (o.maxAttempts ?? 3) - 1, totalTimeout: 120 } : { autoRetry: false },
       });
       this.bucketHandle = storage.bucket(o.bucket);
     }

@@ -53,7 +53,8 @@ export class S3ObjectStore implements ObjectStore {
         forcePathStyle: o.forcePathStyle,
         credentials: o.credentials,
         maxAttempts: o.maxAttempts ?? 3,
-        requestHandler: { connectionTimeout: o.connectTimeoutMs ?? 5000, requestTimeout: o.requestTimeoutMs ?? 60000 },
+        // Without throwOnRequestTimeout the SDK only logs a warning and keeps waiting on a hung server.
+        requestHandler: { connectionTimeout: o.connectTimeoutMs ?? 5000, requestTimeout: o.requestTimeoutMs ?? 60000, throwOnRequestTimeout: true },
         // Checksums on every request cost a pass over each body; we verify digests ourselves.
         requestChecksumCalculation: 'WHEN_REQUIRED',
         responseChecksumValidation: 'WHEN_REQUIRED',

@@ -39,7 +39,8 @@ export interface TierConfig {
 export interface RemoteTier {
   readonly name: string;
   readonly readOnly: boolean;
-  readonly objects: ObjectStore;
+  /** The tier's object store, behind its circuit breaker. */
+  readonly objects: BreakerObjectStore;
   readonly blobs: PackStore;
   readonly entries: ObjectAcStore;
   /** Uploads a store root record. */

@@ -1,0 +1,121 @@
+/**
+ * The durable upload journal (write-behind): what the local tier holds that a remote tier does not
+ * have yet. One small JSON record per pending upload, per tier, written atomically before the write
+ * is acknowledged and removed only after the remote has everything:
+ *
+ * ```
+ * <local>/v1/journal/<tier id>/<ms>-<random>.json         {"kind":"ac","namespace","key"} | {"kind":"root","digest"}
+ * <local>/v1/journal/<tier id>/failed/<same name>          records that failed permanently, with the reason
+ * ```
+ * A record names an AC entry or a store root, not bytes: the blobs stay in the local tier, so the
+ * journal is small and a crash at any point loses nothing (the record is replayed on the next start).
+ * Replaying is idempotent: packs are named by content and AC entries are write-once, so two
+ * processes replaying the same record at once waste a little bandwidth and nothing else.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { assertNamespace } from '../action-cache';
+import { writeFileAtomic } from '../atomic-write';
+import { digestOf, isDigest, type Digest } from '../digest';
+import { toIoError } from '../errors';
+import { LAYOUT_VERSION } from '../store/fs';
+
+/** One pending upload. */
+export type JournalRecord = { kind: 'ac'; namespace: string; key: Digest } | { kind: 'root'; digest: Digest };
+
+/** A record as read back, with its file name (its identity in the journal). */
+export interface JournalItem {
+  id: string;
+  record: JournalRecord;
+}
+
+/** The stable directory name of a tier in the journal: 16 hex of BLAKE3 of its name. */
+export function tierId(tierName: string): string {
+  return digestOf(tierName).slice(0, 16);
+}
+
+export class UploadJournal {
+  private readonly dir: string;
+
+  /** @param root the local store root; records live under `<root>/v1/journal`. */
+  constructor(root: string) {
+    this.dir = join(root, LAYOUT_VERSION, 'journal');
+  }
+
+  /** Records a pending upload for a tier. Durable when it resolves. @throws `E_IO`. */
+  async add(tier: string, record: JournalRecord): Promise<string> {
+    const id = `${Date.now().toString().padStart(15, '0')}-${randomBytes(4).toString('hex')}.json`;
+    await writeFileAtomic(join(this.dir, tierId(tier), id), `${JSON.stringify(record)}\n`);
+    return id;
+  }
+
+  /** The pending records of a tier, oldest first. Unreadable records are skipped (and kept). */
+  async pending(tier: string): Promise<JournalItem[]> {
+    const dir = join(this.dir, tierId(tier));
+    let names: string[];
+    try {
+      names = await fsp.readdir(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw toIoError(err, `listing journal ${dir}`);
+    }
+    const items: JournalItem[] = [];
+    for (const id of names.filter((n) => /^\d{15}-[0-9a-f]{8}\.json$/.test(n)).sort()) {
+      const record = await this.read(join(dir, id));
+      if (record) items.push({ id, record });
+    }
+    return items;
+  }
+
+  /** Removes a record once its upload is complete. */
+  async done(tier: string, id: string): Promise<void> {
+    await fsp.rm(join(this.dir, tierId(tier), id), { force: true }).catch((err) => {
+      throw toIoError(err, `removing journal record ${id}`);
+    });
+  }
+
+  /** Moves a record aside after a permanent failure, keeping the reason beside it. */
+  async fail(tier: string, id: string, reason: string): Promise<void> {
+    const dir = join(this.dir, tierId(tier));
+    await fsp.mkdir(join(dir, 'failed'), { recursive: true });
+    await fsp.rename(join(dir, id), join(dir, 'failed', id)).catch(() => undefined);
+    await writeFileAtomic(join(dir, 'failed', `${id}.reason`), `${reason}\n`);
+  }
+
+  /** Counts of pending and failed records for a tier. */
+  async counts(tier: string): Promise<{ pending: number; failed: number }> {
+    const dir = join(this.dir, tierId(tier));
+    const count = async (d: string) => (await fsp.readdir(d).catch(() => [] as string[])).filter((n) => n.endsWith('.json')).length;
+    return { pending: await count(dir), failed: await count(join(dir, 'failed')) };
+  }
+
+  /** Every digest a pending record protects from GC: the AC keys and roots it names. */
+  async protectedRecords(): Promise<JournalRecord[]> {
+    const out: JournalRecord[] = [];
+    const tiers = await fsp.readdir(this.dir).catch(() => [] as string[]);
+    for (const t of tiers) {
+      const names = await fsp.readdir(join(this.dir, t)).catch(() => [] as string[]);
+      for (const n of names) {
+        if (!n.endsWith('.json')) continue;
+        const r = await this.read(join(this.dir, t, n));
+        if (r) out.push(r);
+      }
+    }
+    return out;
+  }
+
+  private async read(path: string): Promise<JournalRecord | null> {
+    try {
+      const r = JSON.parse(await fsp.readFile(path, 'utf8')) as JournalRecord;
+      if (r.kind === 'ac' && typeof r.namespace === 'string' && isDigest(r.key)) {
+        assertNamespace(r.namespace);
+        return { kind: 'ac', namespace: r.namespace, key: r.key };
+      }
+      if (r.kind === 'root' && isDigest(r.digest)) return { kind: 'root', digest: r.digest };
+      return null;
+    } catch {
+      return null;
+    }
+  }
+}

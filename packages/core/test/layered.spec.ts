@@ -1,0 +1,227 @@
+// The layered store: two "machines" (separate local stores) sharing remote tiers. Remote faults are
+// injected into a memory object store here; the S3 process is killed mid-upload in remote-faults.spec.ts.
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  CascacheError,
+  computeActionKey,
+  ErrorCodes,
+  ingestDirectory,
+  LayeredStore,
+  materializeToDirectory,
+  MemoryObjectStore,
+  openLocalStore,
+  openRemoteTier,
+  type LayeredEvent,
+  type LocalStore,
+  type RemoteTier,
+} from '../src';
+import { expectSameFlatTree } from './support/same-tree';
+import { tempDir } from './support/tmp';
+
+const SECRET = Buffer.alloc(32, 7);
+const NS = 'default';
+
+describe('LayeredStore', () => {
+  let dir: string;
+  let remove: () => Promise<void>;
+  const open: LayeredStore[] = [];
+  beforeEach(async () => {
+    ({ dir, remove } = await tempDir());
+  });
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((s) => s.close()));
+    await remove();
+  });
+
+  function tier(objects: MemoryObjectStore, extra: { readOnly?: boolean; threshold?: number } = {}): RemoteTier {
+    return openRemoteTier(
+      { url: 's3://unused-bucket/x', readOnly: extra.readOnly, packTargetBytes: 256 * 1024 },
+      { objects, breaker: { threshold: extra.threshold ?? 1000, cooldownMs: 60_000 } },
+    );
+  }
+
+  async function machine(name: string, remotes: RemoteTier[], options: { sync?: boolean } = {}) {
+    const local = await openLocalStore({ root: join(dir, name), secret: SECRET });
+    const events: LayeredEvent[] = [];
+    const store = new LayeredStore({ local, remotes, secret: SECRET, sync: options.sync, retryBaseMs: 5, retryMaxMs: 20, warnIntervalMs: 0, onEvent: (e) => events.push(e) });
+    open.push(store);
+    return { local, store, events, warnings: () => events.filter((e) => e.type === 'warning') };
+  }
+
+  /** Writes a tree of `files` text files (~20 kB each, seeded) and returns its path. */
+  async function tree(name: string, files = 12, seed = name): Promise<string> {
+    const root = join(dir, 'src', name);
+    await mkdir(root, { recursive: true });
+    for (let i = 0; i < files; i++) {
+      let text = '';
+      for (let j = 0; text.length < 20_000; j++) text += `// ${seed} file ${i} line ${j} ${createHash('md5').update(`${seed}${i}${j}`).digest('hex')}\n`;
+      await writeFile(join(root, `f${i}.js`), text);
+    }
+    return root;
+  }
+
+  async function build(local: LocalStore, store: LayeredStore, src: string, task: string) {
+    const r = await ingestDirectory(local.blobs, src);
+    const key = computeActionKey(['test', task]);
+    await local.actionCache.put(NS, key, { manifest: r.digest, size: r.logicalBytes });
+    await store.recordUpload({ kind: 'ac', namespace: NS, key });
+    return { key, digest: r.digest };
+  }
+
+
+  it('a second machine restores a remote hit without listing the bucket, and keeps it locally', async () => {
+    const objects = new MemoryObjectStore();
+    const a = await machine('a', [tier(objects)], { sync: true });
+    const src = await tree('app');
+    const { key } = await build(a.local, a.store, src, 'app:build');
+    expect(await a.store.journal.counts(a.store.remotes[0]!.name)).toEqual({ pending: 0, failed: 0 });
+
+    const b = await machine('b', [tier(objects)]);
+    const before = { ...objects.calls };
+    const hit = await b.store.lookup(NS, key);
+    expect(hit).not.toBeNull();
+    expect(objects.calls.list - before.list).toBe(0);
+    // One GET for the entry, one for the locator, the rest ranged pack reads (12 files fit one pack).
+    expect(objects.calls.get - before.get).toBeLessThanOrEqual(4);
+    const out = join(dir, 'restored');
+    await materializeToDirectory(b.local.blobs, hit!.manifest, out);
+    await expectSameFlatTree(src, out);
+    // Promoted: the next lookup is local only.
+    const mid = objects.calls.get;
+    expect(await b.store.lookup(NS, key)).not.toBeNull();
+    expect(objects.calls.get).toBe(mid);
+  });
+
+  it('uploads only the chunks the remote lacks after a one-file change', async () => {
+    const objects = new MemoryObjectStore();
+    const a = await machine('a', [tier(objects)], { sync: true });
+    const src = await tree('lib', 20);
+    await build(a.local, a.store, src, 'v1');
+    const first = { ...a.store.stats };
+    await writeFile(join(src, 'f3.js'), `${await readFile(join(src, 'f3.js'), 'utf8')}// one more line\n`);
+    await build(a.local, a.store, src, 'v2');
+    const sent = a.store.stats.bytesSent - first.bytesSent;
+    expect(a.store.stats.blobsDeduplicated - first.blobsDeduplicated).toBeGreaterThan(40);
+    expect(a.store.stats.blobsSent - first.blobsSent).toBeLessThanOrEqual(4); // the changed chunk(s) and the manifest
+    expect(sent).toBeLessThan(first.bytesSent * 0.1);
+  });
+
+  it('keeps uploads in the journal while the remote is down and sends them after a restart', async () => {
+    const objects = new MemoryObjectStore();
+    objects.faults = () => {
+      throw new CascacheError(ErrorCodes.UNAVAILABLE, 'injected: connection refused');
+    };
+    const a = await machine('a', [tier(objects)], { sync: true });
+    const src = await tree('svc');
+    const { key } = await build(a.local, a.store, src, 'svc:build');
+    const name = a.store.remotes[0]!.name;
+    expect(await a.store.journal.counts(name)).toEqual({ pending: 1, failed: 0 });
+    expect(a.warnings().map((w) => w.code)).toContain('E_UNAVAILABLE');
+    expect(objects.objects.size).toBe(0);
+    await a.store.close(); // the process "exits" with the upload pending
+
+    objects.faults = null;
+    const again = new LayeredStore({ local: a.local, remotes: [tier(objects)], secret: SECRET });
+    open.push(again);
+    const report = await again.drain({ timeoutMs: 30_000 });
+    expect(report.drained).toBe(true);
+    expect(report.stats.records).toBe(1);
+
+    const b = await machine('b', [tier(objects)]);
+    const hit = await b.store.lookup(NS, key);
+    const out = join(dir, 'out');
+    await materializeToDirectory(b.local.blobs, hit!.manifest, out);
+    await expectSameFlatTree(src, out);
+  });
+
+  it('the write-behind worker retries with backoff until the remote answers', async () => {
+    const objects = new MemoryObjectStore();
+    let failuresLeft = 5;
+    objects.faults = (op) => {
+      if (op === 'put' && failuresLeft-- > 0) throw new CascacheError(ErrorCodes.UNAVAILABLE, 'injected 503');
+    };
+    const a = await machine('a', [tier(objects)]);
+    a.store.start();
+    const uploaded = new Promise<void>((resolve) => {
+      const t = setInterval(() => a.events.some((e) => e.type === 'uploaded') && (clearInterval(t), resolve()), 5);
+    });
+    const src = await tree('worker');
+    const { key } = await build(a.local, a.store, src, 'w');
+    await uploaded;
+    expect(failuresLeft).toBeLessThan(0);
+    const b = await machine('b', [tier(objects)]);
+    expect(await b.store.lookup(NS, key)).not.toBeNull();
+  });
+
+  it('sets a record aside on a permanent failure instead of retrying it forever', async () => {
+    const objects = new MemoryObjectStore();
+    objects.faults = () => {
+      throw new CascacheError(ErrorCodes.CONFIG, 'injected: AccessDenied');
+    };
+    const a = await machine('a', [tier(objects)]);
+    await build(a.local, a.store, await tree('denied'), 'd');
+    const report = await a.store.drain({ timeoutMs: 5_000 });
+    const name = a.store.remotes[0]!.name;
+    expect(report.pending[name]).toBe(0);
+    expect(report.failed[name]).toBe(1);
+    expect(a.warnings().some((w) => w.code === 'E_CONFIG' && /set aside/.test(w.message))).toBe(true);
+  });
+
+  it('skips a failing remote after the breaker opens: one warning, fast misses, no build failure', async () => {
+    const objects = new MemoryObjectStore();
+    objects.faults = () => {
+      throw new CascacheError(ErrorCodes.UNAVAILABLE, 'injected timeout');
+    };
+    const events: string[] = [];
+    const remote = openRemoteTier({ url: 's3://unused-bucket/x' }, { objects, breaker: { threshold: 2, cooldownMs: 60_000, onOpen: (s) => events.push(`open ${s}`) } });
+    const b = await machine('b', [remote]);
+    for (let i = 0; i < 10; i++) expect(await b.store.lookup(NS, computeActionKey(['k', String(i)]))).toBeNull();
+    expect(events).toEqual(['open memory://objects']);
+    expect(objects.calls.get).toBe(2); // then the breaker answered without the network
+  });
+
+  it('a tampered AC entry in the bucket is a miss with a warning', async () => {
+    const objects = new MemoryObjectStore();
+    const a = await machine('a', [tier(objects)], { sync: true });
+    const { key } = await build(a.local, a.store, await tree('t'), 't');
+    const acKey = `v1/ac/${NS}/${key}`;
+    const entry = JSON.parse(objects.objects.get(acKey)!.body.toString()) as { size: number };
+    entry.size += 1;
+    objects.objects.get(acKey)!.body = Buffer.from(JSON.stringify(entry));
+    const b = await machine('b', [tier(objects)]);
+    expect(await b.store.lookup(NS, key)).toBeNull();
+    expect(b.warnings().some((w) => /bad-signature|malformed/.test(w.message))).toBe(true);
+    expect(await b.local.actionCache.get(NS, key)).toBeNull();
+  });
+
+  it('a pack with flipped bytes is refetched from the next tier, or is a miss', async () => {
+    const first = new MemoryObjectStore('memory://first');
+    const second = new MemoryObjectStore('memory://second');
+    const a = await machine('a', [tier(first), tier(second)], { sync: true });
+    const src = await tree('flip');
+    const { key } = await build(a.local, a.store, src, 'flip');
+    for (const [k, o] of first.objects) if (k.endsWith('.pack')) o.body[Math.floor(o.body.length / 2)]! ^= 0xff;
+
+    const b = await machine('b', [tier(first), tier(second)]);
+    const hit = await b.store.lookup(NS, key);
+    expect(hit).not.toBeNull();
+    const out = join(dir, 'out');
+    await materializeToDirectory(b.local.blobs, hit!.manifest, out);
+    await expectSameFlatTree(src, out);
+    expect(b.events.some((e) => e.type === 'promoted' && e.tier === 'memory://second')).toBe(true);
+
+    const c = await machine('c', [tier(first)]);
+    expect(await c.store.lookup(NS, key)).toBeNull();
+    expect(await c.local.actionCache.get(NS, key)).toBeNull();
+  });
+
+  it('a read-only tier is read but never written', async () => {
+    const objects = new MemoryObjectStore();
+    const a = await machine('a', [tier(objects, { readOnly: true })], { sync: true });
+    await build(a.local, a.store, await tree('ro'), 'ro');
+    expect(objects.calls.put).toBe(0);
+    expect(await readdir(join(dir, 'a', 'v1')).then((n) => n.includes('journal'))).toBe(false);
+  });
+});
