@@ -100,8 +100,8 @@ export { checkRange, MemoryObjectStore, type ByteRange, type ObjectInfo, type Ob
 export { S3ObjectStore, type S3ObjectStoreOptions } from './remote/s3';
 export { GcsObjectStore, type GcsObjectStoreOptions } from './remote/gcs';
 export { BreakerObjectStore, type BreakerOptions } from './remote/breaker';
-export { DEFAULT_PACK_TARGET_BYTES, LOCATOR_FORMAT, PACK_INDEX_FORMAT, PackStore, type BlobLocation, type PackStoreOptions, type PackUploadResult } from './remote/pack-store';
+export { DEFAULT_PACK_TARGET_BYTES, PACK_INDEX_FORMAT, PackStore, TREE_FORMAT, type BlobLocation, type PackStoreOptions, type PackUploadResult } from './remote/pack-store';
 export { ObjectAcStore, type ObjectAcStoreOptions } from './remote/object-ac';
-export { openRemoteTier, parseRemoteUrl, type OpenTierOptions, type RemoteLocation, type RemoteTier, type TierConfig } from './remote/tier';
+export { openRemoteTier, parseRemoteUrl, parseTierConfigs, type OpenTierOptions, type RemoteLocation, type RemoteTier, type TierConfig } from './remote/tier';
 export { tierId, UploadJournal, type JournalItem, type JournalRecord } from './remote/journal';
 export { LayeredStore, type DrainReport, type LayeredEvent, type LayeredStoreOptions, type UploadStats } from './layered';

@@ -11,8 +11,8 @@
  * a durable journal record first; then either the upload runs now (`sync`, for CI) or the
  * write-behind worker (`start`) replays records with bounded concurrency, retrying retryable
  * failures with exponential backoff and moving permanently failed records aside. Upload order per
- * record: packs and indexes, then the tree's locator, then the AC entry or root, so a reader on another
- * machine never sees an entry whose blobs are not there.
+ * batch: packs and indexes, then tree objects, then AC entries and roots, so a reader on
+ * another machine never sees an entry whose blobs are not there.
  *
  * Failures of a remote never fail a read or a write: they become `onEvent` warnings (at most one per
  * tier per `warnIntervalMs`) and misses, and the journal keeps the uploads.
@@ -22,7 +22,7 @@ import type { Digest } from './digest';
 import { CascacheError, ErrorCodes, isCascacheError } from './errors';
 import { Limiter } from './limiter';
 import type { LocalStore } from './local-store';
-import { manifestChunks } from './manifest';
+import { manifestChunks, parseManifest } from './manifest';
 import { UploadJournal, type JournalItem, type JournalRecord } from './remote/journal';
 import type { RemoteTier } from './remote/tier';
 import { fetchBlob, getManifest, putManifest } from './tree';
@@ -30,7 +30,7 @@ import { fetchBlob, getManifest, putManifest } from './tree';
 /** Something a caller may want to log. Core never prints; the edges decide. */
 export type LayeredEvent =
   | { type: 'warning'; tier: string; code: string; message: string }
-  | { type: 'uploaded'; tier: string; record: JournalRecord; stats: UploadStats }
+  | { type: 'uploaded'; tier: string; records: number; stats: UploadStats }
   | { type: 'promoted'; tier: string; blobs: number; bytes: number };
 
 /** Counters of what uploads sent and what dedup saved. */
@@ -40,7 +40,7 @@ export interface UploadStats {
   packs: number;
   /** Blobs sent. */
   blobsSent: number;
-  /** Bytes sent: packs, indexes, locators and AC entries. */
+  /** Bytes sent: packs, indexes, tree objects, AC entries and roots. */
   bytesSent: number;
   /** Blobs the remote already had. */
   blobsDeduplicated: number;
@@ -94,6 +94,8 @@ export class LayeredStore {
   private readonly inflight = new Map<string, Promise<void>>();
   private readonly lastWarning = new Map<string, number>();
   private readonly backoff = new Map<string, number>();
+  private readonly remembered = new Set<string>();
+  private readonly recent: Array<{ at: number; stats: UploadStats }> = [];
   private workers: Promise<void>[] = [];
   /** Idle workers, woken by new records and by close. */
   private readonly idle = new Set<() => void>();
@@ -162,7 +164,8 @@ export class LayeredStore {
     if (!manifest) {
       for (const [tier] of tiers) {
         try {
-          await tier.blobs.loadLocator(manifestDigest);
+          // The tree object holds the manifest and every chunk's location (no listing needed).
+          await tier.blobs.loadTree(manifestDigest);
           const bytes = await tier.blobs.getBuffer(manifestDigest);
           if (!bytes) continue;
           await this.local.blobs.put(manifestDigest, bytes);
@@ -182,6 +185,7 @@ export class LayeredStore {
       let blobs = 0;
       let bytes = 0;
       try {
+        await tier.blobs.loadTree(manifestDigest);
         for await (const b of tier.blobs.fetchMany(missing)) {
           await this.local.blobs.put(b.digest, b.bytes);
           blobs++;
@@ -207,7 +211,7 @@ export class LayeredStore {
     for (const tier of this.writable()) {
       const id = await this.enqueue(tier, record);
       if (this.opts.sync) {
-        await this.runItem(tier, { id, record }).catch(() => undefined);
+        await this.runBatch(tier, [{ id, record }]).catch(() => undefined);
       }
     }
     this.wakeIdle();
@@ -222,8 +226,9 @@ export class LayeredStore {
   /**
    * Uploads every journal record now, waiting at most `timeoutMs` (default: no limit). Retryable
    * failures are retried with backoff until the deadline; open circuit breakers are reset first.
+   * The report's stats cover uploads completed since `since` (ms) when given, else all.
    */
-  async drain(options: { timeoutMs?: number } = {}): Promise<DrainReport> {
+  async drain(options: { timeoutMs?: number; since?: number } = {}): Promise<DrainReport> {
     const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs;
     // An explicit drain is worth one real attempt even while a breaker is open.
     for (const tier of this.writable()) tier.objects.reset();
@@ -237,7 +242,14 @@ export class LayeredStore {
       failed[tier.name] = c.failed;
       if (c.pending > 0) drained = false;
     }
-    return { drained, pending, failed, stats: { ...this.stats } };
+    return { drained, pending, failed, stats: options.since === undefined ? { ...this.stats } : this.statsSince(options.since) };
+  }
+
+  /** Totals of the uploads completed at or after `since` (ms since the epoch; last 10,000 uploads). */
+  statsSince(since: number): UploadStats {
+    const out = emptyStats();
+    for (const u of this.recent) if (u.at >= since) add(out, u.stats);
+    return out;
   }
 
   /** Stops the workers after the uploads in flight; pending records stay in the journal. */
@@ -250,6 +262,10 @@ export class LayeredStore {
   }
 
   private async enqueue(tier: RemoteTier, record: JournalRecord): Promise<string> {
+    if (!this.remembered.has(tier.name)) {
+      await this.journal.remember(tier.name, tier.url);
+      this.remembered.add(tier.name);
+    }
     return this.journal.add(tier.name, record);
   }
 
@@ -285,85 +301,149 @@ export class LayeredStore {
     }
   }
 
-  /** One pass over `items`; false when a retryable failure calls for a backoff. */
+  /**
+   * One pass over `items`, in batches of up to 64 records: each batch's new blobs share packs, so a
+   * run of many small outputs costs a few pack PUTs, not one per output. False when a retryable
+   * failure calls for a backoff.
+   */
   private async pass(tier: RemoteTier, items: JournalItem[]): Promise<boolean> {
-    const results = await Promise.allSettled(items.map((it) => this.runItem(tier, it)));
+    const batches: JournalItem[][] = [];
+    for (let i = 0; i < items.length; i += 64) batches.push(items.slice(i, i + 64));
+    const results = await Promise.allSettled(batches.map((b) => this.runBatch(tier, b)));
     return results.every((r) => r.status === 'fulfilled');
   }
 
-  /** Uploads one record under the tier's limiter; removes it on success or permanent failure. */
-  private runItem(tier: RemoteTier, item: JournalItem): Promise<void> {
-    const key = `${tier.name}/${item.id}`;
-    const existing = this.inflight.get(key);
-    if (existing) return existing;
+  /** Uploads a batch under the tier's limiter; each record is removed on success or permanent failure. */
+  private runBatch(tier: RemoteTier, items: JournalItem[]): Promise<void> {
+    const fresh = items.filter((it) => !this.inflight.has(`${tier.name}/${it.id}`));
     const p = this.limiter
       .get(tier.name)!
-      .run(async () => {
-        try {
-          const stats = await this.push(tier, item.record);
-          await this.journal.done(tier.name, item.id);
-          add(this.stats, stats);
-          this.opts.onEvent?.({ type: 'uploaded', tier: tier.name, record: item.record, stats });
-        } catch (err) {
-          if (isCascacheError(err) && err.retryable) {
-            this.warnError(tier.name, err);
-            throw err;
-          }
-          const reason = err instanceof Error ? err.message : String(err);
-          await this.journal.fail(tier.name, item.id, reason).catch(() => undefined);
-          this.warn(tier.name, isCascacheError(err) ? err.code : 'E_INTERNAL', `upload of ${describeRecord(item.record)} failed permanently and was set aside: ${reason}`, true);
-        }
-      })
-      .finally(() => this.inflight.delete(key));
-    this.inflight.set(key, p);
-    return p;
+      .run(() => this.pushBatch(tier, fresh))
+      .finally(() => {
+        for (const it of fresh) this.inflight.delete(`${tier.name}/${it.id}`);
+      });
+    for (const it of fresh) this.inflight.set(`${tier.name}/${it.id}`, p);
+    const others = items.filter((it) => !fresh.includes(it)).map((it) => this.inflight.get(`${tier.name}/${it.id}`));
+    return Promise.all([p, ...others]).then(() => undefined);
   }
 
-  /** Uploads one record's tree, then its entry or root. */
-  private async push(tier: RemoteTier, record: JournalRecord): Promise<UploadStats> {
+  /**
+   * Uploads a batch. A tree the tier already has (its tree object exists, so its chunks do) costs
+   * nothing; for the others, the chunks the tier lacks (one `has`, shared packs), then each tree
+   * object; then every record's entry or root. A retryable failure leaves the records that did not
+   * complete in the journal and rejects; a permanent one sets the record aside.
+   */
+  private async pushBatch(tier: RemoteTier, items: JournalItem[]): Promise<void> {
     const stats = emptyStats();
-    stats.records = 1;
-    if (record.kind === 'ac') {
-      const entry = await this.local.actionCache.peek(record.namespace, record.key);
-      const bytes = entry ? await this.local.entries.get(record.namespace, record.key) : null;
-      if (!entry || !bytes) return stats; // invalidated or evicted locally since: nothing to send
-      await this.pushTree(tier, entry.manifest, stats);
-      const r = await tier.entries.putIfAbsent(record.namespace, record.key, bytes);
-      if (r.created) stats.bytesSent += bytes.length;
-      return stats;
+    const finish = async (item: JournalItem) => {
+      await this.journal.done(tier.name, item.id);
+      stats.records++;
+    };
+    const setAside = async (item: JournalItem, err: unknown) => {
+      const reason = err instanceof Error ? err.message : String(err);
+      await this.journal.fail(tier.name, item.id, reason).catch(() => undefined);
+      this.warn(tier.name, isCascacheError(err) ? err.code : 'E_INTERNAL', `upload of ${describeRecord(item.record)} failed permanently and was set aside: ${reason}`, true);
+    };
+    // What each record needs: its tree, read from the local tier.
+    const work: Array<{ item: JournalItem; manifest: Digest; manifestBytes: Buffer; chunks: Digest[]; send: () => Promise<number> }> = [];
+    for (const item of items) {
+      const r = item.record;
+      try {
+        if (r.kind === 'ac') {
+          const entry = await this.local.actionCache.peek(r.namespace, r.key);
+          const bytes = entry ? await this.local.entries.get(r.namespace, r.key) : null;
+          if (!entry || !bytes) {
+            await finish(item); // invalidated or evicted locally since: nothing to send
+            continue;
+          }
+          const tree = await this.localTree(entry.manifest);
+          work.push({ item, ...tree, send: async () => ((await tier.entries.putIfAbsent(r.namespace, r.key, bytes)).created ? bytes.length : 0) });
+        } else {
+          const root = await this.local.roots.get(r.digest);
+          if (!root) {
+            await finish(item);
+            continue;
+          }
+          const tree = await this.localTree(root.digest);
+          work.push({ item, ...tree, send: () => tier.entries.putRoot(root) });
+        }
+      } catch (err) {
+        if (retryable(err)) throw err;
+        await setAside(item, err);
+      }
     }
-    const root = await this.local.roots.get(record.digest);
-    if (!root) return stats;
-    await this.pushTree(tier, root.digest, stats);
-    await tier.putRoot(root);
-    return stats;
+    let failure: unknown = null;
+    if (work.length > 0) {
+      const newTrees = new Map<Digest, { manifestBytes: Buffer; chunks: Digest[] }>();
+      try {
+        for (const w of work) {
+          if (newTrees.has(w.manifest) || (await tier.blobs.hasTree(w.manifest))) continue;
+          newTrees.set(w.manifest, w);
+        }
+        // Chunks of new trees only: each manifest travels inside its tree object.
+        const all = [...new Set([...newTrees.values()].flatMap((t) => t.chunks))];
+        const present = await tier.blobs.has(all);
+        const missing = all.filter((d) => !present.has(d));
+        const counted = new Set<Digest>();
+        for (const w of work) {
+          for (const d of w.chunks) {
+            if (counted.has(d) || (newTrees.has(w.manifest) && !present.has(d))) continue;
+            counted.add(d);
+            stats.blobsDeduplicated++;
+            stats.bytesDeduplicated += this.local.blobs.header(d)?.rawLength ?? 0;
+          }
+        }
+        const local = this.local.blobs;
+        const sent = await tier.blobs.putMany(
+          (async function* () {
+            for (const digest of missing) {
+              const bytes = await fetchBlob(local, digest);
+              if (!bytes) throw new CascacheError(ErrorCodes.NOT_FOUND, `blob ${digest} is gone from the local tier`, { retryable: false });
+              yield { digest, bytes };
+            }
+          })(),
+        );
+        stats.packs += sent.packs;
+        stats.blobsSent += sent.blobs;
+        stats.bytesSent += sent.bytes;
+        for (const [manifest, t] of newTrees) stats.bytesSent += await tier.blobs.writeTree(manifest, t.manifestBytes);
+      } catch (err) {
+        if (retryable(err)) failure = err;
+        else for (const w of work) await setAside(w.item, err);
+        work.length = 0;
+      }
+      // Entries and roots last, each after the tree it names is in the tier.
+      for (const w of work) {
+        try {
+          stats.bytesSent += await w.send();
+          await finish(w.item);
+        } catch (err) {
+          if (retryable(err)) failure ??= err;
+          else await setAside(w.item, err);
+        }
+      }
+    }
+    if (stats.records > 0 || stats.bytesSent > 0) {
+      add(this.stats, stats);
+      this.recent.push({ at: Date.now(), stats });
+      if (this.recent.length > 10_000) this.recent.splice(0, this.recent.length - 10_000);
+      this.opts.onEvent?.({ type: 'uploaded', tier: tier.name, records: stats.records, stats });
+    }
+    if (failure) {
+      this.warnError(tier.name, failure);
+      throw failure;
+    }
   }
 
-  private async pushTree(tier: RemoteTier, manifestDigest: Digest, stats: UploadStats): Promise<void> {
-    const manifest = await getManifest(this.local.blobs, manifestDigest);
-    if (!manifest) throw new CascacheError(ErrorCodes.NOT_FOUND, `manifest ${manifestDigest} is gone from the local tier`, { retryable: false });
-    const chunks = [...new Set(manifestChunks(manifest))];
-    const all = [manifestDigest, ...chunks.filter((d) => d !== manifestDigest)];
-    const present = await tier.blobs.has(all);
-    const missing = all.filter((d) => !present.has(d));
-    for (const d of present) {
-      stats.blobsDeduplicated++;
-      stats.bytesDeduplicated += this.local.blobs.header(d)?.rawLength ?? 0;
-    }
-    const local = this.local.blobs;
-    const sent = await tier.blobs.putMany(
-      (async function* () {
-        for (const digest of missing) {
-          const bytes = await fetchBlob(local, digest);
-          if (!bytes) throw new CascacheError(ErrorCodes.NOT_FOUND, `blob ${digest} is gone from the local tier`, { retryable: false });
-          yield { digest, bytes };
-        }
-      })(),
-    );
-    stats.packs += sent.packs;
-    stats.blobsSent += sent.blobs;
-    stats.bytesSent += sent.bytes;
-    stats.bytesSent += await tier.blobs.writeLocator(manifestDigest, chunks);
+  /** A tree's manifest digest and unique chunks, from the local tier. */
+  private async localTree(manifestDigest: Digest): Promise<{ manifest: Digest; manifestBytes: Buffer; chunks: Digest[] }> {
+    const manifestBytes = await fetchBlob(this.local.blobs, manifestDigest);
+    const manifest = manifestBytes && parseManifest(manifestBytes);
+    if (!manifest || !manifestBytes) throw new CascacheError(ErrorCodes.NOT_FOUND, `manifest ${manifestDigest} is gone from the local tier`, { retryable: false });
+    const chunks = [...new Set(manifestChunks(manifest))].filter((d) => d !== manifestDigest);
+    const held = await this.local.blobs.has(chunks);
+    if (held.size < chunks.length) throw new CascacheError(ErrorCodes.NOT_FOUND, `${chunks.length - held.size} chunk(s) of ${manifestDigest} are gone from the local tier`, { retryable: false });
+    return { manifest: manifestDigest, manifestBytes, chunks };
   }
 
   private nextBackoff(tier: RemoteTier): number {
@@ -418,4 +498,12 @@ function add(into: UploadStats, s: UploadStats): void {
 
 function describeRecord(r: JournalRecord): string {
   return r.kind === 'ac' ? `action-cache entry ${r.namespace}/${r.key}` : `store root ${r.digest}`;
+}
+
+/**
+ * Whether an upload failure may pass: a CascacheError says so itself; anything else is an error no
+ * store classified (a bug, an unexpected SDK shape), and is retried rather than risk losing the upload.
+ */
+function retryable(err: unknown): boolean {
+  return isCascacheError(err) ? err.retryable : true;
 }

@@ -83,7 +83,8 @@ describe('LayeredStore', () => {
     const hit = await b.store.lookup(NS, key);
     expect(hit).not.toBeNull();
     expect(objects.calls.list - before.list).toBe(0);
-    // One GET for the entry, one for the locator, the rest ranged pack reads (12 files fit one pack).
+    // One GET for the entry, one for its tree object (manifest and chunk locations), then ranged
+    // pack reads: the 12 files' chunks sit in one or two packs, each read in one coalesced request.
     expect(objects.calls.get - before.get).toBeLessThanOrEqual(4);
     const out = join(dir, 'restored');
     await materializeToDirectory(b.local.blobs, hit!.manifest, out);
@@ -106,6 +107,18 @@ describe('LayeredStore', () => {
     expect(a.store.stats.blobsDeduplicated - first.blobsDeduplicated).toBeGreaterThan(40);
     expect(a.store.stats.blobsSent - first.blobsSent).toBeLessThanOrEqual(4); // the changed chunk(s) and the manifest
     expect(sent).toBeLessThan(first.bytesSent * 0.1);
+  });
+
+  it('an identical output under a new key costs the remote one small entry object', async () => {
+    const objects = new MemoryObjectStore();
+    const a = await machine('a', [tier(objects)], { sync: true });
+    const src = await tree('same', 8);
+    await build(a.local, a.store, src, 'k1');
+    const before = { sent: a.store.stats.bytesSent, puts: objects.calls.put };
+    const { key } = await build(a.local, a.store, src, 'k2'); // e.g. a dependent rebuilt to the same bytes
+    const entryBytes = (await a.local.entries.get(NS, key))!.length;
+    expect(a.store.stats.bytesSent - before.sent).toBe(entryBytes);
+    expect(objects.calls.put - before.puts).toBe(1);
   });
 
   it('keeps uploads in the journal while the remote is down and sends them after a restart', async () => {
@@ -188,7 +201,7 @@ describe('LayeredStore', () => {
     const { key } = await build(a.local, a.store, await tree('t'), 't');
     const acKey = `v1/ac/${NS}/${key}`;
     const entry = JSON.parse(objects.objects.get(acKey)!.body.toString()) as { size: number };
-    entry.size += 1;
+    entry.size += 1; // keeps the old signature
     objects.objects.get(acKey)!.body = Buffer.from(JSON.stringify(entry));
     const b = await machine('b', [tier(objects)]);
     expect(await b.store.lookup(NS, key)).toBeNull();

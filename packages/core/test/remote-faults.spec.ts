@@ -20,7 +20,7 @@ import {
   type ObjectStore,
 } from '../src';
 import { startFakeGcsServer } from './support/fake-gcs-server';
-import { S3_CREDENTIALS, startS3Server, TEST_BUCKET } from './support/s3-server';
+import { S3_CREDENTIALS, startS3Server, TEST_BUCKET } from '../../../tools/s3rver';
 import { expectSameFlatTree } from './support/same-tree';
 import { tempDir } from './support/tmp';
 
@@ -92,7 +92,7 @@ describe('remote faults', () => {
       const plain = new S3ObjectStore({ bucket: TEST_BUCKET, prefix: 'ci', endpoint: s3.endpoint, forcePathStyle: true, credentials: S3_CREDENTIALS });
       let frames = 0;
       for await (const o of plain.list('v1/index/')) {
-        const idx = JSON.parse((await plain.get(o.key))!.toString()) as { pack: string; blobs: Array<[string, number, number]> };
+        const idx = JSON.parse(decodeBlob((await plain.get(o.key))!).toString()) as { pack: string; blobs: Array<[string, number, number]> };
         const pack = (await plain.get(`v1/packs/${idx.pack}.pack`))!;
         for (const [d, off, len] of idx.blobs) {
           decodeBlob(pack.subarray(off, off + len), d);

@@ -5,7 +5,7 @@ import { GcsObjectStore, MemoryObjectStore, PackStore, S3ObjectStore, type Objec
 import { blobStoreConformance } from './support/conformance';
 import { startFakeGcsServer, type FakeGcsServer } from './support/fake-gcs-server';
 import { objectStoreConformance } from './support/object-conformance';
-import { S3_CREDENTIALS, startS3Server, TEST_BUCKET, type S3Server } from './support/s3-server';
+import { S3_CREDENTIALS, startS3Server, TEST_BUCKET, type S3Server } from '../../../tools/s3rver';
 
 let s3: S3Server;
 let gcs: FakeGcsServer;

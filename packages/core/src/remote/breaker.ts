@@ -102,12 +102,13 @@ export class BreakerObjectStore implements ObjectStore {
   }
 
   private failed(err: unknown): void {
-    if (!isCascacheError(err) || !err.retryable) return;
+    if (isCascacheError(err) && !err.retryable) return; // unclassified errors count as failures too
     this.failures++;
     if (this.failures >= this.threshold) {
       const first = this.openUntil === 0 || this.failures === this.threshold;
       this.openUntil = this.now() + this.cooldown;
-      if (first) this.options.onOpen?.(this.name, err, this.cooldown);
+      const cause = isCascacheError(err) ? err : new CascacheError(ErrorCodes.UNAVAILABLE, `${this.name}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+      if (first) this.options.onOpen?.(this.name, cause, this.cooldown);
     }
   }
 }

@@ -32,7 +32,7 @@ export class GcsObjectStore implements ObjectStore {
 
   constructor(private readonly options: GcsObjectStoreOptions) {
     this.prefix = normalizePrefix(options.prefix);
-    this.name = `gs://${options.bucket}${this.prefix ? `/${this.prefix}` : ''}`;
+    this.name = `gs://${options.bucket}${this.prefix ? `/${this.prefix}` : ''}${options.apiEndpoint ? ` at ${options.apiEndpoint}` : ''}`;
   }
 
   private bucket(): Bucket {

@@ -43,6 +43,33 @@ export class UploadJournal {
     this.dir = join(root, LAYOUT_VERSION, 'journal');
   }
 
+  /** Notes which URL a tier's records are for, so `cascache flush` can reopen it by itself. */
+  async remember(tier: string, url: string): Promise<void> {
+    const path = join(this.dir, tierId(tier), 'tier.json');
+    const current = await fsp.readFile(path, 'utf8').catch(() => null);
+    const text = `${JSON.stringify({ name: tier, url })}\n`;
+    if (current !== text) await writeFileAtomic(path, text);
+  }
+
+  /** Every tier with a journal directory: its name, URL (when remembered) and counts. */
+  async tiers(): Promise<Array<{ name: string; url: string | null; pending: number; failed: number }>> {
+    const ids = await fsp.readdir(this.dir).catch(() => [] as string[]);
+    const out = [];
+    for (const id of ids.sort()) {
+      let name = id;
+      let url: string | null = null;
+      try {
+        const t = JSON.parse(await fsp.readFile(join(this.dir, id, 'tier.json'), 'utf8')) as { name?: unknown; url?: unknown };
+        if (typeof t.name === 'string' && tierId(t.name) === id) name = t.name;
+        if (typeof t.url === 'string') url = t.url;
+      } catch {
+        /* no tier.json: counts only */
+      }
+      out.push({ name, url, ...(await this.counts(name === id ? id : name, name === id)) });
+    }
+    return out;
+  }
+
   /** Records a pending upload for a tier. Durable when it resolves. @throws `E_IO`. */
   async add(tier: string, record: JournalRecord): Promise<string> {
     const id = `${Date.now().toString().padStart(15, '0')}-${randomBytes(4).toString('hex')}.json`;
@@ -84,9 +111,9 @@ export class UploadJournal {
   }
 
   /** Counts of pending and failed records for a tier. */
-  async counts(tier: string): Promise<{ pending: number; failed: number }> {
-    const dir = join(this.dir, tierId(tier));
-    const count = async (d: string) => (await fsp.readdir(d).catch(() => [] as string[])).filter((n) => n.endsWith('.json')).length;
+  async counts(tier: string, isId = false): Promise<{ pending: number; failed: number }> {
+    const dir = join(this.dir, isId ? tier : tierId(tier));
+    const count = async (d: string) => (await fsp.readdir(d).catch(() => [] as string[])).filter((n) => /^\d{15}-[0-9a-f]{8}\.json$/.test(n)).length;
     return { pending: await count(dir), failed: await count(join(dir, 'failed')) };
   }
 
@@ -97,7 +124,7 @@ export class UploadJournal {
     for (const t of tiers) {
       const names = await fsp.readdir(join(this.dir, t)).catch(() => [] as string[]);
       for (const n of names) {
-        if (!n.endsWith('.json')) continue;
+        if (!/^\d{15}-[0-9a-f]{8}\.json$/.test(n)) continue;
         const r = await this.read(join(this.dir, t, n));
         if (r) out.push(r);
       }

@@ -1,6 +1,6 @@
 /**
  * The object-store backend under every remote tier: named immutable-ish objects with ranged reads,
- * as S3 and GCS offer them (restic's `Backend` at the object level). Packs, pack indexes, locators,
+ * as S3 and GCS offer them (restic's `Backend` at the object level). Packs, pack indexes, tree objects,
  * AC entries and store roots are all objects; {@link PackStore} turns this into a `BlobStore`.
  *
  * Contract (checked by `test/support/object-conformance.ts` for every implementation):

@@ -4,18 +4,18 @@
  *
  * ```
  * <prefix>/v1/packs/<pack digest>.pack    concatenated blob frames (codec.ts), ~16 MiB
- * <prefix>/v1/index/<pack digest>.json    {"format":"cascache.pack-index/v1","pack":..,"blobs":[[digest,offset,length],..]}
- * <prefix>/v1/loc/<manifest digest>.json  locator: where every blob of one tree lives (see below)
+ * <prefix>/v1/index/<pack digest>.json    zstd blob frame of {"blobs":[[digest,offset,length],..],"format":"cascache.pack-index/v1","pack":..}
+ * <prefix>/v1/trees/<manifest digest>     zstd blob frame of {"chunks":[[pack#,offset,length],..],"format":"cascache.tree/v1","manifest":"<manifest JSON>","packs":[..]}
  * ```
  * A pack's name is the BLAKE3 digest of its bytes, so writing the same pack twice is harmless and a
  * damaged pack can be healed by rewriting it. The pack object is written before its index, and both
- * before any locator or AC entry that mentions them: a reader never finds a reference to a pack
- * that is not there yet.
+ * before the tree object that locates them, and that before any AC entry or root naming the tree: a
+ * reader never finds a reference to something that is not there yet.
  *
  * Finding blobs: a writer learns what the remote holds by listing `v1/index/` once and fetching
  * the indexes it has not seen (new ones only, on later refreshes). A reader restoring one tree does
- * not list: the tree's locator (`loadLocator`) gives every blob's pack and byte range in one GET,
- * and `fetchMany` reads them with ranged GETs, coalescing neighbours in a pack into one request.
+ * not list: the tree object (one GET, `loadTree`) holds the manifest and, for each of its unique chunks
+ * in manifest order, the pack and byte range; `fetchMany` reads them with ranged GETs, coalescing neighbours in a pack into one request.
  *
  * Every blob read is verified against its digest; a damaged one is `E_INTEGRITY` once, then a miss
  * (its location is forgotten), so a layered store refetches it from another tier.
@@ -24,6 +24,7 @@ import { Readable } from 'node:stream';
 import { canonicalJson } from '../canonical-json';
 import { decodeBlob, encodeBlob, MAX_BLOB_BYTES } from '../codec';
 import { assertDigest, digestOf, isDigest, type Digest } from '../digest';
+import { manifestChunks, parseManifest, type Manifest } from '../manifest';
 import { CascacheError, ErrorCodes, isCascacheError } from '../errors';
 import { Limiter } from '../limiter';
 import { readAll } from '../streams';
@@ -32,11 +33,11 @@ import type { ObjectStore } from './object-store';
 
 /** Format tag of pack index objects. */
 export const PACK_INDEX_FORMAT = 'cascache.pack-index/v1';
-/** Format tag of locator objects. */
-export const LOCATOR_FORMAT = 'cascache.locator/v1';
+/** Format tag of tree objects. */
+export const TREE_FORMAT = 'cascache.tree/v1';
 /** Default pack size target, bytes. */
 export const DEFAULT_PACK_TARGET_BYTES = 16 * 1024 * 1024;
-/** Largest index or locator object accepted, bytes. */
+/** Largest pack index accepted, bytes. */
 const MAX_META_BYTES = 64 * 1024 * 1024;
 
 /** Where one blob lives: `length` bytes of pack `pack` from `offset`. */
@@ -77,7 +78,7 @@ export interface PackUploadResult {
 
 const packKey = (pack: Digest) => `v1/packs/${pack}.pack`;
 const indexKey = (pack: Digest) => `v1/index/${pack}.json`;
-const locatorKey = (manifest: Digest) => `v1/loc/${manifest}.json`;
+const treeKey = (manifest: Digest) => `v1/trees/${manifest}`;
 const INDEX_PREFIX = 'v1/index/';
 
 export class PackStore implements BlobStore {
@@ -91,6 +92,10 @@ export class PackStore implements BlobStore {
   private readonly refreshInterval: number;
   private readonly onCorrupt: PackStoreOptions['onCorrupt'];
   private readonly locations = new Map<Digest, BlobLocation>();
+  /** Manifests that arrived inside tree objects, verified (the latest 1024). */
+  private readonly inline = new Map<Digest, Buffer>();
+  /** Trees known to exist in this store (written or read by this process). */
+  private readonly knownTrees = new Set<Digest>();
   private readonly loadedIndexes = new Set<Digest>();
   private readonly packTimes = new Map<Digest, number>();
   /** `pack:offset` of frames found damaged; never trusted again until the pack is rewritten. */
@@ -117,9 +122,9 @@ export class PackStore implements BlobStore {
 
   async has(digests: Iterable<Digest>): Promise<Set<Digest>> {
     const wanted = [...digests];
-    if (wanted.some((d) => !this.locations.has(d))) await this.refresh(false);
+    if (wanted.some((d) => !this.locations.has(d) && !this.inline.has(d))) await this.refresh(false);
     const found = new Set<Digest>();
-    for (const d of wanted) if (this.locations.has(d)) found.add(d);
+    for (const d of wanted) if (this.locations.has(d) || this.inline.has(d)) found.add(d);
     return found;
   }
 
@@ -131,6 +136,8 @@ export class PackStore implements BlobStore {
   /** A blob's raw bytes, verified, or null. @throws `E_INTEGRITY` once for a damaged blob. */
   async getBuffer(digest: Digest): Promise<Buffer | null> {
     assertDigest(digest);
+    const held = this.inline.get(digest);
+    if (held) return held;
     if (!this.locations.has(digest)) await this.refresh(false);
     const loc = this.locations.get(digest);
     if (!loc) return null;
@@ -155,7 +162,12 @@ export class PackStore implements BlobStore {
    * `onCorrupt` and skipped, so the caller compares what arrived with what it asked for.
    */
   async *fetchMany(digests: Iterable<Digest>): AsyncGenerator<{ digest: Digest; bytes: Buffer }> {
-    const wanted = [...new Set(digests)];
+    const wanted: Digest[] = [];
+    for (const d of new Set(digests)) {
+      const held = this.inline.get(d);
+      if (held) yield { digest: d, bytes: held };
+      else wanted.push(d);
+    }
     if (wanted.some((d) => !this.locations.has(d))) await this.refresh(false);
     const byPack = new Map<Digest, Array<{ digest: Digest; loc: BlobLocation }>>();
     for (const digest of wanted) {
@@ -267,65 +279,83 @@ export class PackStore implements BlobStore {
   }
 
   /**
-   * Writes a locator for a tree: the location of the manifest and of every blob in `digests`,
-   * all of which must be known to this store (present in its indexes).
+   * Writes the tree object of a manifest whose chunks this store already holds: the manifest itself
+   * and, for each unique chunk in manifest order (`manifestChunks`, first occurrences), its pack and
+   * byte range. Written after the chunks and before any AC entry or root that names the tree.
    * @returns bytes sent.
-   * @throws `E_NOT_FOUND` naming the first digest this store does not hold.
+   * @throws `E_NOT_FOUND` naming the first chunk this store does not hold; `E_INTEGRITY` when
+   * `manifestBytes` do not hash to `manifest`.
    */
-  async writeLocator(manifest: Digest, digests: Iterable<Digest>): Promise<number> {
-    const all = [manifest, ...digests];
-    const missing = all.filter((d) => !this.locations.has(d));
-    if (missing.length > 0) await this.refresh(true);
+  async writeTree(manifest: Digest, manifestBytes: Buffer): Promise<number> {
+    checkDigest(manifest, manifestBytes);
+    const chunks = uniqueChunks(parseManifest(manifestBytes));
+    if (chunks.some((d) => !this.locations.has(d))) await this.refresh(true);
     const packs: Digest[] = [];
     const packIndex = new Map<Digest, number>();
-    const blobs: Array<[Digest, number, number, number]> = [];
-    const seen = new Set<Digest>();
-    for (const d of all) {
-      if (seen.has(d)) continue;
-      seen.add(d);
+    const rows: Array<[number, number, number]> = [];
+    for (const d of chunks) {
       const loc = this.locations.get(d);
-      if (!loc) throw new CascacheError(ErrorCodes.NOT_FOUND, `${this.name} holds no blob ${d}; cannot write a locator for ${manifest}`, { details: { digest: d } });
+      if (!loc) throw new CascacheError(ErrorCodes.NOT_FOUND, `${this.name} holds no chunk ${d}; cannot write the tree of ${manifest}`, { details: { digest: d } });
       let pi = packIndex.get(loc.pack);
       if (pi === undefined) {
         pi = packs.length;
         packs.push(loc.pack);
         packIndex.set(loc.pack, pi);
       }
-      blobs.push([d, pi, loc.offset, loc.length]);
+      rows.push([pi, loc.offset, loc.length]);
     }
-    const body = Buffer.from(canonicalJson({ format: LOCATOR_FORMAT, manifest, packs, blobs }));
-    await this.limiter.run(() => this.objects.put(locatorKey(manifest), body));
+    const body = encodeBlob(Buffer.from(canonicalJson({ format: TREE_FORMAT, manifest: manifestBytes.toString('utf8'), packs, chunks: rows })), { level: 19 });
+    await this.limiter.run(() => this.objects.put(treeKey(manifest), body));
+    this.knownTrees.add(manifest);
+    this.keepInline(manifest, manifestBytes);
     return body.length;
   }
 
   /**
-   * Loads the locator of a tree (one GET), teaching this store where its blobs are without listing.
-   * A missing or malformed locator is not an error: `false`, and reads fall back to the indexes.
-   * Locations are hints: every blob read through them is still verified against its digest.
+   * Loads a tree object (one GET): its manifest becomes readable through this store and its chunks'
+   * locations are learned, so the reads that follow need no listing. A missing or malformed tree,
+   * or one whose manifest does not hash to `manifest`, is `false`, never an error. Locations are
+   * hints: every chunk read through them is verified against its digest.
    */
-  async loadLocator(manifest: Digest): Promise<boolean> {
+  async loadTree(manifest: Digest): Promise<boolean> {
     assertDigest(manifest);
-    if (this.locations.has(manifest)) return true;
-    const body = await this.limiter.run(() => this.objects.get(locatorKey(manifest)));
-    if (body === null || body.length > MAX_META_BYTES) return false;
-    let doc: { format?: unknown; manifest?: unknown; packs?: unknown; blobs?: unknown };
+    if (this.inline.has(manifest)) return true;
+    const body = await this.limiter.run(() => this.objects.get(treeKey(manifest)));
+    if (body === null) return false;
+    let doc: { format?: unknown; manifest?: unknown; packs?: unknown; chunks?: unknown };
+    let manifestBytes: Buffer;
+    let chunks: Digest[];
     try {
-      doc = JSON.parse(body.toString('utf8'));
+      doc = JSON.parse(decodeBlob(body).toString('utf8'));
+      if (doc?.format !== TREE_FORMAT || typeof doc.manifest !== 'string' || !Array.isArray(doc.packs) || !Array.isArray(doc.chunks)) return false;
+      manifestBytes = Buffer.from(doc.manifest, 'utf8');
+      if (digestOf(manifestBytes) !== manifest) return false;
+      chunks = uniqueChunks(parseManifest(manifestBytes));
     } catch {
       return false;
     }
-    if (doc?.format !== LOCATOR_FORMAT || doc.manifest !== manifest || !Array.isArray(doc.packs) || !Array.isArray(doc.blobs)) return false;
     const packs = doc.packs as unknown[];
-    if (!packs.every(isDigest)) return false;
-    for (const row of doc.blobs as unknown[]) {
-      if (!Array.isArray(row) || row.length !== 4) return false;
-      const [d, pi, offset, length] = row as [unknown, unknown, unknown, unknown];
-      if (!isDigest(d) || !isIndex(pi, packs.length) || !isOffset(offset) || !isLength(length)) return false;
-    }
-    for (const [d, pi, offset, length] of doc.blobs as Array<[Digest, number, number, number]>) {
+    const rows = doc.chunks as unknown[];
+    if (!packs.every(isDigest) || rows.length !== chunks.length) return false;
+    if (!rows.every((r) => Array.isArray(r) && r.length === 3 && isIndex(r[0], packs.length) && isOffset(r[1]) && isLength(r[2]))) return false;
+    chunks.forEach((d, i) => {
+      const [pi, offset, length] = rows[i] as [number, number, number];
       this.learn(d, { pack: packs[pi] as Digest, offset, length });
-    }
-    return this.locations.has(manifest);
+    });
+    this.knownTrees.add(manifest);
+    this.keepInline(manifest, manifestBytes);
+    return true;
+  }
+
+  /** True when the tier holds the tree object of `manifest` (one small GET unless already known). */
+  async hasTree(manifest: Digest): Promise<boolean> {
+    if (this.knownTrees.has(manifest)) return true;
+    return this.loadTree(manifest);
+  }
+
+  private keepInline(manifest: Digest, bytes: Buffer): void {
+    this.inline.set(manifest, bytes);
+    if (this.inline.size > 1024) this.inline.delete(this.inline.keys().next().value!);
   }
 
   async delete(digest: Digest): Promise<boolean> {
@@ -458,7 +488,7 @@ export class PackStore implements BlobStore {
     }
     const body = Buffer.concat(frames.map((f) => f.frame), offset);
     const pack = digestOf(body);
-    const index = Buffer.from(canonicalJson({ format: PACK_INDEX_FORMAT, pack, blobs: rows }));
+    const index = encodeBlob(Buffer.from(canonicalJson({ format: PACK_INDEX_FORMAT, pack, blobs: rows })), { level: 19 });
     await this.limiter.run(() => this.objects.put(packKey(pack), body));
     await this.limiter.run(() => this.objects.put(indexKey(pack), index));
     for (const [d, off, len] of rows) {
@@ -471,6 +501,11 @@ export class PackStore implements BlobStore {
   }
 }
 
+/** A manifest's chunks, each once, in first-occurrence order (the order of a tree's rows). */
+function uniqueChunks(manifest: Manifest): Digest[] {
+  return [...new Set(manifestChunks(manifest))];
+}
+
 function checkDigest(digest: Digest, bytes: Uint8Array): void {
   const actual = digestOf(bytes);
   if (actual !== digest) throw new CascacheError(ErrorCodes.INTEGRITY, `put of ${digest}: bytes hash to ${actual}`, { details: { digest, actual } });
@@ -480,7 +515,7 @@ function parseIndex(body: Buffer, pack: Digest): Array<[Digest, number, number]>
   if (body.length > MAX_META_BYTES) return null;
   let doc: { format?: unknown; pack?: unknown; blobs?: unknown };
   try {
-    doc = JSON.parse(body.toString('utf8'));
+    doc = JSON.parse(decodeBlob(body).toString('utf8'));
   } catch {
     return null;
   }

@@ -39,7 +39,8 @@ export class S3ObjectStore implements ObjectStore {
 
   constructor(private readonly options: S3ObjectStoreOptions) {
     this.prefix = normalizePrefix(options.prefix);
-    this.name = `s3://${options.bucket}${this.prefix ? `/${this.prefix}` : ''}`;
+    // The endpoint is part of the identity: one bucket name on two servers is two tiers.
+    this.name = `s3://${options.bucket}${this.prefix ? `/${this.prefix}` : ''}${options.endpoint ? ` at ${options.endpoint}` : ''}`;
   }
 
   private client(): Promise<{ s3: S3Module; client: S3ClientType }> {

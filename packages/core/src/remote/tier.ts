@@ -7,10 +7,8 @@
  * Secrets never go in a URL: credentials come from the cloud SDK's own chain (or `credentials`),
  * and a URL with a user or password is refused.
  */
-import { canonicalJson } from '../canonical-json';
-import { assertDigest, isDigest, type Digest } from '../digest';
+import { isDigest, type Digest } from '../digest';
 import { CascacheError, ErrorCodes } from '../errors';
-import type { StoreRoot } from '../roots';
 import { BreakerObjectStore, type BreakerOptions } from './breaker';
 import { GcsObjectStore } from './gcs';
 import { ObjectAcStore } from './object-ac';
@@ -38,15 +36,13 @@ export interface TierConfig {
 /** A remote tier: blobs in packs, AC entries and roots, on one object store. */
 export interface RemoteTier {
   readonly name: string;
+  /** The URL it was opened from (no secrets: URLs never carry them). */
+  readonly url: string;
   readonly readOnly: boolean;
   /** The tier's object store, behind its circuit breaker. */
   readonly objects: BreakerObjectStore;
   readonly blobs: PackStore;
   readonly entries: ObjectAcStore;
-  /** Uploads a store root record. */
-  putRoot(root: StoreRoot): Promise<void>;
-  /** A store root record, or null. */
-  getRoot(digest: Digest): Promise<StoreRoot | null>;
 }
 
 const BUCKET_RE = /^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$/;
@@ -96,6 +92,32 @@ export function parseRemoteUrl(url: string): RemoteLocation {
   throw new CascacheError(ErrorCodes.CONFIG, `remote scheme ${u.protocol} is not supported (use s3:// or gs://)`);
 }
 
+/**
+ * Validates a list of tiers from configuration (nx.json, a config file, `CASCACHE_TIERS`): each item
+ * is a URL string or `{url, level?, readOnly?, packTargetBytes?}`. Unknown keys are errors, so a typo
+ * is never silently ignored. `where` names the source in messages.
+ * @throws CascacheError `E_CONFIG`.
+ */
+export function parseTierConfigs(value: unknown, where: string): TierConfig[] {
+  if (value === undefined || value === null) return [];
+  if (!Array.isArray(value)) throw new CascacheError(ErrorCodes.CONFIG, `${where}: tiers must be a list`);
+  return value.map((item, i) => {
+    const at = `${where}: tiers[${i}]`;
+    const t = typeof item === 'string' ? { url: item } : item;
+    if (typeof t !== 'object' || t === null || Array.isArray(t)) throw new CascacheError(ErrorCodes.CONFIG, `${at} must be a URL or an object with a url`);
+    const known = ['url', 'level', 'readOnly', 'packTargetBytes'];
+    for (const k of Object.keys(t)) if (!known.includes(k)) throw new CascacheError(ErrorCodes.CONFIG, `${at}: unknown key "${k}" (known: ${known.join(', ')})`);
+    const c = t as Record<string, unknown>;
+    if (typeof c.url !== 'string') throw new CascacheError(ErrorCodes.CONFIG, `${at}: url must be a string`);
+    parseRemoteUrl(c.url);
+    if (c.level !== undefined && !(Number.isInteger(c.level) && (c.level as number) >= 0 && (c.level as number) <= 19)) throw new CascacheError(ErrorCodes.CONFIG, `${at}: level must be an integer 0-19`);
+    if (c.readOnly !== undefined && typeof c.readOnly !== 'boolean') throw new CascacheError(ErrorCodes.CONFIG, `${at}: readOnly must be true or false`);
+    const ptb = c.packTargetBytes;
+    if (ptb !== undefined && !(Number.isInteger(ptb) && (ptb as number) >= 64 * 1024 && (ptb as number) <= 1024 * 1024 * 1024)) throw new CascacheError(ErrorCodes.CONFIG, `${at}: packTargetBytes must be an integer from 64 KiB to 1 GiB`);
+    return { url: c.url, level: c.level as number | undefined, readOnly: c.readOnly as boolean | undefined, packTargetBytes: ptb as number | undefined };
+  });
+}
+
 /** Options for {@link openRemoteTier} beyond the tier's config. */
 export interface OpenTierOptions {
   /** Circuit-breaker settings and callbacks. */
@@ -116,37 +138,23 @@ export function openRemoteTier(config: TierConfig, options: OpenTierOptions = {}
   const raw = options.objects ?? objectStoreFor(parseRemoteUrl(config.url), options);
   const objects = new BreakerObjectStore(raw, options.breaker);
   const blobs = new PackStore({ ...options.pack, objects, level: config.level, packTargetBytes: config.packTargetBytes });
+  // An entry names its tree's manifest: load the tree object now, so the reads that follow find
+  // the manifest and every chunk without listing the bucket. Unverified on purpose: the manifest is
+  // checked against its digest and every chunk against its own.
   const entries = new ObjectAcStore({
     objects,
-    // An entry names its tree's manifest: load the tree's locator now, so the reads that follow
-    // find every blob without listing the bucket. Unverified on purpose: locations are only hints.
     onRead: async (bytes) => {
       const manifest = manifestOf(bytes);
-      if (manifest) await blobs.loadLocator(manifest).catch(() => false);
+      if (manifest) await blobs.loadTree(manifest).catch(() => false);
     },
   });
-  const rootKey = (d: Digest) => `v1/roots/${d}.json`;
   return {
     name: raw.name,
+    url: config.url,
     readOnly: config.readOnly ?? false,
     objects,
     blobs,
     entries,
-    async putRoot(root) {
-      assertDigest(root.digest, 'root digest');
-      await objects.put(rootKey(root.digest), Buffer.from(canonicalJson(root)));
-    },
-    async getRoot(digest) {
-      assertDigest(digest, 'root digest');
-      const body = await objects.get(rootKey(digest));
-      if (!body) return null;
-      try {
-        const r = JSON.parse(body.toString('utf8')) as StoreRoot;
-        return r && r.digest === digest && typeof r.name === 'string' ? r : null;
-      } catch {
-        return null;
-      }
-    },
   };
 }
 

@@ -1,0 +1,15 @@
+export interface S3Server {
+  readonly endpoint: string;
+  readonly port: number;
+  /** Data directory (objects as files). */
+  readonly dir: string;
+  /** Kills the process (SIGKILL: no graceful shutdown, like a crash). */
+  kill(): Promise<void>;
+  /** Starts it again on the same port and directory. */
+  restart(): Promise<void>;
+  /** Stops it and removes its data. */
+  close(): Promise<void>;
+}
+export const TEST_BUCKET: string;
+export const S3_CREDENTIALS: { accessKeyId: string; secretAccessKey: string };
+export function startS3Server(buckets?: string[]): Promise<S3Server>;
