@@ -9,7 +9,22 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import Table from 'cli-table3';
 import type { Command } from 'commander';
-import { CascacheError, descriptorChunker, ErrorCodes, formatBytes, ingestDirectory, materializeToDirectory, openLocalStore, type Digest, type IngestResult, type LocalStore } from '@cascache/core';
+import {
+  CascacheError,
+  descriptorChunker,
+  ErrorCodes,
+  formatBytes,
+  ingestDirectory,
+  LayeredStore,
+  materializeToDirectory,
+  openLocalStore,
+  openRemoteTier,
+  parseTierConfigs,
+  type Digest,
+  type IngestResult,
+  type LocalStore,
+  type TierConfig,
+} from '@cascache/core';
 import type { Io } from './program';
 
 export { formatBytes };
@@ -25,7 +40,49 @@ export function withStoreFlags(cmd: Command): Command {
   return cmd
     .option('--store-dir <path>', 'local store (env CASCACHE_DIR; default ./.cascache)')
     .option('--json', 'machine-readable output on stdout')
-    .option('--remote <url>', 'a remote tier: s3://, gs://, https:// (falls back to the local store when unavailable)');
+    .option('--remote <url>', 'a remote tier: s3://bucket/prefix?region=..&endpoint=.., gs://bucket/prefix (env CASCACHE_REMOTE); the local store serves alone when it is unreachable');
+}
+
+/** A local store, with the remote tiers in front of it when any are configured. */
+export type CliStore = LocalStore & { layered: LayeredStore | null };
+
+/**
+ * The remote tiers for a command: `--remote <url>`, else `CASCACHE_REMOTE` (comma-separated URLs),
+ * else `CASCACHE_TIERS` (a JSON list, as in nx.json). @throws CascacheError `E_CONFIG`.
+ */
+export function resolveTiers(flags: StoreFlags, env: NodeJS.ProcessEnv): TierConfig[] {
+  if (flags.remote) return parseTierConfigs([flags.remote], '--remote');
+  if (env.CASCACHE_REMOTE) return parseTierConfigs(env.CASCACHE_REMOTE.split(',').map((u) => u.trim()).filter(Boolean), 'CASCACHE_REMOTE');
+  if (env.CASCACHE_TIERS) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(env.CASCACHE_TIERS);
+    } catch {
+      throw new CascacheError(ErrorCodes.CONFIG, 'CASCACHE_TIERS must be a JSON list of URLs or {url, level, readOnly, packTargetBytes}');
+    }
+    return parseTierConfigs(parsed, 'CASCACHE_TIERS');
+  }
+  return [];
+}
+
+/** Opens a LayeredStore over `local` for `tiers`; remote warnings go to stderr, once per tier. */
+export function openLayered(local: LocalStore, tiers: TierConfig[], io: Io | undefined, secret: Uint8Array | null): LayeredStore {
+  const remotes = tiers.map((t) =>
+    openRemoteTier(t, {
+      breaker: { threshold: 2, onOpen: (name) => io?.stderr.write(`cascache: warning: ${name} is unreachable; skipping it for this command (uploads stay journaled for \`cascache flush\`)\n`) },
+    }),
+  );
+  return new LayeredStore({
+    local,
+    remotes,
+    secret,
+    sync: true, // a CLI process ends with its command: upload now, or leave it journaled
+    retryBaseMs: 500,
+    retryMaxMs: 5000,
+    onEvent: (e) => {
+      if (e.type === 'warning') io?.stderr.write(`cascache: warning: ${e.tier}: ${e.message}\n`);
+    },
+  });
 }
 
 export function resolveCliStoreDir(flags: StoreFlags, env: NodeJS.ProcessEnv, cwd: string): string {
@@ -33,24 +90,17 @@ export function resolveCliStoreDir(flags: StoreFlags, env: NodeJS.ProcessEnv, cw
 }
 
 /**
- * Opens the store the flags name. A `--remote` that cannot be used is a warning and the local store
- * serves alone (a failing cache never fails the work): remote tiers arrive with the remote-tiers work.
- * @throws CascacheError `E_CONFIG` for a short secret.
+ * Opens the store the flags name, with its remote tiers (see {@link resolveTiers}). A remote that
+ * cannot be reached is a warning and the local store serves alone: a failing cache never fails the work.
+ * @throws CascacheError `E_CONFIG` for a short secret or a bad remote URL.
  */
-export async function openCliStore(flags: StoreFlags, io?: Io, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Promise<LocalStore> {
-  if (flags.remote) {
-    let where = 'the given remote';
-    try {
-      const u = new URL(flags.remote);
-      where = `${u.protocol}//${u.host}`; // never echo paths or queries: they may hold credentials
-    } catch {
-      /* not a URL: say so without repeating it */
-    }
-    io?.stderr.write(`cascache: warning: remote tiers are not supported yet; ${where} is not used, the local store serves alone\n`);
-  }
+export async function openCliStore(flags: StoreFlags, io?: Io, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Promise<CliStore> {
   const secret = env.CASCACHE_SECRET;
   if (secret !== undefined && secret !== '' && Buffer.byteLength(secret) < 32) throw new CascacheError(ErrorCodes.CONFIG, 'CASCACHE_SECRET must be at least 32 bytes');
-  return openLocalStore({ root: resolveCliStoreDir(flags, env, cwd), secret: secret ? Buffer.from(secret, 'utf8') : null, writer: 'cascache-cli' });
+  const key = secret ? Buffer.from(secret, 'utf8') : null;
+  const tiers = resolveTiers(flags, env);
+  const local = await openLocalStore({ root: resolveCliStoreDir(flags, env, cwd), secret: key, writer: 'cascache-cli' });
+  return Object.assign(local, { layered: tiers.length > 0 ? openLayered(local, tiers, io, key) : null });
 }
 
 /** Hits over lookups, rounded to 0.001; 0 when nothing was looked up. */

@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { chunkStream, DEFAULT_CHUNKER_PARAMS, digestFile, digestOf, validateChunkerParams } from '@cascache/core';
 import { describeError, ExitCodes } from './exit-codes';
 import { registerCache } from './commands/cache';
+import { registerFlush } from './commands/flush';
 import { registerGc } from './commands/gc';
 import { registerStats } from './commands/stats';
 import { registerStore } from './commands/store';
@@ -74,6 +75,7 @@ export function createProgram(io: Io, setExitCode: (code: number) => void = () =
   registerGc(program, io);
   registerStats(program, io);
   registerVerify(program, io, setExitCode);
+  registerFlush(program, io, setExitCode);
   return program;
 }
 

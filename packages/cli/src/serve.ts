@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { CascacheError, ErrorCodes, parseByteSize } from '@cascache/core';
+import { CascacheError, ErrorCodes, parseByteSize, parseTierConfigs, type TierConfig } from '@cascache/core';
 import { listen } from '@cascache/server';
 import type { Io } from './program';
 import { parseSize } from './sizes';
@@ -23,12 +23,24 @@ export interface ServeConfig {
   secret: string | null;
   /** Evict automatically above this many bytes; null for no limit. */
   maxSizeBytes: number | null;
+  /** Remote tiers behind the store, fastest first. */
+  tiers: TierConfig[];
+  /** Upload to the tiers before answering a PUT, instead of write-behind. */
+  syncUploads: boolean;
 }
 
 const DEFAULTS = { host: '127.0.0.1', port: 7380, namespace: 'default', gzipLevel: 1, allowUnauthenticated: false };
 
 const splitList = (v: string | undefined): string[] | undefined =>
   v === undefined ? undefined : v.split(',').map((s) => s.trim()).filter(Boolean);
+
+function parseJson(text: string, where: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    bad(`${where} must be JSON`);
+  }
+}
 
 function bad(message: string): never {
   throw new CascacheError(ErrorCodes.CONFIG, message);
@@ -44,7 +56,7 @@ function readConfigFile(path: string): Partial<ServeConfig> {
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) bad(`config file ${path} must hold a JSON object`);
   const c = raw as Record<string, unknown>;
-  const known = ['host', 'port', 'storeDir', 'namespace', 'gzipLevel', 'allowUnauthenticated', 'tokens', 'secret', 'maxSize'];
+  const known = ['host', 'port', 'storeDir', 'namespace', 'gzipLevel', 'allowUnauthenticated', 'tokens', 'secret', 'maxSize', 'tiers', 'syncUploads'];
   for (const k of Object.keys(c)) if (!known.includes(k)) bad(`config file ${path}: unknown key "${k}" (known: ${known.join(', ')})`);
   const tokens = c.tokens as { readWrite?: unknown; readOnly?: unknown } | undefined;
   const strList = (v: unknown, what: string): string[] | undefined => {
@@ -61,6 +73,8 @@ function readConfigFile(path: string): Partial<ServeConfig> {
     ...(c.allowUnauthenticated !== undefined ? { allowUnauthenticated: c.allowUnauthenticated === true } : {}),
     ...(c.secret !== undefined ? { secret: String(c.secret) } : {}),
     ...(c.maxSize !== undefined ? { maxSizeBytes: parseByteSize(String(c.maxSize)) } : {}),
+    ...(c.tiers !== undefined ? { tiers: parseTierConfigs(c.tiers, `config file ${path}`) } : {}),
+    ...(c.syncUploads !== undefined ? { syncUploads: c.syncUploads === true } : {}),
     tokens: { readWrite: strList(tokens?.readWrite, 'tokens.readWrite') ?? [], readOnly: strList(tokens?.readOnly, 'tokens.readOnly') ?? [] },
   };
 }
@@ -74,6 +88,8 @@ export interface ServeFlags {
   allowUnauthenticated?: boolean;
   maxSize?: number;
   config?: string;
+  remote?: string[];
+  syncUploads?: boolean;
 }
 
 /** Resolves the effective configuration. @throws CascacheError `E_CONFIG`. */
@@ -93,6 +109,14 @@ export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv, cw
     },
     secret: env.CASCACHE_SECRET ?? file.secret ?? null,
     maxSizeBytes: flags.maxSize ?? (env.CASCACHE_MAX_SIZE ? parseByteSize(env.CASCACHE_MAX_SIZE) : undefined) ?? file.maxSizeBytes ?? null,
+    tiers: flags.remote?.length
+      ? parseTierConfigs(flags.remote, '--remote')
+      : env.CASCACHE_REMOTE
+        ? parseTierConfigs(splitList(env.CASCACHE_REMOTE), 'CASCACHE_REMOTE')
+        : env.CASCACHE_TIERS
+          ? parseTierConfigs(parseJson(env.CASCACHE_TIERS, 'CASCACHE_TIERS'), 'CASCACHE_TIERS')
+          : (file.tiers ?? []),
+    syncUploads: flags.syncUploads ?? (env.CASCACHE_SYNC_UPLOADS ? env.CASCACHE_SYNC_UPLOADS === '1' : undefined) ?? file.syncUploads ?? false,
   };
   if (!Number.isInteger(cfg.port) || cfg.port < 0 || cfg.port > 65535) bad(`port must be 0-65535, got ${String(cfg.port)}`);
   if (!Number.isInteger(cfg.gzipLevel) || cfg.gzipLevel < 1 || cfg.gzipLevel > 9) bad(`gzip level must be 1-9, got ${String(cfg.gzipLevel)}`);
@@ -120,7 +144,9 @@ export function registerServe(program: Command, io: Io): void {
     .option('--gzip-level <n>', 'gzip level of responses, 1-9', (v) => Number(v))
     .option('--allow-unauthenticated', 'allow listening beyond loopback with no token')
     .option('--max-size <size>', 'evict automatically above this size on disk, e.g. 10GiB (env CASCACHE_MAX_SIZE)', parseSize)
-    .option('--config <file>', 'JSON config file (host, port, storeDir, namespace, gzipLevel, tokens, secret, maxSize)')
+    .option('--remote <url>', 'a remote tier behind the store, repeatable, fastest first (env CASCACHE_REMOTE)', (v: string, acc: string[] = []) => [...acc, v])
+    .option('--sync-uploads', 'upload to remote tiers before answering a PUT (default: write-behind)')
+    .option('--config <file>', 'JSON config file (host, port, storeDir, namespace, gzipLevel, tokens, secret, maxSize, tiers, syncUploads)')
     .addHelpText(
       'after',
       '\nTokens: CASCACHE_TOKENS_RW and CASCACHE_TOKENS_RO (comma-separated) or "tokens" in the config file.\n' +
@@ -140,6 +166,8 @@ export function registerServe(program: Command, io: Io): void {
         logger: { level: process.env.CASCACHE_LOG_LEVEL ?? 'info' },
         writer: 'cascache-serve',
         maxSizeBytes: cfg.maxSizeBytes ?? undefined,
+        tiers: cfg.tiers,
+        syncUploads: cfg.syncUploads,
       });
       io.stderr.write(`cascache: serving ${cfg.storeDir} at ${url} ${JSON.stringify(redact(cfg))}\n`);
       await new Promise<void>((resolveClosed) => {

@@ -22,6 +22,18 @@ describe('cascache serve configuration', () => {
     expect(resolveServeConfig({}, {}, dir)).toMatchObject({ host: '127.0.0.1', port: 7380, namespace: 'default', secret: null });
   });
 
+  it('takes remote tiers from --remote, then CASCACHE_REMOTE / CASCACHE_TIERS, then the file, validated', () => {
+    writeFileSync(join(dir, 'c.json'), JSON.stringify({ tiers: ['s3://file-bucket/p', { url: 'gs://gcs-bucket/q', readOnly: true, level: 9 }], syncUploads: true }));
+    const file = resolveServeConfig({ config: 'c.json' }, {}, dir);
+    expect(file.tiers).toEqual([{ url: 's3://file-bucket/p' }, { url: 'gs://gcs-bucket/q', readOnly: true, level: 9 }].map((t) => expect.objectContaining(t)));
+    expect(file.syncUploads).toBe(true);
+    expect(resolveServeConfig({ config: 'c.json' }, { CASCACHE_REMOTE: 's3://env-bucket/a, s3://env-bucket/b' }, dir).tiers.map((t) => t.url)).toEqual(['s3://env-bucket/a', 's3://env-bucket/b']);
+    expect(resolveServeConfig({ config: 'c.json', remote: ['s3://flag-bucket/x'] }, { CASCACHE_TIERS: '["s3://env-bucket/t"]' }, dir).tiers.map((t) => t.url)).toEqual(['s3://flag-bucket/x']);
+    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ tiers: [{ url: 's3://ok-bucket/p', levle: 3 }] }));
+    expect(() => resolveServeConfig({ config: 'bad.json' }, {}, dir)).toThrow(expect.objectContaining({ code: 'E_CONFIG', message: expect.stringContaining('unknown key "levle"') }));
+    expect(() => resolveServeConfig({ remote: ['ftp://x/y'] }, {}, dir)).toThrow(expect.objectContaining({ code: 'E_CONFIG' }));
+  });
+
   it('rejects unknown config keys, bad ports and short secrets with E_CONFIG', () => {
     writeFileSync(join(dir, 'c.json'), JSON.stringify({ prot: 1 }));
     expect(() => resolveServeConfig({ config: 'c.json' }, {}, dir)).toThrow(expect.objectContaining({ code: 'E_CONFIG', message: expect.stringContaining('unknown key "prot"') }));

@@ -113,20 +113,3 @@ describe('cascache verify and the index', () => {
     expect(third.stderr).toContain('rebuilt from the files: 2 blobs');
   });
 });
-
-describe('--remote before remote tiers exist', () => {
-  it('warns without echoing the URL path or query, and uses the local store', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'cascache-remote-'));
-    try {
-      await mkdir(join(dir, 'tree'));
-      await writeFile(join(dir, 'tree/a.js'), 'a');
-      const r = await cli('store', 'add', 'x', '--source', join(dir, 'tree'), '--store-dir', join(dir, 's'), '--remote', 's3://bucket/prefix?secret=hunter2');
-      expect(r.code).toBe(0);
-      expect(r.stdout).toMatch(/^[0-9a-f]{64}\n$/);
-      expect(r.stderr).toContain('warning: remote tiers are not supported yet; s3://bucket is not used');
-      expect(r.stderr).not.toContain('hunter2');
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-});

@@ -6,7 +6,7 @@
  * file read and one loopback request.
  */
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, promises as fsp, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
@@ -20,6 +20,8 @@ export interface AgentInfo {
   /** Read-only bearer token (for `readOnly` workspaces). */
   readOnlyToken: string;
   startedAt: string;
+  /** Fingerprint of the settings it was started with; a different one means restart it. */
+  config?: string;
 }
 
 export interface EnsureAgentOptions {
@@ -31,6 +33,19 @@ export interface EnsureAgentOptions {
   maxSize?: string;
   /** How long to wait for an agent to come up, ms. Default 15 s. */
   startTimeoutMs?: number;
+  /** Remote tiers as JSON (passed as CASCACHE_TIERS; the agent validates them). */
+  tiers?: string;
+  /** Upload before answering each PUT. */
+  syncUploads?: boolean;
+}
+
+/** What an agent's behaviour depends on, hashed: tiers, size limit, upload mode, the secret. */
+export function agentConfig(options: EnsureAgentOptions): string {
+  const secret = options.secret ? createHash('sha256').update(options.secret).digest('hex') : '';
+  return createHash('sha256')
+    .update(JSON.stringify([options.tiers ?? '', options.maxSize ?? '', options.syncUploads === true, secret]))
+    .digest('hex')
+    .slice(0, 16);
 }
 
 const STALE_LOCK_MS = 30_000;
@@ -86,8 +101,12 @@ function tryLock(lockPath: string): boolean {
 export async function ensureAgent(options: EnsureAgentOptions): Promise<AgentInfo> {
   const { storeDir } = options;
   const deadline = Date.now() + (options.startTimeoutMs ?? 15_000);
+  const config = agentConfig(options);
   const existing = readInfo(storeDir);
-  if (existing && (await probe(existing))) return existing;
+  if (existing && (await probe(existing))) {
+    if ((existing.config ?? agentConfig({ storeDir })) === config) return existing;
+    stopAgent(existing); // started with other settings (tiers changed in nx.json): replace it
+  }
 
   mkdirSync(storeDir, { recursive: true });
   const lockPath = join(storeDir, 'agent.lock');
@@ -96,11 +115,11 @@ export async function ensureAgent(options: EnsureAgentOptions): Promise<AgentInf
     if (Date.now() > deadline) throw new Error(`timed out waiting for another process to start the agent (lock ${lockPath})`);
     await new Promise((r) => setTimeout(r, 50));
     const info = readInfo(storeDir);
-    if (info && info.startedAt !== existing?.startedAt && (await probe(info))) return info;
+    if (info && info.startedAt !== existing?.startedAt && info.config === config && (await probe(info))) return info;
   }
   try {
     const again = readInfo(storeDir);
-    if (again && (await probe(again))) return again;
+    if (again && again.config === config && (await probe(again))) return again;
     return await startAgent(options, deadline);
   } finally {
     try {
@@ -127,6 +146,8 @@ async function startAgent(options: EnsureAgentOptions, deadline: number): Promis
       CASCACHE_SECRET: options.secret ?? '',
       CASCACHE_AGENT_IDLE_MS: String(options.idleTimeoutMs ?? 30 * 60 * 1000),
       ...(options.maxSize ? { CASCACHE_MAX_SIZE: options.maxSize } : {}),
+      CASCACHE_TIERS: options.tiers ?? '',
+      CASCACHE_SYNC_UPLOADS: options.syncUploads ? '1' : '',
     },
   });
   closeSync(log);
@@ -146,7 +167,7 @@ async function startAgent(options: EnsureAgentOptions, deadline: number): Promis
       child.once('error', reject);
     });
     const { port, pid } = JSON.parse(line) as { port: number; pid: number };
-    const info: AgentInfo = { port, pid, token, readOnlyToken, startedAt: new Date().toISOString() };
+    const info: AgentInfo = { port, pid, token, readOnlyToken, startedAt: new Date().toISOString(), config: agentConfig(options) };
     const tmp = join(storeDir, `agent.json.${process.pid}.${randomBytes(4).toString('hex')}`);
     writeFileSync(tmp, `${JSON.stringify(info)}\n`, { mode: 0o600 });
     renameSync(tmp, join(storeDir, 'agent.json'));
@@ -157,6 +178,15 @@ async function startAgent(options: EnsureAgentOptions, deadline: number): Promis
   } finally {
     child.stdout?.destroy();
     child.unref();
+  }
+}
+
+/** Asks an agent to stop (SIGTERM: it finishes uploads in flight; the journal keeps the rest). */
+function stopAgent(info: AgentInfo): void {
+  try {
+    process.kill(info.pid, 'SIGTERM');
+  } catch {
+    /* already gone */
   }
 }
 

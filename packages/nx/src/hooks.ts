@@ -8,7 +8,9 @@
  * is left alone. If the agent cannot start, the build goes on with Nx's local cache and one warning:
  * a failing cache never fails a build.
  *
- * `postTasksExecution` prints one summary line and records the run in the store.
+ * `postTasksExecution` prints one summary line and records the run in the store. In CI (`CI=true`)
+ * with remote tiers it first waits (bounded by `ciUploadWaitMs`) for the agent's upload journal to
+ * drain, so the job does not end with uploads pending, and reports bytes uploaded and what dedup saved.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -46,7 +48,15 @@ export async function preTasksExecution(options: CascacheNxOptions | undefined, 
   const storeDir = resolveStoreDir(options, context.workspaceRoot, process.env);
   const secretEnv = options?.signingSecretEnv ?? 'CASCACHE_SECRET';
   try {
-    const info = await ensureAgent({ storeDir, secret: process.env[secretEnv], idleTimeoutMs: options?.idleTimeoutMs, maxSize: options?.maxSize });
+    const tiers = options?.tiers ? JSON.stringify(options.tiers) : process.env.CASCACHE_TIERS || undefined;
+    const info = await ensureAgent({
+      storeDir,
+      secret: process.env[secretEnv],
+      idleTimeoutMs: options?.idleTimeoutMs,
+      maxSize: options?.maxSize,
+      tiers,
+      syncUploads: options?.syncUploads ?? process.env.CASCACHE_SYNC_UPLOADS === '1',
+    });
     const url = `http://127.0.0.1:${info.port}`;
     process.env[SERVER] = url;
     process.env[TOKEN] = options?.readOnly ? info.readOnlyToken : info.token;
@@ -81,19 +91,38 @@ export function summaryLine(s: RunSummary): string {
   return `cascache: ${parts.join(', ')}; received ${formatBytes(s.bytesReceived)} of outputs, stored ${formatBytes(s.bytesStored)} new${dedup}`;
 }
 
-async function report(info: AgentInfo, hashes: string[], since: number | undefined): Promise<{ bytesReceived: number; bytesStored: number } | null> {
+async function callAgent<T>(info: AgentInfo, path: string, body: unknown, timeoutMs: number): Promise<T | null> {
   try {
-    const res = await fetch(`http://127.0.0.1:${info.port}/_cascache/report`, {
+    const res = await fetch(`http://127.0.0.1:${info.port}${path}`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${info.token}` },
-      body: JSON.stringify({ hashes, since }),
-      signal: AbortSignal.timeout(2000),
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(timeoutMs),
     });
-    return res.ok ? ((await res.json()) as { bytesReceived: number; bytesStored: number }) : null;
+    return res.ok ? ((await res.json()) as T) : null;
   } catch {
     return null;
   }
 }
+
+interface FlushReport {
+  drained: boolean;
+  pending: Record<string, number>;
+  failed: Record<string, number>;
+  stats: { records: number; packs: number; blobsSent: number; bytesSent: number; blobsDeduplicated: number; bytesDeduplicated: number } | null;
+}
+
+/** `cascache: uploaded 41 kB to remote tiers (1 pack); dedup saved 3.1 MB; 0 uploads pending`. */
+export function uploadLine(r: FlushReport): string {
+  const { formatBytes } = require('@cascache/core') as typeof import('@cascache/core');
+  const s = r.stats ?? { packs: 0, bytesSent: 0, bytesDeduplicated: 0 };
+  const pending = Object.values(r.pending).reduce((a, b) => a + b, 0);
+  const failed = Object.values(r.failed).reduce((a, b) => a + b, 0);
+  const tail = r.drained ? 'nothing pending' : `${pending} upload(s) still pending (they resume with the next run or \`cascache flush\`)`;
+  return `cascache: uploaded ${formatBytes(s.bytesSent)} to remote tiers (${s.packs} pack${s.packs === 1 ? '' : 's'}); dedup saved ${formatBytes(s.bytesDeduplicated)}; ${tail}${failed ? `; ${failed} set aside after permanent errors (see agent.log)` : ''}`;
+}
+
+const isCi = (env: NodeJS.ProcessEnv) => env.CI === 'true' || env.CI === '1';
 
 export async function postTasksExecution(options: CascacheNxOptions | undefined, context: PostContext): Promise<void> {
   if (options?.disabled || process.env.CASCACHE_DISABLE === '1') return;
@@ -109,7 +138,7 @@ export async function postTasksExecution(options: CascacheNxOptions | undefined,
     else if (r.status === 'success') counts.ran++;
   }
   // Only this run's figures: a full-hit run received nothing, whatever earlier runs stored.
-  const figures = await report(agent.info, hashes, context.startTime);
+  const figures = await callAgent<{ bytesReceived: number; bytesStored: number }>(agent.info, '/_cascache/report', { hashes, since: context.startTime }, 2000);
   const summary: RunSummary = {
     tasks: results.length,
     fromCascache: counts.remote,
@@ -120,6 +149,12 @@ export async function postTasksExecution(options: CascacheNxOptions | undefined,
     bytesStored: figures?.bytesStored ?? 0,
   };
   console.log(summaryLine(summary));
+  const hasTiers = Boolean(options?.tiers?.length || process.env.CASCACHE_TIERS);
+  const waitMs = options?.ciUploadWaitMs ?? 120_000;
+  if (hasTiers && !options?.readOnly && isCi(process.env) && waitMs > 0) {
+    const flushed = await callAgent<FlushReport>(agent.info, '/_cascache/flush', { timeoutMs: waitMs, since: context.startTime }, waitMs + 5000);
+    console.log(flushed ? uploadLine(flushed) : 'cascache: could not ask the agent about pending uploads; they stay journaled');
+  }
   try {
     const dir = join(agent.storeDir, 'v1', 'runs');
     mkdirSync(dir, { recursive: true });

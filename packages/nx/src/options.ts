@@ -10,8 +10,17 @@ export interface CascacheNxOptions {
   signingSecretEnv?: string;
   /** Give Nx a read-only token: hits are served, nothing is written (PR builds). */
   readOnly?: boolean;
-  /** Remote tiers, in order (arrives with the remote-tiers work; accepted and ignored until then). */
-  tiers?: unknown[];
+  /**
+   * Remote tiers behind the local store, fastest first: URLs (`s3://bucket/prefix?region=..`,
+   * `gs://bucket/prefix`) or `{url, level, readOnly, packTargetBytes}`. Credentials come from the
+   * cloud SDKs' own chains (AWS_* variables, profiles, roles; GOOGLE_APPLICATION_CREDENTIALS), never
+   * from here.
+   */
+  tiers?: Array<string | { url: string; level?: number; readOnly?: boolean; packTargetBytes?: number }>;
+  /** Upload to the remotes before Nx's PUT returns, instead of write-behind. */
+  syncUploads?: boolean;
+  /** In CI (`CI=true`), how long the post-run hook waits for pending uploads, ms. Default 120000; 0 to not wait. */
+  ciUploadWaitMs?: number;
   /** Stop the agent after this long without a request, ms. Default 30 minutes. */
   idleTimeoutMs?: number;
   /** Evict automatically when the store grows past this size, e.g. `10GiB` (least recently used first). */

@@ -1,7 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureAgent, postTasksExecution, preTasksExecution, summaryLine } from '../src';
+import { ensureAgent, postTasksExecution, preTasksExecution, summaryLine, uploadLine } from '../src';
 
 const SERVER = 'NX_SELF_HOSTED_REMOTE_CACHE_SERVER';
 const TOKEN = 'NX_SELF_HOSTED_REMOTE_CACHE_ACCESS_TOKEN';
@@ -91,6 +91,23 @@ describe('plugin hooks with a real agent', () => {
     expect(get.status).toBe(404);
   });
 
+  it('restarts the agent when the tiers change, and a CI run reports its uploads', async () => {
+    const unreachableTier = { tiers: ['s3://unreachable-bucket/x?endpoint=http%3A%2F%2F127.0.0.1%3A9'] };
+    await preTasksExecution({}, { workspaceRoot: workspace });
+    const first = JSON.parse(readFileSync(join(workspace, '.cascache', 'agent.json'), 'utf8'));
+    pids.add(first.pid);
+    await preTasksExecution(unreachableTier, { workspaceRoot: workspace });
+    const second = JSON.parse(readFileSync(join(workspace, '.cascache', 'agent.json'), 'utf8'));
+    expect(second.pid).not.toBe(first.pid);
+    expect(second.config).not.toBe(first.config);
+    process.env.CI = 'true';
+    const log = jest.spyOn(console, 'log').mockImplementation(() => undefined);
+    await postTasksExecution({ ...unreachableTier, ciUploadWaitMs: 200 }, { workspaceRoot: workspace, startTime: Date.now(), taskResults: {} });
+    const lines = log.mock.calls.map((c) => String(c[0]));
+    log.mockRestore();
+    expect(lines[1]).toBe('cascache: uploaded 0 B to remote tiers (0 packs); dedup saved 0 B; nothing pending');
+  });
+
   it('prints one summary line after the run and records it in the store', async () => {
     await preTasksExecution({}, { workspaceRoot: workspace });
     const log = jest.spyOn(console, 'log').mockImplementation(() => undefined);
@@ -107,6 +124,14 @@ describe('plugin hooks with a real agent', () => {
     log.mockRestore();
     const runs = readFileSync(join(workspace, '.cascache', 'v1', 'runs', `1000-${process.pid}.json`), 'utf8');
     expect(JSON.parse(runs).summary).toMatchObject({ tasks: 2, fromCascache: 1, ran: 1 });
+  });
+});
+
+describe('upload line', () => {
+  it('reports bytes sent, dedup and what is still pending', () => {
+    expect(uploadLine({ drained: false, pending: { 's3://b': 2 }, failed: { 's3://b': 1 }, stats: { records: 3, packs: 1, blobsSent: 9, bytesSent: 41_000, blobsDeduplicated: 90, bytesDeduplicated: 3_100_000 } })).toBe(
+      'cascache: uploaded 41.0 kB to remote tiers (1 pack); dedup saved 3.10 MB; 2 upload(s) still pending (they resume with the next run or `cascache flush`); 1 set aside after permanent errors (see agent.log)',
+    );
   });
 });
 

@@ -9,11 +9,14 @@
  *   store is unsigned and local-only, which /healthz reports.
  * - `CASCACHE_AGENT_IDLE_MS`: exit after this long without a request (default 30 minutes).
  * - `CASCACHE_MAX_SIZE` (optional): evict automatically above this size on disk (e.g. `10GiB`).
+ * - `CASCACHE_TIERS` (optional): remote tiers, a JSON list of URLs or `{url, level, readOnly,
+ *   packTargetBytes}` (the plugin's `tiers` option); uploads are write-behind through the journal.
+ * - `CASCACHE_SYNC_UPLOADS=1` (optional): upload before answering each PUT instead.
  *
  * Listens on 127.0.0.1 on a free port and prints one JSON line `{"port","pid"}` on stdout when
  * ready; logs (pino) go to stderr, which the plugin points at `<store>/agent.log`.
  */
-import { parseByteSize } from '@cascache/core';
+import { parseByteSize, parseTierConfigs } from '@cascache/core';
 import { listen } from './listen';
 
 async function main(): Promise<void> {
@@ -23,6 +26,9 @@ async function main(): Promise<void> {
     process.stderr.write('cascache agent: CASCACHE_AGENT_TOKEN and CASCACHE_DIR are required\n');
     process.exit(2);
   }
+  // The AWS SDK warns on stderr about Node 20 once per process; the agent log is not the place.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const tiers = parseTierConfigs(process.env.CASCACHE_TIERS ? JSON.parse(process.env.CASCACHE_TIERS) : [], 'CASCACHE_TIERS');
   const secret = process.env.CASCACHE_SECRET ? Buffer.from(process.env.CASCACHE_SECRET, 'utf8') : null;
   const idleMs = Number(process.env.CASCACHE_AGENT_IDLE_MS ?? 30 * 60 * 1000);
   let timer: NodeJS.Timeout | undefined;
@@ -48,6 +54,8 @@ async function main(): Promise<void> {
     logger: { level: process.env.CASCACHE_LOG_LEVEL ?? 'info', stream: process.stderr },
     onRequest: touch,
     maxSizeBytes: process.env.CASCACHE_MAX_SIZE ? parseByteSize(process.env.CASCACHE_MAX_SIZE) : undefined,
+    tiers,
+    syncUploads: process.env.CASCACHE_SYNC_UPLOADS === '1',
   });
   touch();
   process.on('SIGTERM', () => shutdown('SIGTERM'));

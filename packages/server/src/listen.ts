@@ -4,7 +4,7 @@
  */
 import { isIP } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { CascacheError, ErrorCodes, openLocalStore, type LocalStore } from '@cascache/core';
+import { CascacheError, ErrorCodes, LayeredStore, openLocalStore, openRemoteTier, type LocalStore, type TierConfig } from '@cascache/core';
 import type { TokenConfig } from './auth';
 import { AutoEvictor } from './auto-evict';
 import { createServer, type CascacheServer, type ServerOptions } from './server';
@@ -26,6 +26,10 @@ export interface ListenOptions {
   writer?: string;
   /** Evict automatically above this many bytes on disk (off the request path). */
   maxSizeBytes?: number;
+  /** Remote tiers behind the local store, fastest first. */
+  tiers?: TierConfig[];
+  /** Upload to remote tiers before answering a PUT (CI); default write-behind. */
+  syncUploads?: boolean;
 }
 
 export interface Listening {
@@ -35,6 +39,8 @@ export interface Listening {
   port: number;
   /** Present when `maxSizeBytes` was given. */
   evictor?: AutoEvictor;
+  /** Present when tiers were given. */
+  layered?: LayeredStore;
 }
 
 /** True for 127.0.0.0/8, ::1 and `localhost`. */
@@ -60,7 +66,25 @@ export async function listen(options: ListenOptions): Promise<Listening> {
   }
   const store = await openLocalStore({ root: options.storeDir, secret: options.secret, writer: options.writer });
   let evictor: AutoEvictor | undefined;
+  let log: CascacheServer['log'] | null = null;
+  const tiers = (options.tiers ?? []).map((t) =>
+    openRemoteTier(t, { breaker: { onOpen: (name, err, ms) => log?.warn({ tier: name, code: err.code }, `remote tier unreachable; skipping it for ${Math.round(ms / 1000)} s (uploads stay journaled)`), onClose: (name) => log?.info({ tier: name }, 'remote tier reachable again') } }),
+  );
+  const layered =
+    tiers.length > 0
+      ? new LayeredStore({
+          local: store,
+          remotes: tiers,
+          secret: options.secret,
+          sync: options.syncUploads,
+          onEvent: (e) => {
+            if (e.type === 'warning') log?.warn({ tier: e.tier, code: e.code }, e.message);
+            else if (e.type === 'uploaded') log?.info({ tier: e.tier, ...e.stats }, 'uploaded to remote tier');
+          },
+        })
+      : undefined;
   const server = createServer({
+    layered,
     blobs: store.blobs,
     actionCache: store.actionCache,
     tokens,
@@ -79,8 +103,13 @@ export async function listen(options: ListenOptions): Promise<Listening> {
     });
     server.addHook('onClose', async () => evictor?.stop());
   }
+  log = server.log;
+  if (layered) {
+    layered.start(); // replays what the journal holds from earlier runs
+    server.addHook('onClose', async () => layered.close());
+  }
   await server.listen({ host: options.host, port: options.port });
   const { port } = server.server.address() as AddressInfo;
   const host = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;
-  return { server, store, url: `http://${host}:${port}`, port, evictor };
+  return { server, store, url: `http://${host}:${port}`, port, evictor, layered };
 }

@@ -10,7 +10,13 @@
  *   400 malformed hash or hostile body. Keys are write-once. The tar's `terminalOutput` and `code`
  *   (4-byte big-endian) entries are kept as manifest extras.
  * - `POST /_cascache/report` `{hashes: string[], since?: ms}`: what the server did for those Nx hashes
- *   (since a time, for one run's figures).
+ *   (since a time, for one run's figures), plus upload totals to remote tiers.
+ * - `POST /_cascache/flush` `{timeoutMs?: ms}`: waits until the upload journal is drained (or the
+ *   timeout passes) and reports what was sent and what dedup saved; for CI jobs that must not end
+ *   with uploads pending.
+ *
+ * With `layered`, lookups go through the remote tiers (promoting hits into the local store) and every
+ * stored entry is journaled for upload; without it the server is local-only.
  *
  * Errors map to statuses here and only here: E_BAD_INPUT/E_TOO_LARGE/E_INTEGRITY on input -> 400,
  * E_EXISTS -> 409, anything else -> 500 (logged); a store failure is never reported as a miss.
@@ -26,6 +32,7 @@ import {
   materializeToTar,
   type ActionCache,
   type BlobStore,
+  type LayeredStore,
   type TarLimits,
 } from '@cascache/core';
 import { Authorizer, type Access, type Principal, type TokenConfig } from './auth';
@@ -36,6 +43,8 @@ import { ByteCounter, DEFAULT_UPLOAD_LIMITS, InflateGuard, type UploadLimits } f
 export interface ServerOptions {
   blobs: BlobStore;
   actionCache: ActionCache;
+  /** Remote tiers behind the local store (`blobs` and `actionCache` must be its local tier). */
+  layered?: LayeredStore;
   /** Action-cache namespace for Nx entries. Default `default`. */
   namespace?: string;
   /** Tokens; none configured means every request may read and write (bind to loopback only). */
@@ -126,7 +135,8 @@ export function createServer(options: ServerOptions): CascacheServer {
     const { hash } = req.params;
     if (!NX_HASH_RE.test(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be a decimal string' });
     try {
-      const hit = await options.actionCache.get(namespace, computeActionKey(['nx', namespace, hash]));
+      const key = computeActionKey(['nx', namespace, hash]);
+      const hit = options.layered ? await options.layered.lookup(namespace, key) : await options.actionCache.get(namespace, key);
       if (!hit) {
         activity.record(hash, { misses: 1 });
         return reply.code(404).send({ error: 'not found' });
@@ -177,6 +187,10 @@ export function createServer(options: ServerOptions): CascacheServer {
         options.onUpload?.({ hash, outcome: 'conflict' });
         return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored' });
       }
+      if (options.layered) {
+        // Stored locally already; a journal failure must not turn the PUT into an error.
+        await options.layered.recordUpload({ kind: 'ac', namespace, key }).catch((err) => req.log.warn({ err }, 'could not journal the upload to remote tiers'));
+      }
       activity.record(hash, { stored: 1, bytesReceived: received.bytes, bytesStored: result.newBytes });
       options.onUpload?.({ hash, outcome: 'stored', bytesReceived: received.bytes, bytesStored: result.newBytes });
       return reply.code(200).send({ stored: true, digest: result.digest, bytesReceived: received.bytes, bytesStored: result.newBytes });
@@ -193,7 +207,16 @@ export function createServer(options: ServerOptions): CascacheServer {
     if (!Array.isArray(hashes) || !hashes.every((h) => typeof h === 'string') || (since !== undefined && !Number.isFinite(since))) {
       return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"hashes": [string], "since"?: ms}' });
     }
-    return { ...activity.report(hashes as string[], (since as number | undefined) ?? 0), totals: activity.totals };
+    return { ...activity.report(hashes as string[], (since as number | undefined) ?? 0), totals: activity.totals, uploads: options.layered?.stats ?? null };
+  });
+
+  app.post<{ Body: { timeoutMs?: unknown; since?: unknown } }>('/_cascache/flush', async (req, reply) => {
+    if (!authorize(req, reply, 'read')) return reply;
+    const { timeoutMs, since } = req.body ?? {};
+    const ms = (v: unknown) => v === undefined || (Number.isFinite(v) && (v as number) >= 0);
+    if (!ms(timeoutMs) || !ms(since)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"timeoutMs"?: ms, "since"?: ms}' });
+    if (!options.layered) return { drained: true, pending: {}, failed: {}, stats: null };
+    return options.layered.drain({ timeoutMs: timeoutMs as number | undefined, since: since as number | undefined });
   });
 
   return app;

@@ -131,11 +131,15 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
       const r = await ingestWithProgress(io, flags, s, flags.source, `storing ${component}`);
       const put = await s.actionCache.put(NAMESPACE, e.key, { manifest: r.digest, size: r.logicalBytes, writer: 'cascache-cli' });
       await writeRecord(s, { key: e.key, component, version: e.version, task: e.task, size: r.logicalBytes, created: put.entry.created });
-      const result = { key: e.key, component, created: put.created, files: r.files, logicalBytes: r.logicalBytes, newBytes: r.newBytes, dedupBytes: r.dedupBytes };
+      const before = s.layered ? { ...s.layered.stats } : null;
+      await s.layered?.recordUpload({ kind: 'ac', namespace: NAMESPACE, key: e.key });
+      const remote = s.layered && before ? { uploadedBytes: s.layered.stats.bytesSent - before.bytesSent, dedupBytes: s.layered.stats.bytesDeduplicated - before.bytesDeduplicated } : undefined;
+      const result = { key: e.key, component, created: put.created, files: r.files, logicalBytes: r.logicalBytes, newBytes: r.newBytes, dedupBytes: r.dedupBytes, remote };
       if (flags.json) io.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
       else {
         io.stdout.write(`${e.key}\n`);
         io.stderr.write(`cascache: ${put.created ? 'stored' : 'already stored'} ${component} ${e.version} (${e.task}): ${r.files} files, ${formatBytes(r.logicalBytes)}; ${formatBytes(r.newBytes)} new, ${formatBytes(r.dedupBytes)} deduplicated\n`);
+        if (remote) io.stderr.write(`cascache: remote: uploaded ${formatBytes(remote.uploadedBytes)}, ${formatBytes(remote.dedupBytes)} already there\n`);
       }
     });
 
@@ -146,7 +150,7 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
       const s = await openCliStore(flags, io);
       const e = await computeCacheKey({ component, dir: flags.dir, task: flags.task, version: flags.version, deps: flags.dep, inputs: flags.inputs, exclude: [flags.target] });
       if (flags.explain) explain(io, e);
-      const hit = await s.actionCache.get(NAMESPACE, e.key);
+      const hit = s.layered ? await s.layered.lookup(NAMESPACE, e.key) : await s.actionCache.get(NAMESPACE, e.key);
       await recordEvent(s, e.key, hit !== null);
       if (!hit) {
         if (flags.json) io.stdout.write(`${JSON.stringify({ key: e.key, hit: false })}\n`);

@@ -15,6 +15,7 @@ export function registerStore(program: Command, io: Io): void {
       const s = await openCliStore(flags, io);
       const r = await ingestWithProgress(io, flags, s, flags.source, `storing ${name}`);
       const root = await s.roots.add({ digest: r.digest, name, size: r.logicalBytes, files: r.files });
+      await s.layered?.recordUpload({ kind: 'root', digest: r.digest });
       if (flags.json) {
         io.stdout.write(`${JSON.stringify({ ...root, chunks: r.chunks, newChunks: r.newChunks, newBytes: r.newBytes, dedupBytes: r.dedupBytes }, null, 2)}\n`);
         return;
@@ -45,6 +46,7 @@ export function registerStore(program: Command, io: Io): void {
   ).action(async (digest: string, flags: StoreFlags & { target: string; force?: boolean }) => {
     assertDigest(digest, 'root digest');
     const s = await openCliStore(flags, io);
+    if (s.layered && !(await s.layered.fetchTree(digest))) throw new CascacheError(ErrorCodes.NOT_FOUND, `no complete tree ${digest} in the local store or its remotes`);
     await restoreBeside(s, digest, flags.target, flags.force === true);
     if (flags.json) io.stdout.write(`${JSON.stringify({ digest, target: flags.target })}\n`);
     else io.stderr.write(`cascache: restored ${digest.slice(0, 12)} into ${flags.target}\n`);

@@ -1,0 +1,100 @@
+// --remote and `cascache flush` against a real S3-protocol server process (s3rver): three "machines"
+// (store dirs) share one bucket; a dead remote is a warning and a journal record, never a failure.
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ExitCodes } from '../src';
+import { startS3Server, type S3Server } from '../../../tools/s3rver';
+import { cli } from './support/run-cli';
+
+const BUCKET = 'cascache-cli';
+
+describe('cascache with --remote s3://', () => {
+  let s3: S3Server;
+  let dir: string;
+  let remote: string;
+  const saved = { ...process.env };
+  beforeAll(async () => {
+    s3 = await startS3Server([BUCKET]);
+    Object.assign(process.env, { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', CASCACHE_SECRET: 'cli-remote-test-secret-0123456789abcdef' });
+  });
+  afterAll(async () => {
+    process.env = saved;
+    await s3.close();
+  });
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'cascache-cli-remote-'));
+    remote = `s3://${BUCKET}/${dir.slice(-6)}?endpoint=${encodeURIComponent(s3.endpoint)}&forcePathStyle=true`;
+    mkdirSync(join(dir, 'ui/src'), { recursive: true });
+    mkdirSync(join(dir, 'ui/dist'), { recursive: true });
+    writeFileSync(join(dir, 'ui/package.json'), JSON.stringify({ name: 'ui', version: '1.0.0' }));
+    writeFileSync(join(dir, 'ui/src/index.ts'), 'export const a = 1;\n');
+    for (let i = 0; i < 5; i++) writeFileSync(join(dir, `ui/dist/chunk${i}.js`), `export const v${i} = ${JSON.stringify('x'.repeat(9000 + i))};\n`);
+    cpSync(join(dir, 'ui/dist'), join(dir, 'expected'), { recursive: true });
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  const build = (store: string, ...extra: string[]) => cli('cache', 'build', 'ui', '--dir', join(dir, 'ui'), '--source', join(dir, 'ui/dist'), '--store-dir', join(dir, store), ...extra);
+  /** Restores into ui/dist, as on a fresh checkout (the output directory is never an input). */
+  const get = (store: string, ...extra: string[]) => {
+    rmSync(join(dir, 'ui/dist'), { recursive: true, force: true });
+    return cli('cache', 'get', 'ui', '--dir', join(dir, 'ui'), '--target', join(dir, 'ui/dist'), '--store-dir', join(dir, store), ...extra);
+  };
+  const same = (a: string, b: string) => {
+    expect(readdirSync(b).sort()).toEqual(readdirSync(a).sort());
+    for (const n of readdirSync(a)) expect(readFileSync(join(b, n)).equals(readFileSync(join(a, n)))).toBe(true);
+  };
+
+  it('cache build uploads; cache get on another machine restores from the remote alone', async () => {
+    const b = await build('a', '--remote', remote);
+    expect(b.code).toBe(0);
+    expect(b.stderr).toMatch(/remote: uploaded \d/);
+    const g = await get('b', '--remote', remote);
+    expect(g.code).toBe(0);
+    same(join(dir, 'expected'), join(dir, 'ui/dist'));
+    // Without the remote, machine c misses (nothing local), with a distinct exit code.
+    expect((await get('c')).code).toBe(ExitCodes.MISS);
+  });
+
+  it('store add uploads the root; store get on another machine fetches the tree', async () => {
+    const add = await cli('store', 'add', 'site', '--source', join(dir, 'ui/dist'), '--store-dir', join(dir, 'a'), '--remote', remote);
+    expect(add.code).toBe(0);
+    const digest = add.stdout.trim();
+    const got = await cli('store', 'get', digest, '--target', join(dir, 'site'), '--store-dir', join(dir, 'b'), '--remote', remote);
+    expect(got.code).toBe(0);
+    same(join(dir, 'ui/dist'), join(dir, 'site'));
+  });
+
+  it('a dead remote is a warning: the build succeeds locally, and flush sends it once the remote is back', async () => {
+    await s3.kill();
+    try {
+      const b = await build('a', '--remote', remote);
+      expect(b.code).toBe(0);
+      expect(b.stderr).toMatch(/warning: .*s3:\/\/cascache-cli/);
+      const stillDown = await cli('flush', '--store-dir', join(dir, 'a'), '--timeout', '1s', '--json');
+      expect(stillDown.code).toBe(ExitCodes.UNAVAILABLE);
+      expect(Object.values(JSON.parse(stillDown.stdout).pending)).toEqual([1]);
+    } finally {
+      await s3.restart();
+    }
+    // No --remote: flush finds the tier's URL in the journal.
+    const f = await cli('flush', '--store-dir', join(dir, 'a'), '--json');
+    expect(f.code).toBe(0);
+    const report = JSON.parse(f.stdout);
+    expect(report).toMatchObject({ drained: true, stats: { records: 1 } });
+    expect(report.stats.bytesSent).toBeGreaterThan(0);
+    const g = await get('b', '--remote', remote);
+    expect(g.code).toBe(0);
+    same(join(dir, 'expected'), join(dir, 'ui/dist'));
+  });
+
+  it('refuses credentials or unknown parameters in a remote URL without echoing their values', async () => {
+    const r = await build('a', '--remote', 's3://bucket-name/prefix?secret=hunter2');
+    expect(r.code).toBe(ExitCodes.USAGE);
+    expect(r.stderr).toContain('does not take the parameter "secret"');
+    expect(r.stderr).not.toContain('hunter2');
+    const u = await build('a', '--remote', 's3://AKIA:hunter2@bucket-name/prefix');
+    expect(u.code).toBe(ExitCodes.USAGE);
+    expect(u.stderr).not.toContain('hunter2');
+  });
+});
