@@ -20,6 +20,7 @@ import {
   openLocalStore,
   openRemoteTier,
   parseTierConfigs,
+  withDefaultToken,
   type Digest,
   type IngestResult,
   type LocalStore,
@@ -40,7 +41,7 @@ export function withStoreFlags(cmd: Command): Command {
   return cmd
     .option('--store-dir <path>', 'local store (env CASCACHE_DIR; default ./.cascache)')
     .option('--json', 'machine-readable output on stdout')
-    .option('--remote <url>', 'a remote tier: s3://bucket/prefix?region=..&endpoint=.., gs://bucket/prefix (env CASCACHE_REMOTE); the local store serves alone when it is unreachable');
+    .option('--remote <url>', 'a remote tier: s3://bucket/prefix?region=..&endpoint=.., gs://bucket/prefix, https://team-server/ (env CASCACHE_REMOTE; token: CASCACHE_REMOTE_TOKEN); the local store serves alone when it is unreachable');
 }
 
 /** A local store, with the remote tiers in front of it when any are configured. */
@@ -51,6 +52,10 @@ export type CliStore = LocalStore & { layered: LayeredStore | null };
  * else `CASCACHE_TIERS` (a JSON list, as in nx.json). @throws CascacheError `E_CONFIG`.
  */
 export function resolveTiers(flags: StoreFlags, env: NodeJS.ProcessEnv): TierConfig[] {
+  return withDefaultToken(configuredTiers(flags, env), env.CASCACHE_REMOTE_TOKEN);
+}
+
+function configuredTiers(flags: StoreFlags, env: NodeJS.ProcessEnv): TierConfig[] {
   if (flags.remote) return parseTierConfigs([flags.remote], '--remote');
   if (env.CASCACHE_REMOTE) return parseTierConfigs(env.CASCACHE_REMOTE.split(',').map((u) => u.trim()).filter(Boolean), 'CASCACHE_REMOTE');
   if (env.CASCACHE_TIERS) {

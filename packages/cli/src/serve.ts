@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { CascacheError, ErrorCodes, parseByteSize, parseTierConfigs, type TierConfig } from '@cascache/core';
+import { CascacheError, ErrorCodes, parseByteSize, parseTierConfigs, withDefaultToken, type TierConfig } from '@cascache/core';
 import { listen } from '@cascache/server';
 import type { Io } from './program';
 import { parseSize } from './sizes';
@@ -109,13 +109,13 @@ export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv, cw
     },
     secret: env.CASCACHE_SECRET ?? file.secret ?? null,
     maxSizeBytes: flags.maxSize ?? (env.CASCACHE_MAX_SIZE ? parseByteSize(env.CASCACHE_MAX_SIZE) : undefined) ?? file.maxSizeBytes ?? null,
-    tiers: flags.remote?.length
+    tiers: withDefaultToken(flags.remote?.length
       ? parseTierConfigs(flags.remote, '--remote')
       : env.CASCACHE_REMOTE
         ? parseTierConfigs(splitList(env.CASCACHE_REMOTE), 'CASCACHE_REMOTE')
         : env.CASCACHE_TIERS
           ? parseTierConfigs(parseJson(env.CASCACHE_TIERS, 'CASCACHE_TIERS'), 'CASCACHE_TIERS')
-          : (file.tiers ?? []),
+          : (file.tiers ?? []), env.CASCACHE_REMOTE_TOKEN),
     syncUploads: flags.syncUploads ?? (env.CASCACHE_SYNC_UPLOADS ? env.CASCACHE_SYNC_UPLOADS === '1' : undefined) ?? file.syncUploads ?? false,
   };
   if (!Number.isInteger(cfg.port) || cfg.port < 0 || cfg.port > 65535) bad(`port must be 0-65535, got ${String(cfg.port)}`);
@@ -128,6 +128,7 @@ export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv, cw
 export function redact(cfg: ServeConfig): Record<string, unknown> {
   return {
     ...cfg,
+    tiers: cfg.tiers.map((t) => ({ ...t, ...(t.token ? { token: '[redacted]' } : {}) })),
     tokens: { readWrite: `${cfg.tokens.readWrite.length} token(s)`, readOnly: `${cfg.tokens.readOnly.length} token(s)` },
     secret: cfg.secret === null ? 'none (unsigned local store)' : '[redacted]',
   };

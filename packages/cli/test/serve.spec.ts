@@ -42,9 +42,11 @@ describe('cascache serve configuration', () => {
   });
 
   it('never prints tokens or the secret', () => {
-    const cfg = resolveServeConfig({}, { CASCACHE_TOKENS_RW: 'super-secret-token', CASCACHE_SECRET: 'x'.repeat(40) }, dir);
+    const cfg = resolveServeConfig({ remote: ['https://team.example.com/'] }, { CASCACHE_TOKENS_RW: 'super-secret-token', CASCACHE_SECRET: 'x'.repeat(40), CASCACHE_REMOTE_TOKEN: 'remote-tier-token' }, dir);
+    expect(cfg.tiers[0]!.token).toBe('remote-tier-token');
     const shown = JSON.stringify(redact(cfg));
     expect(shown).not.toContain('super-secret-token');
+    expect(shown).not.toContain('remote-tier-token');
     expect(shown).not.toContain('x'.repeat(40));
     expect(shown).toContain('1 token(s)');
   });

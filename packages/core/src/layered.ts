@@ -231,7 +231,7 @@ export class LayeredStore {
   async drain(options: { timeoutMs?: number; since?: number } = {}): Promise<DrainReport> {
     const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs;
     // An explicit drain is worth one real attempt even while a breaker is open.
-    for (const tier of this.writable()) tier.objects.reset();
+    for (const tier of this.writable()) tier.breaker.reset();
     await Promise.all(this.writable().map((tier) => this.pump(tier, deadline)));
     const pending: Record<string, number> = {};
     const failed: Record<string, number> = {};
@@ -293,7 +293,7 @@ export class LayeredStore {
       if (items.length === 0) return;
       const todo = items.filter((it) => !this.inflight.has(`${tier.name}/${it.id}`));
       if (todo.length === 0) {
-        await Promise.race(this.inflight.values());
+        await Promise.race([...this.inflight.values()].map((p) => p.catch(() => undefined)));
         continue;
       }
       const ok = await this.pass(tier, todo);

@@ -12,11 +12,12 @@
  * - `CASCACHE_TIERS` (optional): remote tiers, a JSON list of URLs or `{url, level, readOnly,
  *   packTargetBytes}` (the plugin's `tiers` option); uploads are write-behind through the journal.
  * - `CASCACHE_SYNC_UPLOADS=1` (optional): upload before answering each PUT instead.
+ * - `CASCACHE_REMOTE_TOKEN` (optional): bearer token for https:// tiers (team servers).
  *
  * Listens on 127.0.0.1 on a free port and prints one JSON line `{"port","pid"}` on stdout when
  * ready; logs (pino) go to stderr, which the plugin points at `<store>/agent.log`.
  */
-import { parseByteSize, parseTierConfigs } from '@cascache/core';
+import { parseByteSize, parseTierConfigs, withDefaultToken } from '@cascache/core';
 import { listen } from './listen';
 
 async function main(): Promise<void> {
@@ -28,7 +29,7 @@ async function main(): Promise<void> {
   }
   // The AWS SDK warns on stderr about Node 20 once per process; the agent log is not the place.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const tiers = parseTierConfigs(process.env.CASCACHE_TIERS ? JSON.parse(process.env.CASCACHE_TIERS) : [], 'CASCACHE_TIERS');
+  const tiers = withDefaultToken(parseTierConfigs(process.env.CASCACHE_TIERS ? JSON.parse(process.env.CASCACHE_TIERS) : [], 'CASCACHE_TIERS'), process.env.CASCACHE_REMOTE_TOKEN);
   const secret = process.env.CASCACHE_SECRET ? Buffer.from(process.env.CASCACHE_SECRET, 'utf8') : null;
   const idleMs = Number(process.env.CASCACHE_AGENT_IDLE_MS ?? 30 * 60 * 1000);
   let timer: NodeJS.Timeout | undefined;

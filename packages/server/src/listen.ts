@@ -85,6 +85,7 @@ export async function listen(options: ListenOptions): Promise<Listening> {
       : undefined;
   const server = createServer({
     layered,
+    chunkApi: { blobs: store.blobs, entries: store.entries, roots: store.roots },
     blobs: store.blobs,
     actionCache: store.actionCache,
     tokens,

@@ -11,6 +11,7 @@
  *   (4-byte big-endian) entries are kept as manifest extras.
  * - `POST /_cascache/report` `{hashes: string[], since?: ms}`: what the server did for those Nx hashes
  *   (since a time, for one run's figures), plus upload totals to remote tiers.
+ * - cascache's chunk API under `/cas/v1/` (chunk-api.ts), with `chunkApi`.
  * - `POST /_cascache/flush` `{timeoutMs?: ms}`: waits until the upload journal is drained (or the
  *   timeout passes) and reports what was sent and what dedup saved; for CI jobs that must not end
  *   with uploads pending.
@@ -30,12 +31,16 @@ import {
   ingestTar,
   isCascacheError,
   materializeToTar,
+  type AcStore,
   type ActionCache,
   type BlobStore,
+  type FsBlobStore,
   type LayeredStore,
+  type RootStore,
   type TarLimits,
 } from '@cascache/core';
 import { Authorizer, type Access, type Principal, type TokenConfig } from './auth';
+import { registerChunkApi } from './chunk-api';
 import { ActivityLog } from './report';
 import { ByteCounter, DEFAULT_UPLOAD_LIMITS, InflateGuard, type UploadLimits } from './upload-guard';
 
@@ -45,6 +50,8 @@ export interface ServerOptions {
   actionCache: ActionCache;
   /** Remote tiers behind the local store (`blobs` and `actionCache` must be its local tier). */
   layered?: LayeredStore;
+  /** Serve cascache's chunk API (`/cas/v1/...`) from this store, so others can use it as an HTTP tier. */
+  chunkApi?: { blobs: FsBlobStore; entries: AcStore; roots: RootStore; maxUploadBytes?: number };
   /** Action-cache namespace for Nx entries. Default `default`. */
   namespace?: string;
   /** Tokens; none configured means every request may read and write (bind to loopback only). */
@@ -124,6 +131,8 @@ export function createServer(options: ServerOptions): CascacheServer {
     req.log.error({ err }, 'request failed');
     return reply.code(500).send({ error: isCascacheError(err) ? err.code : 'E_INTERNAL', message: 'the cache failed; see server logs' });
   };
+
+  if (options.chunkApi) registerChunkApi(app, { ...options.chunkApi, authorize, fail });
 
   app.get('/healthz', async (req, reply) => {
     if (req.headers.authorization && !auth.check(req.headers.authorization, 'read').ok) return reply.code(401).send({ error: 'unauthorized' });

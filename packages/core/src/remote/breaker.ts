@@ -21,8 +21,8 @@ export interface BreakerOptions {
   now?: () => number;
 }
 
-export class BreakerObjectStore implements ObjectStore {
-  readonly name: string;
+/** The breaker itself, for any remote client: `guard` every call; `reset` on an explicit flush. */
+export class CircuitBreaker {
   private failures = 0;
   private openUntil = 0;
   private readonly threshold: number;
@@ -30,10 +30,9 @@ export class BreakerObjectStore implements ObjectStore {
   private readonly now: () => number;
 
   constructor(
-    private readonly inner: ObjectStore,
+    readonly name: string,
     private readonly options: BreakerOptions = {},
   ) {
-    this.name = inner.name;
     this.threshold = options.threshold ?? 3;
     this.cooldown = options.cooldownMs ?? 30000;
     this.now = options.now ?? Date.now;
@@ -50,39 +49,8 @@ export class BreakerObjectStore implements ObjectStore {
     this.openUntil = 0;
   }
 
-  get(key: string, range?: ByteRange): Promise<Buffer | null> {
-    return this.guard(() => this.inner.get(key, range));
-  }
-
-  put(key: string, body: Buffer, options?: { ifAbsent?: boolean }): Promise<{ created: boolean }> {
-    return this.guard(() => this.inner.put(key, body, options));
-  }
-
-  delete(key: string): Promise<boolean> {
-    return this.guard(() => this.inner.delete(key));
-  }
-
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
-    this.check();
-    try {
-      for await (const o of this.inner.list(prefix)) yield o;
-      this.succeeded();
-    } catch (err) {
-      this.failed(err);
-      throw err;
-    }
-  }
-
-  private check(): void {
-    if (this.openUntil > this.now()) {
-      throw new CascacheError(ErrorCodes.UNAVAILABLE, `${this.name} is skipped until ${new Date(this.openUntil).toISOString()} after repeated failures`, {
-        retryable: true,
-        details: { breaker: 'open' },
-      });
-    }
-  }
-
-  private async guard<T>(call: () => Promise<T>): Promise<T> {
+  /** Runs `call` unless the breaker is open. @throws `E_UNAVAILABLE` (retryable) while open. */
+  async guard<T>(call: () => Promise<T>): Promise<T> {
     this.check();
     try {
       const r = await call();
@@ -94,14 +62,24 @@ export class BreakerObjectStore implements ObjectStore {
     }
   }
 
-  private succeeded(): void {
+  /** Throws while open (for streaming calls that guard their own success and failure). */
+  check(): void {
+    if (this.openUntil > this.now()) {
+      throw new CascacheError(ErrorCodes.UNAVAILABLE, `${this.name} is skipped until ${new Date(this.openUntil).toISOString()} after repeated failures`, {
+        retryable: true,
+        details: { breaker: 'open' },
+      });
+    }
+  }
+
+  succeeded(): void {
     const wasOpen = this.failures >= this.threshold;
     this.failures = 0;
     this.openUntil = 0;
     if (wasOpen) this.options.onClose?.(this.name);
   }
 
-  private failed(err: unknown): void {
+  failed(err: unknown): void {
     if (isCascacheError(err) && !err.retryable) return; // unclassified errors count as failures too
     this.failures++;
     if (this.failures >= this.threshold) {
@@ -109,6 +87,53 @@ export class BreakerObjectStore implements ObjectStore {
       this.openUntil = this.now() + this.cooldown;
       const cause = isCascacheError(err) ? err : new CascacheError(ErrorCodes.UNAVAILABLE, `${this.name}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
       if (first) this.options.onOpen?.(this.name, cause, this.cooldown);
+    }
+  }
+}
+
+/** An object store behind a {@link CircuitBreaker}. */
+export class BreakerObjectStore implements ObjectStore {
+  readonly name: string;
+  readonly breaker: CircuitBreaker;
+
+  constructor(
+    private readonly inner: ObjectStore,
+    options: BreakerOptions = {},
+  ) {
+    this.name = inner.name;
+    this.breaker = new CircuitBreaker(inner.name, options);
+  }
+
+  /** True while calls are being skipped. */
+  get isOpen(): boolean {
+    return this.breaker.isOpen;
+  }
+
+  /** Closes the breaker: the next call goes to the network. */
+  reset(): void {
+    this.breaker.reset();
+  }
+
+  get(key: string, range?: ByteRange): Promise<Buffer | null> {
+    return this.breaker.guard(() => this.inner.get(key, range));
+  }
+
+  put(key: string, body: Buffer, options?: { ifAbsent?: boolean }): Promise<{ created: boolean }> {
+    return this.breaker.guard(() => this.inner.put(key, body, options));
+  }
+
+  delete(key: string): Promise<boolean> {
+    return this.breaker.guard(() => this.inner.delete(key));
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    this.breaker.check();
+    try {
+      for await (const o of this.inner.list(prefix)) yield o;
+      this.breaker.succeeded();
+    } catch (err) {
+      this.breaker.failed(err);
+      throw err;
     }
   }
 }

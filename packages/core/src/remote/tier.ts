@@ -9,22 +9,29 @@
  */
 import { isDigest, type Digest } from '../digest';
 import { CascacheError, ErrorCodes } from '../errors';
-import { BreakerObjectStore, type BreakerOptions } from './breaker';
+import type { AcStore } from '../action-cache';
+import type { StoreRoot } from '../roots';
+import type { BlobStore } from '../store/types';
+import { BreakerObjectStore, CircuitBreaker, type BreakerOptions } from './breaker';
+import { HttpTierClient } from './http-tier';
 import { GcsObjectStore } from './gcs';
 import { ObjectAcStore } from './object-ac';
 import type { ObjectStore } from './object-store';
-import { PackStore, type PackStoreOptions } from './pack-store';
+import { PackStore, type PackStoreOptions, type PackUploadResult } from './pack-store';
 import { S3ObjectStore } from './s3';
 
 /** A parsed remote URL. */
 export type RemoteLocation =
   | { kind: 's3'; bucket: string; prefix: string; region?: string; endpoint?: string; forcePathStyle?: boolean }
-  | { kind: 'gs'; bucket: string; prefix: string; apiEndpoint?: string; projectId?: string };
+  | { kind: 'gs'; bucket: string; prefix: string; apiEndpoint?: string; projectId?: string }
+  | { kind: 'http'; baseUrl: string };
 
 /** One tier as configured (nx.json plugin options, the config file, `--remote`). */
 export interface TierConfig {
-  /** `s3://…` or `gs://…`. */
+  /** `s3://…`, `gs://…`, or `https://host[:port]/` (another cascache server; `http://` on loopback only). */
   url: string;
+  /** Bearer token for an HTTP tier (from the config file or the environment, never the URL). */
+  token?: string;
   /** zstd level for blobs this tier encodes. Default 3. */
   level?: number;
   /** Read from this tier, never write to it. */
@@ -33,16 +40,40 @@ export interface TierConfig {
   packTargetBytes?: number;
 }
 
-/** A remote tier: blobs in packs, AC entries and roots, on one object store. */
+/** The blob side of a tier: a BlobStore with batched transfer and tree objects. */
+export interface TierBlobStore extends BlobStore {
+  /** A blob's raw bytes, verified, or null. */
+  getBuffer(digest: Digest): Promise<Buffer | null>;
+  /** Many blobs with few requests; absent or damaged ones are skipped (the caller compares). */
+  fetchMany(digests: Iterable<Digest>): AsyncGenerator<{ digest: Digest; bytes: Buffer }>;
+  /** Uploads many blobs, skipping present ones; each is checked against its digest first. */
+  putMany(blobs: AsyncIterable<{ digest: Digest; bytes: Uint8Array }> | Iterable<{ digest: Digest; bytes: Uint8Array }>): Promise<PackUploadResult>;
+  /** True when the tier holds the tree of `manifest` (the manifest and, by upload order, its chunks). */
+  hasTree(manifest: Digest): Promise<boolean>;
+  /** Prepares reading a tree (learns where its chunks are); false when the tier does not have it. */
+  loadTree(manifest: Digest): Promise<boolean>;
+  /** Records a tree whose chunks the tier holds. @returns bytes sent. */
+  writeTree(manifest: Digest, manifestBytes: Buffer): Promise<number>;
+}
+
+/** The entry side of a tier: AC entries and store roots. */
+export interface TierAcStore extends AcStore {
+  /** Uploads a store root record. @returns bytes sent. */
+  putRoot(root: StoreRoot): Promise<number>;
+  /** A store root record, or null. */
+  getRoot(digest: Digest): Promise<StoreRoot | null>;
+}
+
+/** A remote tier: blobs, AC entries and roots, behind one circuit breaker. */
 export interface RemoteTier {
   readonly name: string;
   /** The URL it was opened from (no secrets: URLs never carry them). */
   readonly url: string;
   readonly readOnly: boolean;
-  /** The tier's object store, behind its circuit breaker. */
-  readonly objects: BreakerObjectStore;
-  readonly blobs: PackStore;
-  readonly entries: ObjectAcStore;
+  readonly blobs: TierBlobStore;
+  readonly entries: TierAcStore;
+  /** Reset on an explicit flush, so it gets one real attempt. */
+  readonly breaker: { reset(): void };
 }
 
 const BUCKET_RE = /^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$/;
@@ -89,7 +120,14 @@ export function parseRemoteUrl(url: string): RemoteLocation {
     allow(['endpoint', 'projectId']);
     return { kind: 'gs', bucket, prefix, apiEndpoint: endpoint(params.endpoint), projectId: params.projectId };
   }
-  throw new CascacheError(ErrorCodes.CONFIG, `remote scheme ${u.protocol} is not supported (use s3:// or gs://)`);
+  if (u.protocol === 'https:' || u.protocol === 'http:') {
+    if (u.search || u.hash) throw new CascacheError(ErrorCodes.CONFIG, 'an http(s) remote takes no query or fragment; its token goes in config or CASCACHE_REMOTE_TOKEN');
+    if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) {
+      throw new CascacheError(ErrorCodes.CONFIG, `http:// is allowed for loopback only (tokens and cache entries would cross the network in clear); use https://${u.host}/`);
+    }
+    return { kind: 'http', baseUrl: `${u.protocol}//${u.host}${u.pathname.replace(/\/+$/, '')}` };
+  }
+  throw new CascacheError(ErrorCodes.CONFIG, `remote scheme ${u.protocol} is not supported (use s3://, gs:// or https://)`);
 }
 
 /**
@@ -105,7 +143,7 @@ export function parseTierConfigs(value: unknown, where: string): TierConfig[] {
     const at = `${where}: tiers[${i}]`;
     const t = typeof item === 'string' ? { url: item } : item;
     if (typeof t !== 'object' || t === null || Array.isArray(t)) throw new CascacheError(ErrorCodes.CONFIG, `${at} must be a URL or an object with a url`);
-    const known = ['url', 'level', 'readOnly', 'packTargetBytes'];
+    const known = ['url', 'level', 'readOnly', 'packTargetBytes', 'token'];
     for (const k of Object.keys(t)) if (!known.includes(k)) throw new CascacheError(ErrorCodes.CONFIG, `${at}: unknown key "${k}" (known: ${known.join(', ')})`);
     const c = t as Record<string, unknown>;
     if (typeof c.url !== 'string') throw new CascacheError(ErrorCodes.CONFIG, `${at}: url must be a string`);
@@ -114,8 +152,18 @@ export function parseTierConfigs(value: unknown, where: string): TierConfig[] {
     if (c.readOnly !== undefined && typeof c.readOnly !== 'boolean') throw new CascacheError(ErrorCodes.CONFIG, `${at}: readOnly must be true or false`);
     const ptb = c.packTargetBytes;
     if (ptb !== undefined && !(Number.isInteger(ptb) && (ptb as number) >= 64 * 1024 && (ptb as number) <= 1024 * 1024 * 1024)) throw new CascacheError(ErrorCodes.CONFIG, `${at}: packTargetBytes must be an integer from 64 KiB to 1 GiB`);
-    return { url: c.url, level: c.level as number | undefined, readOnly: c.readOnly as boolean | undefined, packTargetBytes: ptb as number | undefined };
+    if (c.token !== undefined && (typeof c.token !== 'string' || c.token === '')) throw new CascacheError(ErrorCodes.CONFIG, `${at}: token must be a non-empty string`);
+    return { url: c.url, level: c.level as number | undefined, readOnly: c.readOnly as boolean | undefined, packTargetBytes: ptb as number | undefined, token: c.token as string | undefined };
   });
+}
+
+/**
+ * Gives HTTP tiers without a token of their own the default one (the edges pass
+ * `CASCACHE_REMOTE_TOKEN`); other tiers are returned unchanged.
+ */
+export function withDefaultToken(tiers: TierConfig[], token: string | undefined): TierConfig[] {
+  if (!token) return tiers;
+  return tiers.map((t) => (t.token || !/^https?:/i.test(t.url) ? t : { ...t, token }));
 }
 
 /** Options for {@link openRemoteTier} beyond the tier's config. */
@@ -135,7 +183,13 @@ export interface OpenTierOptions {
  * @throws CascacheError `E_CONFIG` for a bad URL.
  */
 export function openRemoteTier(config: TierConfig, options: OpenTierOptions = {}): RemoteTier {
-  const raw = options.objects ?? objectStoreFor(parseRemoteUrl(config.url), options);
+  const location = options.objects ? null : parseRemoteUrl(config.url);
+  if (location?.kind === 'http') {
+    const breaker = new CircuitBreaker(location.baseUrl, options.breaker);
+    const client = new HttpTierClient({ baseUrl: location.baseUrl, token: config.token, breaker, level: config.level, packTargetBytes: config.packTargetBytes });
+    return { name: location.baseUrl, url: config.url, readOnly: config.readOnly ?? false, blobs: client.blobs, entries: client.entries, breaker };
+  }
+  const raw = options.objects ?? objectStoreFor(location as Exclude<RemoteLocation, { kind: 'http' }>, options);
   const objects = new BreakerObjectStore(raw, options.breaker);
   const blobs = new PackStore({ ...options.pack, objects, level: config.level, packTargetBytes: config.packTargetBytes });
   // An entry names its tree's manifest: load the tree object now, so the reads that follow find
@@ -152,13 +206,13 @@ export function openRemoteTier(config: TierConfig, options: OpenTierOptions = {}
     name: raw.name,
     url: config.url,
     readOnly: config.readOnly ?? false,
-    objects,
     blobs,
     entries,
+    breaker: objects.breaker,
   };
 }
 
-function objectStoreFor(loc: RemoteLocation, options: OpenTierOptions): ObjectStore {
+function objectStoreFor(loc: Exclude<RemoteLocation, { kind: 'http' }>, options: OpenTierOptions): ObjectStore {
   if (loc.kind === 's3') {
     return new S3ObjectStore({ bucket: loc.bucket, prefix: loc.prefix, region: loc.region, endpoint: loc.endpoint, forcePathStyle: loc.forcePathStyle, credentials: options.s3Credentials });
   }
@@ -172,4 +226,8 @@ function manifestOf(bytes: Buffer): Digest | null {
   } catch {
     return null;
   }
+}
+
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host.startsWith('127.') || host === '[::1]' || host === '::1';
 }

@@ -1,0 +1,219 @@
+/**
+ * cascache's own chunk API, for agents and CLIs that use this server as an HTTP tier (the client is
+ * core's `HttpTierClient`; routes and formats are documented there and in docs/server.md).
+ *
+ * Uploads are hostile input: every frame is decoded and checked against its digest before it is
+ * stored, frame streams are bounded per frame and per request, AC entries are bounded and
+ * write-once. Reads serve what the local store verified; corruption found on read is
+ * `E_INTEGRITY` (500) once, then a miss.
+ */
+import { readFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import {
+  assertDigest,
+  assertNamespace,
+  decodeBlob,
+  decodeFrameRecords,
+  encodeFrameRecord,
+  ErrorCodes,
+  FRAME_STREAM_TYPE,
+  isCascacheError,
+  isDigest,
+  MAX_AC_ENTRY_BYTES,
+  readAll,
+  type AcStore,
+  type FsBlobStore,
+  type RootStore,
+  type StoreRoot,
+} from '@cascache/core';
+import type { Access } from './auth';
+import { ByteCounter } from './upload-guard';
+
+/** What the chunk API serves. */
+export interface ChunkApiOptions {
+  blobs: FsBlobStore;
+  entries: AcStore;
+  roots: RootStore;
+  /** Largest upload request, bytes. Default 256 MiB. */
+  maxUploadBytes?: number;
+  authorize: (req: FastifyRequest, reply: FastifyReply, access: Access) => unknown;
+  fail: (req: FastifyRequest, reply: FastifyReply, err: unknown) => FastifyReply;
+}
+
+const MAX_DIGESTS = 10_000;
+
+function digestList(body: unknown): string[] | null {
+  const d = (body as { digests?: unknown } | null)?.digests;
+  return Array.isArray(d) && d.length <= MAX_DIGESTS && d.every(isDigest) ? (d as string[]) : null;
+}
+
+export function registerChunkApi(app: FastifyInstance, o: ChunkApiOptions): void {
+  const badDigests = (reply: FastifyReply) => reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: `body must be {"digests": [up to ${MAX_DIGESTS} hex digests]}` });
+
+  app.post('/cas/v1/missing', async (req, reply) => {
+    if (!o.authorize(req, reply, 'read')) return reply;
+    const digests = digestList(req.body);
+    if (!digests) return badDigests(reply);
+    const present = await o.blobs.has(digests);
+    return { missing: digests.filter((d) => !present.has(d)) };
+  });
+
+  app.post('/cas/v1/blobs', async (req, reply) => {
+    if (!o.authorize(req, reply, 'write')) return reply;
+    if (req.headers['content-type'] !== FRAME_STREAM_TYPE) return reply.code(415).send({ error: ErrorCodes.BAD_INPUT, message: `content type must be ${FRAME_STREAM_TYPE}` });
+    const counter = new ByteCounter(o.maxUploadBytes ?? 256 * 1024 * 1024);
+    let stored = 0;
+    let bytes = 0;
+    try {
+      for await (const { digest, frame } of decodeFrameRecords(req.raw.pipe(counter))) {
+        const raw = decodeBlob(frame, digest); // E_INTEGRITY unless the frame is exactly that blob
+        const r = await o.blobs.put(digest, raw);
+        if (r.created) stored++;
+        bytes += r.storedBytes;
+      }
+    } catch (err) {
+      return o.fail(req, reply, isCascacheError(err) || !(err as { cause?: unknown }).cause ? err : (err as { cause: unknown }).cause);
+    }
+    return { stored, bytes, received: counter.bytes };
+  });
+
+  app.post('/cas/v1/blobs:read', async (req, reply) => {
+    if (!o.authorize(req, reply, 'read')) return reply;
+    const digests = digestList(req.body);
+    if (!digests) return badDigests(reply);
+    const blobs = o.blobs;
+    // Stored frames go out as they are; the client verifies each against its digest.
+    const body = Readable.from(
+      (async function* () {
+        for (const d of digests) {
+          const frame = await readFile(blobs.pathOf(d)).catch(() => null);
+          if (frame) yield encodeFrameRecord(d, frame);
+        }
+      })(),
+    );
+    return reply.code(200).type(FRAME_STREAM_TYPE).send(body);
+  });
+
+  app.get('/cas/v1/blobs', async (req, reply) => {
+    if (!o.authorize(req, reply, 'read')) return reply;
+    const blobs = o.blobs;
+    const body = Readable.from(
+      (async function* () {
+        for await (const b of blobs.list()) yield `${JSON.stringify(b)}\n`;
+      })(),
+    );
+    return reply.code(200).type('application/x-ndjson').send(body);
+  });
+
+  app.get<{ Params: { digest: string } }>('/cas/v1/blobs/:digest', async (req, reply) => {
+    if (!o.authorize(req, reply, 'read')) return reply;
+    try {
+      assertDigest(req.params.digest);
+      const bytes = await o.blobs.getBuffer(req.params.digest);
+      if (!bytes) return reply.code(404).send({ error: 'not found' });
+      const range = /^bytes=(\d+)-(\d+)$/.exec(String(req.headers.range ?? ''));
+      if (range) {
+        const start = Number(range[1]);
+        const end = Math.min(Number(range[2]), bytes.length - 1);
+        if (start > end) return reply.code(416).send({ error: ErrorCodes.BAD_INPUT, message: 'range not satisfiable' });
+        return reply.code(206).header('content-range', `bytes ${start}-${end}/${bytes.length}`).type('application/octet-stream').send(bytes.subarray(start, end + 1));
+      }
+      return reply.code(200).type('application/octet-stream').send(bytes);
+    } catch (err) {
+      return o.fail(req, reply, err);
+    }
+  });
+
+  app.delete<{ Params: { digest: string } }>('/cas/v1/blobs/:digest', async (req, reply) => {
+    if (!o.authorize(req, reply, 'write')) return reply;
+    try {
+      assertDigest(req.params.digest);
+      return reply.code((await o.blobs.delete(req.params.digest)) ? 204 : 404).send();
+    } catch (err) {
+      return o.fail(req, reply, err);
+    }
+  });
+
+  type AcParams = { Params: { namespace: string; key: string }; Querystring: { replace?: string } };
+  const acTarget = (req: FastifyRequest<AcParams>) => {
+    assertNamespace(req.params.namespace);
+    assertDigest(req.params.key, 'action key');
+    return [req.params.namespace, req.params.key] as const;
+  };
+
+  app.get<AcParams>('/cas/v1/ac/:namespace/:key', async (req, reply) => {
+    if (!o.authorize(req, reply, 'read')) return reply;
+    try {
+      const bytes = await o.entries.get(...acTarget(req));
+      return bytes ? reply.code(200).type('application/json').send(bytes) : reply.code(404).send({ error: 'not found' });
+    } catch (err) {
+      return o.fail(req, reply, err);
+    }
+  });
+
+  app.put<AcParams>('/cas/v1/ac/:namespace/:key', async (req, reply) => {
+    if (!o.authorize(req, reply, 'write')) return reply;
+    try {
+      const [namespace, key] = acTarget(req);
+      const bytes = await readAll(req.raw, MAX_AC_ENTRY_BYTES);
+      if (req.query.replace === '1') {
+        await o.entries.replace(namespace, key, bytes);
+        return reply.code(201).send({ created: true });
+      }
+      const r = await o.entries.putIfAbsent(namespace, key, bytes);
+      return r.created ? reply.code(201).send({ created: true }) : reply.code(409).type('application/json').send(r.existing);
+    } catch (err) {
+      return o.fail(req, reply, err);
+    }
+  });
+
+  app.delete<AcParams>('/cas/v1/ac/:namespace/:key', async (req, reply) => {
+    if (!o.authorize(req, reply, 'write')) return reply;
+    try {
+      return reply.code((await o.entries.delete(...acTarget(req))) ? 204 : 404).send();
+    } catch (err) {
+      return o.fail(req, reply, err);
+    }
+  });
+
+  app.get('/cas/v1/ac', async (req, reply) => {
+    if (!o.authorize(req, reply, 'read')) return reply;
+    const entries = o.entries;
+    const body = Readable.from(
+      (async function* () {
+        for await (const e of entries.list()) yield `${JSON.stringify(e)}\n`;
+      })(),
+    );
+    return reply.code(200).type('application/x-ndjson').send(body);
+  });
+
+  app.put<{ Params: { digest: string } }>('/cas/v1/roots/:digest', async (req, reply) => {
+    if (!o.authorize(req, reply, 'write')) return reply;
+    try {
+      assertDigest(req.params.digest, 'root digest');
+      let root: StoreRoot;
+      try {
+        root = JSON.parse((await readAll(req.raw, 64 * 1024)).toString('utf8')) as StoreRoot;
+      } catch {
+        return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'a root record must be JSON' });
+      }
+      if (root?.digest !== req.params.digest) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'the record names another digest' });
+      await o.roots.add(root);
+      return reply.code(201).send({ created: true });
+    } catch (err) {
+      return o.fail(req, reply, err);
+    }
+  });
+
+  app.get<{ Params: { digest: string } }>('/cas/v1/roots/:digest', async (req, reply) => {
+    if (!o.authorize(req, reply, 'read')) return reply;
+    try {
+      assertDigest(req.params.digest, 'root digest');
+      const root = await o.roots.get(req.params.digest);
+      return root ? root : reply.code(404).send({ error: 'not found' });
+    } catch (err) {
+      return o.fail(req, reply, err);
+    }
+  });
+}

@@ -1,0 +1,118 @@
+// The HTTP tier: core's HttpTierClient against this package's chunk API on a real listening server.
+// The BlobStore conformance suite runs against it; then two machines share a team server.
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  computeActionKey,
+  digestOf,
+  encodeBlob,
+  encodeFrameRecord,
+  FRAME_STREAM_TYPE,
+  ingestDirectory,
+  LayeredStore,
+  materializeToDirectory,
+  openLocalStore,
+  openRemoteTier,
+  type LocalStore,
+  type RemoteTier,
+} from '@cascache/core';
+import { blobStoreConformance } from '../../core/test/support/conformance';
+import { createServer, type CascacheServer } from '../src';
+
+const SECRET = Buffer.alloc(32, 6);
+const RW = 'rw-token-0123456789';
+const RO = 'ro-token-0123456789';
+
+async function teamServer(): Promise<{ url: string; store: LocalStore; close: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'cascache-team-'));
+  const store = await openLocalStore({ root: dir, secret: SECRET });
+  const server: CascacheServer = createServer({
+    blobs: store.blobs,
+    actionCache: store.actionCache,
+    tokens: { readWrite: [RW], readOnly: [RO] },
+    chunkApi: { blobs: store.blobs, entries: store.entries, roots: store.roots },
+  });
+  await server.listen({ host: '127.0.0.1', port: 0 });
+  const url = `http://127.0.0.1:${(server.server.address() as AddressInfo).port}`;
+  return { url, store, close: async () => (await server.close(), await rm(dir, { recursive: true, force: true })) };
+}
+
+blobStoreConformance('http tier (chunk API of a real server)', async () => {
+  const team = await teamServer();
+  const tier = openRemoteTier({ url: `${team.url}/`, token: RW });
+  return {
+    store: tier.blobs,
+    corrupt: async (d) => {
+      const path = team.store.blobs.pathOf(d);
+      const bytes = await readFile(path);
+      bytes[bytes.length - 1]! ^= 0xff;
+      await writeFile(path, bytes);
+    },
+    cleanup: team.close,
+  };
+});
+
+describe('two machines share a team server as an HTTP tier', () => {
+  let dir: string;
+  let team: Awaited<ReturnType<typeof teamServer>>;
+  const layers: LayeredStore[] = [];
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cascache-http-tier-'));
+    team = await teamServer();
+  });
+  afterEach(async () => {
+    await Promise.all(layers.splice(0).map((l) => l.close()));
+    await team.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function machine(name: string, token: string): Promise<{ local: LocalStore; layered: LayeredStore; tier: RemoteTier; warnings: string[] }> {
+    const local = await openLocalStore({ root: join(dir, name), secret: SECRET });
+    const tier = openRemoteTier({ url: team.url, token });
+    const warnings: string[] = [];
+    const layered = new LayeredStore({ local, remotes: [tier], secret: SECRET, sync: true, onEvent: (e) => e.type === 'warning' && warnings.push(`${e.code} ${e.message}`) });
+    layers.push(layered);
+    return { local, layered, tier, warnings };
+  }
+
+  it('uploads only missing chunks and restores on another machine; a read-only token reads but cannot write', async () => {
+    const src = join(dir, 'src');
+    await mkdir(src, { recursive: true });
+    for (let i = 0; i < 6; i++) await writeFile(join(src, `f${i}.js`), `export const f${i} = ${JSON.stringify('y'.repeat(20_000 + i))};\n`);
+    const a = await machine('a', RW);
+    const r = await ingestDirectory(a.local.blobs, src);
+    const key = computeActionKey(['http', 'one']);
+    await a.local.actionCache.put('default', key, { manifest: r.digest, size: r.logicalBytes });
+    await a.layered.recordUpload({ kind: 'ac', namespace: 'default', key });
+    expect(a.warnings).toEqual([]);
+    expect(a.layered.stats).toMatchObject({ records: 1 });
+    expect(await team.store.entries.get('default', key)).not.toBeNull();
+
+    const b = await machine('b', RO);
+    const hit = await b.layered.lookup('default', key);
+    expect(hit).not.toBeNull();
+    await materializeToDirectory(b.local.blobs, hit!.manifest, join(dir, 'out'));
+    for (let i = 0; i < 6; i++) expect(await readFile(join(dir, 'out', `f${i}.js`), 'utf8')).toBe(await readFile(join(src, `f${i}.js`), 'utf8'));
+
+    // The read-only machine's own upload is refused by the server and set aside, not retried forever.
+    await writeFile(join(src, 'f0.js'), 'changed');
+    const r2 = await ingestDirectory(b.local.blobs, src);
+    const key2 = computeActionKey(['http', 'two']);
+    await b.local.actionCache.put('default', key2, { manifest: r2.digest, size: r2.logicalBytes });
+    await b.layered.recordUpload({ kind: 'ac', namespace: 'default', key: key2 });
+    expect(b.warnings.some((w) => w.startsWith('E_CONFIG') && /set aside/.test(w))).toBe(true);
+    expect(await team.store.entries.get('default', key2)).toBeNull();
+  });
+
+  it('rejects a frame that does not match its digest and stores nothing', async () => {
+    const body = encodeFrameRecord(digestOf('claimed'), encodeBlob(Buffer.from('actual bytes')));
+    const res = await fetch(`${team.url}/cas/v1/blobs`, { method: 'POST', body, headers: { authorization: `Bearer ${RW}`, 'content-type': FRAME_STREAM_TYPE } });
+    expect(res.status).toBe(400);
+    expect((await res.json()).error).toBe('E_INTEGRITY');
+    expect((await team.store.blobs.has([digestOf('claimed'), digestOf('actual bytes')])).size).toBe(0);
+    const unauth = await fetch(`${team.url}/cas/v1/missing`, { method: 'POST', body: JSON.stringify({ digests: [] }), headers: { 'content-type': 'application/json' } });
+    expect(unauth.status).toBe(401);
+  });
+});
