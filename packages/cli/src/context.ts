@@ -27,6 +27,7 @@ import {
   type TierConfig,
 } from '@cascache/core';
 import type { Io } from './program';
+import { readConfigFile, type ServeConfig } from './serve';
 
 export { formatBytes };
 
@@ -34,6 +35,7 @@ export interface StoreFlags {
   storeDir?: string;
   json?: boolean;
   remote?: string;
+  config?: string;
 }
 
 /** Adds `--store-dir` and `--json` to a command. */
@@ -41,6 +43,7 @@ export function withStoreFlags(cmd: Command): Command {
   return cmd
     .option('--store-dir <path>', 'local store (env CASCACHE_DIR; default ./.cascache)')
     .option('--json', 'machine-readable output on stdout')
+    .option('--config <file>', 'cascache config file, as for serve: storeDir and tiers are used here (env CASCACHE_CONFIG)')
     .option('--remote <url>', 'a remote tier: s3://bucket/prefix?region=..&endpoint=.., gs://bucket/prefix, https://team-server/ (env CASCACHE_REMOTE; token: CASCACHE_REMOTE_TOKEN); the local store serves alone when it is unreachable');
 }
 
@@ -49,7 +52,8 @@ export type CliStore = LocalStore & { layered: LayeredStore | null };
 
 /**
  * The remote tiers for a command: `--remote <url>`, else `CASCACHE_REMOTE` (comma-separated URLs),
- * else `CASCACHE_TIERS` (a JSON list, as in nx.json). @throws CascacheError `E_CONFIG`.
+ * else `CASCACHE_TIERS` (a JSON list, as in nx.json), else `tiers` in the config file; HTTP tiers
+ * without a token take `CASCACHE_REMOTE_TOKEN`. @throws CascacheError `E_CONFIG`.
  */
 export function resolveTiers(flags: StoreFlags, env: NodeJS.ProcessEnv): TierConfig[] {
   return withDefaultToken(configuredTiers(flags, env), env.CASCACHE_REMOTE_TOKEN);
@@ -67,7 +71,7 @@ function configuredTiers(flags: StoreFlags, env: NodeJS.ProcessEnv): TierConfig[
     }
     return parseTierConfigs(parsed, 'CASCACHE_TIERS');
   }
-  return [];
+  return configFile(flags, env).tiers ?? [];
 }
 
 /** Opens a LayeredStore over `local` for `tiers`; remote warnings go to stderr, once per tier. */
@@ -91,7 +95,13 @@ export function openLayered(local: LocalStore, tiers: TierConfig[], io: Io | und
 }
 
 export function resolveCliStoreDir(flags: StoreFlags, env: NodeJS.ProcessEnv, cwd: string): string {
-  return resolve(cwd, flags.storeDir ?? env.CASCACHE_DIR ?? '.cascache');
+  return resolve(cwd, flags.storeDir ?? env.CASCACHE_DIR ?? configFile(flags, env, cwd).storeDir ?? '.cascache');
+}
+
+/** The config file named by `--config` or `CASCACHE_CONFIG`, or nothing. */
+function configFile(flags: StoreFlags, env: NodeJS.ProcessEnv, cwd = process.cwd()): Partial<ServeConfig> {
+  const path = flags.config ?? env.CASCACHE_CONFIG;
+  return path ? readConfigFile(resolve(cwd, path)) : {};
 }
 
 /**

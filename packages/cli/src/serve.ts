@@ -46,8 +46,11 @@ function bad(message: string): never {
   throw new CascacheError(ErrorCodes.CONFIG, message);
 }
 
-/** Reads and checks a JSON config file; unknown keys are errors (a typo must not be ignored). */
-function readConfigFile(path: string): Partial<ServeConfig> {
+/**
+ * Reads and checks a cascache JSON config file, the one schema the server and the CLI share;
+ * unknown keys are errors (a typo must not be ignored). @throws CascacheError `E_CONFIG`.
+ */
+export function readConfigFile(path: string): Partial<ServeConfig> {
   let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(path, 'utf8'));

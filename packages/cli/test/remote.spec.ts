@@ -88,6 +88,38 @@ describe('cascache with --remote s3://', () => {
     same(join(dir, 'expected'), join(dir, 'ui/dist'));
   });
 
+  it('takes tiers and the store from a config file (--config or CASCACHE_CONFIG), the schema serve reads', async () => {
+    writeFileSync(join(dir, 'cascache.json'), JSON.stringify({ storeDir: join(dir, 'from-config'), tiers: [{ url: remote, level: 9 }] }));
+    const b = await build('a', '--config', join(dir, 'cascache.json'));
+    expect(b.code).toBe(0);
+    expect(b.stderr).toMatch(/remote: uploaded \d/);
+    process.env.CASCACHE_CONFIG = join(dir, 'cascache.json');
+    try {
+      rmSync(join(dir, 'ui/dist'), { recursive: true, force: true });
+      const g = await cli('cache', 'get', 'ui', '--dir', join(dir, 'ui'), '--target', join(dir, 'ui/dist'));
+      expect(g.code).toBe(0);
+      expect(readdirSync(join(dir, 'from-config', 'v1'))).toContain('ac'); // the store the file names
+    } finally {
+      delete process.env.CASCACHE_CONFIG;
+    }
+    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ tiers: [{ url: remote, levle: 9 }] }));
+    expect((await build('a', '--config', join(dir, 'bad.json'))).code).toBe(ExitCodes.USAGE);
+  });
+
+  it('gc --remote drops old remote entries, condemns their packs, and deletes them on a later pass', async () => {
+    expect((await build('a', '--remote', remote)).code).toBe(0);
+    const dry = await cli('gc', 'all', '--store-dir', join(dir, 'a'), '--remote', remote, '--dry-run', '--json');
+    expect(dry.code).toBe(0);
+    const plans = dry.stdout.trim().split(/\n(?=\{)/).map((t) => JSON.parse(t));
+    expect(plans[1]).toMatchObject({ dryRun: true, plan: { liveTrees: 1, entries: [] } });
+    const first = await cli('gc', 'all', '--store-dir', join(dir, 'a'), '--remote', remote, '--older-than', '0s', '--grace', '0s');
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/condemned 1/);
+    const second = await cli('gc', 'all', '--store-dir', join(dir, 'a'), '--remote', remote, '--grace', '0s');
+    expect(second.stdout).toMatch(/deleted 1 packs/);
+    expect((await get('fresh', '--remote', remote)).code).toBe(ExitCodes.MISS);
+  });
+
   it('refuses credentials or unknown parameters in a remote URL without echoing their values', async () => {
     const r = await build('a', '--remote', 's3://bucket-name/prefix?secret=hunter2');
     expect(r.code).toBe(ExitCodes.USAGE);

@@ -108,3 +108,4 @@ export { LayeredStore, type DrainReport, type LayeredEvent, type LayeredStoreOpt
 export { CircuitBreaker } from './remote/breaker';
 export { decodeFrameRecords, encodeFrameRecord, FRAME_STREAM_TYPE } from './remote/frame-stream';
 export { HttpAcStore, HttpBlobStore, HttpTierClient, type HttpTierOptions } from './remote/http-tier';
+export { executeRemoteGc, planRemoteGc, type RemoteGcOptions, type RemoteGcPlan, type RemoteGcResult } from './remote/gc';

@@ -110,6 +110,8 @@ export async function listen(options: ListenOptions): Promise<Listening> {
     server.addHook('onClose', async () => layered.close());
   }
   await server.listen({ host: options.host, port: options.port });
+  // Load cloud SDKs and open connections now, while the client is still hashing its tasks.
+  for (const t of tiers) setImmediate(() => void t.warm());
   const { port } = server.server.address() as AddressInfo;
   const host = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;
   return { server, store, url: `http://${host}:${port}`, port, evictor, layered };

@@ -3,7 +3,7 @@
  * only). See core's gc.ts for what is kept and why a write in progress is never harmed.
  */
 import type { Command } from 'commander';
-import { CascacheError, ErrorCodes, executeGc, planEvict, planGc, type GcPlan, type LocalStore } from '@cascache/core';
+import { CascacheError, ErrorCodes, executeGc, executeRemoteGc, planEvict, planGc, planRemoteGc, type GcPlan, type LocalStore, type RemoteTier } from '@cascache/core';
 import { formatBytes, openCliStore, withStoreFlags, type StoreFlags } from '../context';
 import type { Io } from '../program';
 import { parseAge, parseSize } from '../sizes';
@@ -32,6 +32,30 @@ async function run(io: Io, flags: StoreFlags & { dryRun?: boolean }, makePlan: (
   if (result) io.stdout.write(`cascache: dropped ${result.deletedEntries} entries, deleted ${result.deletedBlobs} blobs, freed ${formatBytes(result.freedBytes)}\n`);
 }
 
+/**
+ * GC of one remote tier (with --remote): plan, print, execute. Dead packs are condemned now and
+ * deleted by a pass one grace period later (see core's remote/gc.ts).
+ */
+async function remoteGc(io: Io, tier: RemoteTier, flags: StoreFlags & { dryRun?: boolean; grace?: number }, olderThanMs: number | undefined): Promise<void> {
+  if (tier.readOnly) {
+    io.stderr.write(`cascache: ${tier.name} is read-only; not collecting it\n`);
+    return;
+  }
+  const plan = await planRemoteGc(tier, { olderThanMs, graceMs: flags.grace });
+  const result = flags.dryRun ? null : await executeRemoteGc(tier, plan);
+  if (flags.json) {
+    io.stdout.write(`${JSON.stringify({ tier: tier.name, dryRun: flags.dryRun === true, plan: { ...plan, liveTrees: plan.liveTrees.length }, result }, null, 2)}\n`);
+    return;
+  }
+  const verb = flags.dryRun ? 'would' : 'will';
+  io.stdout.write(
+    `cascache: ${tier.name}: ${verb} drop ${plan.entries.length} entries and ${plan.trees.length} dead trees, condemn ${plan.condemn.length} dead packs ` +
+      `and repack ${plan.repack.length} (${formatBytes(plan.condemnedBytes)}, freed by a pass after the grace period), ` +
+      `delete ${plan.deletePacks.length} packs condemned earlier (${formatBytes(plan.freedBytes)}); ${plan.liveTrees.length} live trees, ${formatBytes(plan.liveBytes)} live\n`,
+  );
+  if (result) io.stdout.write(`cascache: ${tier.name}: deleted ${result.deletedPacks} packs, freed ${formatBytes(result.freedBytes)}; repacked ${result.repackedPacks}, condemned ${result.condemnedPacks}\n`);
+}
+
 export function registerGc(program: Command, io: Io): void {
   withStoreFlags(
     program
@@ -44,6 +68,9 @@ export function registerGc(program: Command, io: Io): void {
   ).action(async (what: string, flags: StoreFlags & { dryRun?: boolean; olderThan?: number; grace?: number }) => {
     if (!['store', 'cache', 'all'].includes(what)) throw new CascacheError(ErrorCodes.CONFIG, `gc takes store, cache or all, not ${what}`);
     await run(io, flags, (s) => planGc(s, { scope: what as 'store' | 'cache' | 'all', olderThanMs: flags.olderThan, graceMs: flags.grace }));
+    const store = await openCliStore(flags, io);
+    for (const tier of store.layered?.remotes ?? []) await remoteGc(io, tier, flags, what === 'store' ? undefined : flags.olderThan);
+    await store.layered?.close();
   });
 
   withStoreFlags(

@@ -118,6 +118,11 @@ export class BreakerObjectStore implements ObjectStore {
     return this.breaker.guard(() => this.inner.get(key, range));
   }
 
+  /** Warms the inner store; failures are ignored and do not count against the breaker. */
+  async warm(): Promise<void> {
+    await this.inner.warm?.().catch(() => undefined);
+  }
+
   put(key: string, body: Buffer, options?: { ifAbsent?: boolean }): Promise<{ created: boolean }> {
     return this.breaker.guard(() => this.inner.put(key, body, options));
   }

@@ -52,6 +52,10 @@ export class GcsObjectStore implements ObjectStore {
     return this.bucketHandle;
   }
 
+  async warm(): Promise<void> {
+    await this.get('v1/.warm').catch(() => null);
+  }
+
   async get(key: string, range?: ByteRange): Promise<Buffer | null> {
     try {
       const [bytes] = await this.bucket()

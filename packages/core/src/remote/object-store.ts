@@ -42,6 +42,11 @@ export interface ObjectStore {
   delete(key: string): Promise<boolean>;
   /** Every object whose key starts with `prefix`, in no promised order. */
   list(prefix: string): AsyncIterable<ObjectInfo>;
+  /**
+   * Optional: load the client and open a connection ahead of the first real request (a server calls
+   * it right after it starts listening). Never throws.
+   */
+  warm?(): Promise<void>;
 }
 
 /** In-memory object store for tests; `faults` lets a test make calls fail. */

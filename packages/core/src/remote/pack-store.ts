@@ -79,6 +79,7 @@ export interface PackUploadResult {
 const packKey = (pack: Digest) => `v1/packs/${pack}.pack`;
 const indexKey = (pack: Digest) => `v1/index/${pack}.json`;
 const treeKey = (manifest: Digest) => `v1/trees/${manifest}`;
+const condemnedKey = (pack: Digest) => `v1/condemned/${pack}`;
 const INDEX_PREFIX = 'v1/index/';
 
 export class PackStore implements BlobStore {
@@ -96,6 +97,10 @@ export class PackStore implements BlobStore {
   private readonly inline = new Map<Digest, Buffer>();
   /** Trees known to exist in this store (written or read by this process). */
   private readonly knownTrees = new Set<Digest>();
+  /** The packs each loaded tree's chunks were in when it was read or written. */
+  private readonly treePacks = new Map<Digest, Set<Digest>>();
+  /** Packs GC has condemned (pack -> when, ms): still readable, never counted as holding a blob. */
+  private readonly condemned = new Map<Digest, number>();
   private readonly loadedIndexes = new Set<Digest>();
   private readonly packTimes = new Map<Digest, number>();
   /** `pack:offset` of frames found damaged; never trusted again until the pack is rewritten. */
@@ -124,7 +129,10 @@ export class PackStore implements BlobStore {
     const wanted = [...digests];
     if (wanted.some((d) => !this.locations.has(d) && !this.inline.has(d))) await this.refresh(false);
     const found = new Set<Digest>();
-    for (const d of wanted) if (this.locations.has(d) || this.inline.has(d)) found.add(d);
+    for (const d of wanted) {
+      const loc = this.locations.get(d);
+      if ((loc && !this.condemned.has(loc.pack)) || this.inline.has(d)) found.add(d);
+    }
     return found;
   }
 
@@ -266,7 +274,8 @@ export class PackStore implements BlobStore {
     };
     for await (const b of blobs) {
       assertDigest(b.digest);
-      if (this.locations.has(b.digest) || inBatch.has(b.digest)) continue;
+      const at = this.locations.get(b.digest);
+      if ((at && !this.condemned.has(at.pack)) || inBatch.has(b.digest)) continue;
       checkDigest(b.digest, b.bytes);
       const frame = encodeBlob(b.bytes, { level: this.level, compressible: b.compressible });
       batch.push({ digest: b.digest, frame });
@@ -307,6 +316,7 @@ export class PackStore implements BlobStore {
     const body = encodeBlob(Buffer.from(canonicalJson({ format: TREE_FORMAT, manifest: manifestBytes.toString('utf8'), packs, chunks: rows })), { level: 19 });
     await this.limiter.run(() => this.objects.put(treeKey(manifest), body));
     this.knownTrees.add(manifest);
+    this.treePacks.set(manifest, new Set(packs));
     this.keepInline(manifest, manifestBytes);
     return body.length;
   }
@@ -343,8 +353,75 @@ export class PackStore implements BlobStore {
       this.learn(d, { pack: packs[pi] as Digest, offset, length });
     });
     this.knownTrees.add(manifest);
+    this.treePacks.set(manifest, new Set(packs as Digest[]));
     this.keepInline(manifest, manifestBytes);
     return true;
+  }
+
+  /** The chunks of a loaded tree, in row order, and the packs its object names; null when not loaded. */
+  treeInfo(manifest: Digest): { chunks: Digest[]; packs: Set<Digest>; manifestBytes: Buffer } | null {
+    const bytes = this.inline.get(manifest);
+    const packs = this.treePacks.get(manifest);
+    return bytes && packs ? { chunks: uniqueChunks(parseManifest(bytes)), packs, manifestBytes: bytes } : null;
+  }
+
+  /** Packs condemned by GC, with when (ms). */
+  condemnedPacks(): ReadonlyMap<Digest, number> {
+    return this.condemned;
+  }
+
+  /**
+   * Condemns a pack (GC's first phase): writers stop counting its blobs as present from their next
+   * refresh, readers still read it. It is deleted by a later GC pass, after the grace period, if it
+   * is still dead then.
+   */
+  async condemn(pack: Digest, atMs = Date.now()): Promise<void> {
+    await this.limiter.run(() => this.objects.put(condemnedKey(pack), Buffer.from(JSON.stringify({ at: atMs }))));
+    this.condemned.set(pack, atMs);
+  }
+
+  /** Withdraws a condemnation (the pack turned out to be live). */
+  async revive(pack: Digest): Promise<void> {
+    await this.limiter.run(() => this.objects.delete(condemnedKey(pack)));
+    this.condemned.delete(pack);
+  }
+
+  /** Deletes a pack: its index first (writers stop seeing it), then the pack, then the mark. */
+  async deletePack(pack: Digest): Promise<void> {
+    await this.limiter.run(() => this.objects.delete(indexKey(pack)));
+    await this.limiter.run(() => this.objects.delete(packKey(pack)));
+    await this.limiter.run(() => this.objects.delete(condemnedKey(pack)));
+    this.forgetPack(pack);
+    this.condemned.delete(pack);
+  }
+
+  /** Deletes a tree object. */
+  async deleteTree(manifest: Digest): Promise<void> {
+    await this.limiter.run(() => this.objects.delete(treeKey(manifest)));
+    this.knownTrees.delete(manifest);
+    this.treePacks.delete(manifest);
+    this.inline.delete(manifest);
+  }
+
+  /**
+   * Copies the blobs of `pack` that are in `keep` into a new pack (GC's repack), verifying each,
+   * and points them there. The old pack is left for the caller to condemn.
+   * @returns bytes written.
+   */
+  async copyOut(pack: Digest, keep: ReadonlySet<Digest>): Promise<number> {
+    const frames: Array<{ digest: Digest; frame: Buffer }> = [];
+    for (const [digest, loc] of [...this.locations]) {
+      if (loc.pack !== pack || !keep.has(digest)) continue;
+      const frame = await this.limiter.run(() => this.objects.get(packKey(pack), { offset: loc.offset, length: loc.length }));
+      if (!frame) continue;
+      try {
+        decodeBlob(frame, digest);
+      } catch {
+        continue; // a damaged survivor is not copied
+      }
+      frames.push({ digest, frame });
+    }
+    return frames.length > 0 ? this.writePack(frames) : 0;
   }
 
   /** True when the tier holds the tree object of `manifest` (one small GET unless already known). */
@@ -424,6 +501,19 @@ export class PackStore implements BlobStore {
     if (this.refreshing) return this.refreshing;
     if (!force && Date.now() - this.lastRefresh < this.refreshInterval) return;
     this.refreshing = (async () => {
+      for await (const o of this.objects.list('v1/condemned/')) {
+        const m = /^v1\/condemned\/([0-9a-f]{64})$/.exec(o.key);
+        if (!m || this.condemned.has(m[1]!)) continue;
+        const body = await this.objects.get(o.key);
+        let at = o.mtimeMs ?? Date.now();
+        try {
+          const v = (JSON.parse(body?.toString('utf8') ?? '') as { at?: unknown }).at;
+          if (Number.isSafeInteger(v)) at = v as number;
+        } catch {
+          /* a mark without a readable time counts from when it was written */
+        }
+        this.condemned.set(m[1]!, at);
+      }
       const listed: Array<{ pack: Digest; mtimeMs?: number }> = [];
       for await (const o of this.objects.list(INDEX_PREFIX)) {
         const m = /^v1\/index\/([0-9a-f]{64})\.json$/.exec(o.key);
@@ -455,7 +545,8 @@ export class PackStore implements BlobStore {
 
   private learn(digest: Digest, loc: BlobLocation): void {
     if (this.damaged.has(`${loc.pack}:${loc.offset}`)) return;
-    if (!this.locations.has(digest)) this.locations.set(digest, loc);
+    const had = this.locations.get(digest);
+    if (!had || (this.condemned.has(had.pack) && !this.condemned.has(loc.pack))) this.locations.set(digest, loc);
   }
 
   private forgetPack(pack: Digest): void {

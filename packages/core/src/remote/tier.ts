@@ -74,6 +74,8 @@ export interface RemoteTier {
   readonly entries: TierAcStore;
   /** Reset on an explicit flush, so it gets one real attempt. */
   readonly breaker: { reset(): void };
+  /** Loads the client and opens a connection before the first request needs it. Never throws. */
+  warm(): Promise<void>;
 }
 
 const BUCKET_RE = /^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$/;
@@ -187,7 +189,7 @@ export function openRemoteTier(config: TierConfig, options: OpenTierOptions = {}
   if (location?.kind === 'http') {
     const breaker = new CircuitBreaker(location.baseUrl, options.breaker);
     const client = new HttpTierClient({ baseUrl: location.baseUrl, token: config.token, breaker, level: config.level, packTargetBytes: config.packTargetBytes });
-    return { name: location.baseUrl, url: config.url, readOnly: config.readOnly ?? false, blobs: client.blobs, entries: client.entries, breaker };
+    return { name: location.baseUrl, url: config.url, readOnly: config.readOnly ?? false, blobs: client.blobs, entries: client.entries, breaker, warm: async () => undefined };
   }
   const raw = options.objects ?? objectStoreFor(location as Exclude<RemoteLocation, { kind: 'http' }>, options);
   const objects = new BreakerObjectStore(raw, options.breaker);
@@ -209,6 +211,7 @@ export function openRemoteTier(config: TierConfig, options: OpenTierOptions = {}
     blobs,
     entries,
     breaker: objects.breaker,
+    warm: () => objects.warm(),
   };
 }
 
