@@ -18,7 +18,7 @@ import { isDigest, type Digest } from '../digest';
 import { CascacheError, ErrorCodes } from '../errors';
 import { ObjectAcStore } from './object-ac';
 import { PackStore } from './pack-store';
-import type { RemoteTier } from './tier';
+import { manifestOf, type RemoteTier } from './tier';
 
 /** Options for {@link planRemoteGc}. */
 export interface RemoteGcOptions {
@@ -178,13 +178,4 @@ export async function executeRemoteGc(tier: RemoteTier, plan: RemoteGcPlan): Pro
     result.deletedTrees++;
   }
   return result;
-}
-
-function manifestOf(bytes: Buffer): Digest | null {
-  try {
-    const m = (JSON.parse(bytes.toString('utf8')) as { manifest?: unknown }).manifest;
-    return isDigest(m) ? m : null;
-  } catch {
-    return null;
-  }
 }

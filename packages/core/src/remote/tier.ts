@@ -222,7 +222,8 @@ function objectStoreFor(loc: Exclude<RemoteLocation, { kind: 'http' }>, options:
   return new GcsObjectStore({ bucket: loc.bucket, prefix: loc.prefix, apiEndpoint: loc.apiEndpoint, projectId: loc.projectId });
 }
 
-function manifestOf(bytes: Buffer): Digest | null {
+/** The manifest digest an AC entry names, read without verifying it (for prefetch and liveness). */
+export function manifestOf(bytes: Buffer): Digest | null {
   try {
     const m = (JSON.parse(bytes.toString('utf8')) as { manifest?: unknown }).manifest;
     return isDigest(m) ? m : null;
