@@ -8,31 +8,16 @@
  *
  * Options: --rounds N (default 5), --json <file>.
  */
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import e2eWorkspace from '../e2e/dist/nx-workspace.js';
 import e2ePack from '../e2e/dist/pack.js';
+import { arg, du, median, printRows, startNaive, variant as copyOf } from './common.mjs';
 
 const { changeOneLine, install, openWorkspace, removeOutputs, stopAgent, tempWorkspaceDir, writeWorkspace } = e2eWorkspace;
 const { packAll } = e2ePack;
-const arg = (name, fallback) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : fallback);
 const ROUNDS = Number(arg('--rounds', '5'));
 const jsonOut = arg('--json', undefined);
-const median = (/** @type {number[]} */ xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
-/** Bytes of every file under a directory. @param {string} dir */
-function du(dir) {
-  if (!existsSync(dir)) return 0;
-  let total = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) total += du(p);
-    else if (e.isFile()) total += statSync(p).size;
-  }
-  return total;
-}
 
 console.log('setting up three copies of the 12-project workspace (npm pack + npm install)...');
 const t = packAll();
@@ -40,23 +25,13 @@ const base = tempWorkspaceDir('cascache-bench-');
 writeWorkspace(base, null);
 install(base, [t.core, t.server, t.nx]);
 /** @param {string} name @param {Record<string, unknown> | null} plugin */
-function variant(name, plugin) {
-  const dir = tempWorkspaceDir(`cascache-bench-${name}-`);
-  cpSync(base, dir, { recursive: true, filter: (src) => !src.endsWith('/node_modules') });
-  symlinkSync(join(base, 'node_modules'), join(dir, 'node_modules'), 'dir');
-  writeWorkspace(dir, plugin);
-  return openWorkspace(dir);
-}
+const variant = (name, plugin) => copyOf(base, name, plugin);
 const cas = variant('cascache', { idleTimeoutMs: 600_000 });
 const naiveWs = variant('naive', null);
 const local = variant('local', null);
 const naiveStore = join(naiveWs.dir, '.naive-store');
-// A process of its own: nx runs through spawnSync, which blocks this event loop.
-const naiveProc = spawn(process.execPath, [join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, 'naive-server.mjs'), naiveStore], { stdio: ['ignore', 'pipe', 'inherit'] });
-const naive = await new Promise((resolve, reject) => {
-  createInterface({ input: /** @type {import('node:stream').Readable} */ (naiveProc.stdout) }).once('line', (l) => resolve(JSON.parse(l)));
-  naiveProc.once('exit', (code) => reject(new Error(`naive server exited with ${code}`)));
-});
+const { url: naiveUrl, proc: naiveProc } = await startNaive(naiveStore);
+const naive = { url: naiveUrl };
 const naiveEnv = { NX_SELF_HOSTED_REMOTE_CACHE_SERVER: naive.url };
 const casStore = join(cas.dir, '.cascache');
 
@@ -125,9 +100,7 @@ try {
     ['total stored, naive', `${du(naiveStore)} B`, '', '', undefined],
   ];
   console.log(`\nnx 24, 12 projects, ${ROUNDS} rounds (median), full hits with every output deleted first\n`);
-  for (const [what, value, ratio, target, ok] of rows) {
-    console.log(`${String(what).padEnd(48)} ${String(value).padStart(12)}   ${String(ratio).padEnd(18)} ${target}${ok === undefined ? '' : ok ? '  ok' : '  MISSED'}`);
-  }
+  printRows(/** @type {any} */ (rows), 48);
   console.log(`\nruns: cascache ${times.cascache.map((x) => x.toFixed(0)).join(' ')} | naive ${times.naive.map((x) => x.toFixed(0)).join(' ')} | local ${times.local.map((x) => x.toFixed(0)).join(' ')} ms (run records in ${casRuns})`);
   if (jsonOut) writeFileSync(jsonOut, `${JSON.stringify({ rounds: ROUNDS, times, med, casDelta, naiveDelta }, null, 2)}\n`);
 } finally {

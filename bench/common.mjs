@@ -1,0 +1,61 @@
+// @ts-check
+/** What the Nx benchmarks share: the workspace copies, the naive server process, small statistics. */
+import { spawn } from 'node:child_process';
+import { cpSync, existsSync, readdirSync, statSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import e2eWorkspace from '../e2e/dist/nx-workspace.js';
+
+const { openWorkspace, tempWorkspaceDir, writeWorkspace } = e2eWorkspace;
+
+/** `--name value` from argv, or the fallback. @param {string} name @param {string | undefined} fallback */
+export const arg = (name, fallback) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : fallback);
+
+/** @param {number[]} xs */
+export const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** Bytes of every file under a directory. @param {string} dir @returns {number} */
+export function du(dir) {
+  if (!existsSync(dir)) return 0;
+  let total = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) total += du(p);
+    else if (e.isFile()) total += statSync(p).size;
+  }
+  return total;
+}
+
+/**
+ * A copy of an installed workspace sharing its node_modules, with the plugin options given (or none).
+ * @param {string} base @param {string} name @param {Record<string, unknown> | null} plugin
+ */
+export function variant(base, name, plugin) {
+  const dir = tempWorkspaceDir(`cascache-bench-${name}-`);
+  cpSync(base, dir, { recursive: true, filter: (src) => !src.endsWith('/node_modules') });
+  symlinkSync(join(base, 'node_modules'), join(dir, 'node_modules'), 'dir');
+  writeWorkspace(dir, plugin);
+  return openWorkspace(dir);
+}
+
+/**
+ * Starts bench/naive-server.mjs as its own process (nx runs through spawnSync, which blocks this
+ * event loop); with `s3`, bodies go to that bucket. @param {string} storeDir @returns {Promise<{ url: string, proc: import('node:child_process').ChildProcess }>}
+ */
+export async function startNaive(storeDir, /** @type {{ endpoint: string, bucket: string } | null} */ s3 = null) {
+  const here = import.meta.dirname ?? new URL('.', import.meta.url).pathname;
+  const args = [join(here, 'naive-server.mjs'), storeDir, ...(s3 ? ['--s3', s3.endpoint, s3.bucket] : [])];
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const { url } = await new Promise((resolve, reject) => {
+    createInterface({ input: /** @type {import('node:stream').Readable} */ (proc.stdout) }).once('line', (l) => resolve(JSON.parse(l)));
+    proc.once('exit', (code) => reject(new Error(`naive server exited with ${code}`)));
+  });
+  return { url, proc };
+}
+
+/** Prints result rows: what, value, ratio, target, ok. @param {Array<[string, string, string, string, boolean | undefined]>} rows */
+export function printRows(rows, width = 52) {
+  for (const [what, value, ratio, target, ok] of rows) {
+    console.log(`${String(what).padEnd(width)} ${String(value).padStart(12)}   ${String(ratio).padEnd(18)} ${target}${ok === undefined ? '' : ok ? '  ok' : '  MISSED'}`);
+  }
+}
