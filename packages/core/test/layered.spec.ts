@@ -45,9 +45,17 @@ describe('LayeredStore', () => {
   async function machine(name: string, remotes: RemoteTier[], options: { sync?: boolean } = {}) {
     const local = await openLocalStore({ root: join(dir, name), secret: SECRET });
     const events: LayeredEvent[] = [];
-    const store = new LayeredStore({ local, remotes, secret: SECRET, sync: options.sync, retryBaseMs: 5, retryMaxMs: 20, warnIntervalMs: 0, onEvent: (e) => events.push(e) });
+    const waiting: Array<{ type: LayeredEvent['type']; resolve: () => void }> = [];
+    const onEvent = (e: LayeredEvent) => {
+      events.push(e);
+      for (const w of waiting.splice(0)) if (w.type === e.type) w.resolve();
+      else waiting.push(w);
+    };
+    const store = new LayeredStore({ local, remotes, secret: SECRET, sync: options.sync, retryBaseMs: 5, retryMaxMs: 20, warnIntervalMs: 0, onEvent });
     open.push(store);
-    return { local, store, events, warnings: () => events.filter((e) => e.type === 'warning') };
+    /** Resolves on the next event of a type (or at once if one arrived already). */
+    const next = (type: LayeredEvent['type']) => new Promise<void>((resolve) => (events.some((e) => e.type === type) ? resolve() : waiting.push({ type, resolve })));
+    return { local, store, events, next, warnings: () => events.filter((e) => e.type === 'warning') };
   }
 
   /** Writes a tree of `files` text files (~20 kB each, seeded) and returns its path. */
@@ -157,9 +165,7 @@ describe('LayeredStore', () => {
     };
     const a = await machine('a', [tier(objects)]);
     a.store.start();
-    const uploaded = new Promise<void>((resolve) => {
-      const t = setInterval(() => a.events.some((e) => e.type === 'uploaded') && (clearInterval(t), resolve()), 5);
-    });
+    const uploaded = a.next('uploaded');
     const src = await tree('worker');
     const { key } = await build(a.local, a.store, src, 'w');
     await uploaded;
