@@ -19,6 +19,16 @@ describe('init generator', () => {
     expect(readNxJson(tree)?.plugins).toContainEqual({ plugin: '@cascache/nx', options: { storeDir: '/shared/cascache', signingSecretEnv: 'MY_SECRET', readOnly: true, tiers: [] } });
   });
 
+  it('adds a remote tier with --remote, once, also to an existing setup; refuses credentials in it', async () => {
+    await initGenerator(tree, { skipFormat: true });
+    await initGenerator(tree, { remote: 's3://acme-cache/nx?region=eu-west-1', skipFormat: true });
+    await initGenerator(tree, { remote: 's3://acme-cache/nx?region=eu-west-1', skipFormat: true });
+    const entry = readNxJson(tree)?.plugins?.find((p) => typeof p !== 'string' && p.plugin === '@cascache/nx') as { options: { tiers: string[] } };
+    expect(entry.options.tiers).toEqual(['s3://acme-cache/nx?region=eu-west-1']);
+    await expect(initGenerator(tree, { remote: 's3://KEY:secret@acme-cache/nx', skipFormat: true })).rejects.toThrow('must not carry credentials');
+    await expect(initGenerator(tree, { remote: 'ftp://x/y', skipFormat: true })).rejects.toThrow('s3://, gs:// or https://');
+  });
+
   it('is idempotent: a second run changes no file and says so', async () => {
     await initGenerator(tree, { skipFormat: true });
     const nxJson = tree.read('nx.json', 'utf-8');

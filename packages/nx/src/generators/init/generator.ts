@@ -12,6 +12,7 @@ const IGNORE_LINE = '.cascache';
 type PluginEntry = string | { plugin: string; options?: unknown };
 
 export async function initGenerator(tree: Tree, schema: InitGeneratorSchema): Promise<() => void> {
+  if (schema.remote !== undefined) checkRemote(schema.remote);
   const changes: string[] = [];
   const nxJson = readNxJson(tree) ?? {};
   const plugins: PluginEntry[] = [...((nxJson.plugins as PluginEntry[] | undefined) ?? [])];
@@ -19,7 +20,7 @@ export async function initGenerator(tree: Tree, schema: InitGeneratorSchema): Pr
     ...(schema.storeDir ? { storeDir: schema.storeDir } : {}),
     signingSecretEnv: schema.signingSecretEnv ?? 'CASCACHE_SECRET',
     readOnly: schema.readOnly ?? false,
-    tiers: [],
+    tiers: schema.remote ? [schema.remote] : [],
   };
   const index = plugins.findIndex((p) => (typeof p === 'string' ? p : p.plugin) === PLUGIN);
   if (index === -1) {
@@ -28,6 +29,13 @@ export async function initGenerator(tree: Tree, schema: InitGeneratorSchema): Pr
   } else if (typeof plugins[index] === 'string') {
     plugins[index] = { plugin: PLUGIN, options };
     changes.push(`nx.json: gave ${PLUGIN} its options`);
+  } else if (schema.remote) {
+    const entry = plugins[index] as { plugin: string; options?: { tiers?: unknown[] } };
+    const tiers = Array.isArray(entry.options?.tiers) ? entry.options!.tiers : [];
+    if (!tiers.some((t) => (typeof t === 'string' ? t : (t as { url?: string })?.url) === schema.remote)) {
+      plugins[index] = { ...entry, options: { ...entry.options, tiers: [...tiers, schema.remote] } };
+      changes.push(`nx.json: added the remote tier ${schema.remote}`);
+    }
   }
   if (changes.length > 0) updateNxJson(tree, { ...nxJson, plugins: plugins as never });
 
@@ -46,7 +54,20 @@ export async function initGenerator(tree: Tree, schema: InitGeneratorSchema): Pr
     }
     for (const c of changes) logger.info(`cascache: ${c}`);
     logger.info('cascache: every cacheable task now goes through a local cascache agent. Set CASCACHE_SECRET (32+ bytes) to sign cache entries.');
+    if (schema.remote) logger.info('cascache: every machine sharing the remote tier needs the same CASCACHE_SECRET.');
   };
+}
+
+/** A cheap shape check; the agent validates tiers fully when it starts. */
+function checkRemote(url: string): void {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new Error(`--remote ${JSON.stringify(url)} is not a URL (s3://bucket/prefix, gs://bucket/prefix or https://host/)`);
+  }
+  if (!['s3:', 'gs:', 'https:', 'http:'].includes(u.protocol)) throw new Error(`--remote must be s3://, gs:// or https://, not ${u.protocol}//`);
+  if (u.username || u.password) throw new Error('--remote must not carry credentials; use the cloud SDK chain or CASCACHE_REMOTE_TOKEN');
 }
 
 export default initGenerator;
