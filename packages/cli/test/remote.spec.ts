@@ -128,5 +128,14 @@ describe('cascache with --remote s3://', () => {
     const u = await build('a', '--remote', 's3://AKIA:hunter2@bucket-name/prefix');
     expect(u.code).toBe(ExitCodes.USAGE);
     expect(u.stderr).not.toContain('hunter2');
+    const secret = process.env.CASCACHE_SECRET;
+    delete process.env.CASCACHE_SECRET;
+    try {
+      const unsigned = await build('a', '--remote', remote);
+      expect(unsigned.code).toBe(ExitCodes.USAGE);
+      expect(unsigned.stderr).toContain('remote tiers need a signing secret');
+    } finally {
+      process.env.CASCACHE_SECRET = secret;
+    }
   });
 });

@@ -65,7 +65,7 @@ export interface LayeredStoreOptions {
   local: LocalStore;
   /** Remote tiers, fastest first. */
   remotes: RemoteTier[];
-  /** The AC signing secret remote entries are verified with (the local store's secret). */
+  /** The AC signing secret remote entries are verified with (the local store's secret); required with remotes. */
   secret: Uint8Array | null;
   /** Upload before `recordUpload` resolves (CI); on failure the record stays in the journal. */
   sync?: boolean;
@@ -103,7 +103,14 @@ export class LayeredStore {
   private readonly sleepers = new Set<() => void>();
   private closed = false;
 
+  /**
+   * @throws CascacheError `E_CONFIG` when remote tiers are given without a signing secret: entries
+   * from a shared tier must be verified, or anyone with write access to it could poison builds.
+   */
   constructor(options: LayeredStoreOptions) {
+    if (options.remotes.length > 0 && options.secret === null) {
+      throw new CascacheError(ErrorCodes.CONFIG, 'remote tiers need a signing secret (CASCACHE_SECRET, 32+ bytes, the same on every machine): entries read from a shared tier must be verified');
+    }
     this.opts = options;
     this.local = options.local;
     this.remotes = options.remotes;

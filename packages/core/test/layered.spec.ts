@@ -236,6 +236,11 @@ describe('LayeredStore', () => {
     expect(await c.local.actionCache.get(NS, key)).toBeNull();
   });
 
+  it('refuses remote tiers without a signing secret (entries from a shared tier must be verified)', async () => {
+    const local = await openLocalStore({ root: join(dir, 'unsigned'), secret: null });
+    expect(() => new LayeredStore({ local, remotes: [tier(new MemoryObjectStore())], secret: null })).toThrow(expect.objectContaining({ code: ErrorCodes.CONFIG }));
+  });
+
   it('a read-only tier is read but never written', async () => {
     const objects = new MemoryObjectStore();
     const a = await machine('a', [tier(objects, { readOnly: true })], { sync: true });

@@ -48,10 +48,16 @@ export async function preTasksExecution(options: CascacheNxOptions | undefined, 
   const storeDir = resolveStoreDir(options, context.workspaceRoot, process.env);
   const secretEnv = options?.signingSecretEnv ?? 'CASCACHE_SECRET';
   try {
-    const tiers = options?.tiers ? JSON.stringify(options.tiers) : process.env.CASCACHE_TIERS || undefined;
+    let tiers = options?.tiers?.length ? JSON.stringify(options.tiers) : process.env.CASCACHE_TIERS || undefined;
+    const secret = process.env[secretEnv];
+    if (tiers && !secret) {
+      // Entries from a shared tier must be verified: without the secret, use the local store only.
+      console.warn(`cascache: remote tiers need $${secretEnv} (32+ bytes, the same on every machine); this run uses the local store only`);
+      tiers = undefined;
+    }
     const info = await ensureAgent({
       storeDir,
-      secret: process.env[secretEnv],
+      secret,
       idleTimeoutMs: options?.idleTimeoutMs,
       maxSize: options?.maxSize,
       tiers,
@@ -149,7 +155,7 @@ export async function postTasksExecution(options: CascacheNxOptions | undefined,
     bytesStored: figures?.bytesStored ?? 0,
   };
   console.log(summaryLine(summary));
-  const hasTiers = Boolean(options?.tiers?.length || process.env.CASCACHE_TIERS);
+  const hasTiers = Boolean((options?.tiers?.length || process.env.CASCACHE_TIERS) && process.env[options?.signingSecretEnv ?? 'CASCACHE_SECRET']);
   const waitMs = options?.ciUploadWaitMs ?? 120_000;
   if (hasTiers && !options?.readOnly && isCi(process.env) && waitMs > 0) {
     const flushed = await callAgent<FlushReport>(agent.info, '/_cascache/flush', { timeoutMs: waitMs, since: context.startTime }, waitMs + 5000);

@@ -93,6 +93,11 @@ describe('plugin hooks with a real agent', () => {
 
   it('restarts the agent when the tiers change, and a CI run reports its uploads', async () => {
     const unreachableTier = { tiers: ['s3://unreachable-bucket/x?endpoint=http%3A%2F%2F127.0.0.1%3A9'] };
+    const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    await preTasksExecution(unreachableTier, { workspaceRoot: workspace });
+    expect(warn.mock.calls.map((c) => String(c[0]))).toEqual(['cascache: remote tiers need $CASCACHE_SECRET (32+ bytes, the same on every machine); this run uses the local store only']);
+    warn.mockRestore();
+    process.env.CASCACHE_SECRET = 'hooks-test-signing-secret-0123456789abcdef';
     await preTasksExecution({}, { workspaceRoot: workspace });
     const first = JSON.parse(readFileSync(join(workspace, '.cascache', 'agent.json'), 'utf8'));
     pids.add(first.pid);
