@@ -78,7 +78,8 @@ export function registerChunkApi(app: FastifyInstance, o: ChunkApiOptions): void
     return { stored, bytes, received: counter.bytes };
   });
 
-  app.post('/cas/v1/blobs:read', async (req, reply) => {
+  // '::' is find-my-way's escaped colon: the path is literally /cas/v1/blobs:read.
+  app.post('/cas/v1/blobs::read', async (req, reply) => {
     if (!o.authorize(req, reply, 'read')) return reply;
     const digests = digestList(req.body);
     if (!digests) return badDigests(reply);

@@ -112,6 +112,8 @@ describe('two machines share a team server as an HTTP tier', () => {
     expect(res.status).toBe(400);
     expect((await res.json()).error).toBe('E_INTEGRITY');
     expect((await team.store.blobs.has([digestOf('claimed'), digestOf('actual bytes')])).size).toBe(0);
+    // The batch-read route is the literal path /cas/v1/blobs:read, not a parameter after "blobs".
+    expect((await fetch(`${team.url}/cas/v1/blobsXYZ`, { method: 'POST', body: '{}', headers: { authorization: `Bearer ${RW}`, 'content-type': 'application/json' } })).status).toBe(404);
     const unauth = await fetch(`${team.url}/cas/v1/missing`, { method: 'POST', body: JSON.stringify({ digests: [] }), headers: { 'content-type': 'application/json' } });
     expect(unauth.status).toBe(401);
   });
