@@ -149,7 +149,15 @@ export class LayeredStore {
         // re-encoding yields the same digest; if it ever did not, fetchTree fetches it).
         await putManifest(this.local.blobs, hit.manifest);
         if (!(await this.fetchTree(hit.entry.manifest, i))) continue;
-        await this.local.actionCache.put(namespace, key, { manifest: hit.entry.manifest, size: hit.entry.size, writer: hit.entry.writer });
+        const value = { manifest: hit.entry.manifest, size: hit.entry.size, writer: hit.entry.writer };
+        try {
+          await this.local.actionCache.put(namespace, key, value);
+        } catch (err) {
+          // A local entry that could not be served (its blobs were evicted) yields to the remote hit.
+          if (!isCascacheError(err, ErrorCodes.EXISTS)) throw err;
+          await this.local.actionCache.delete(namespace, key);
+          await this.local.actionCache.put(namespace, key, value);
+        }
         for (const faster of this.remotes.slice(0, i)) if (!faster.readOnly) await this.enqueue(faster, { kind: 'ac', namespace, key }).catch(() => undefined);
         return hit;
       } catch (err) {

@@ -236,6 +236,23 @@ describe('LayeredStore', () => {
     expect(await c.local.actionCache.get(NS, key)).toBeNull();
   });
 
+  it('a remote hit replaces a local entry whose blobs were evicted', async () => {
+    const objects = new MemoryObjectStore();
+    const a = await machine('a', [tier(objects)], { sync: true });
+    const src = await tree('evicted', 4);
+    const { key } = await build(a.local, a.store, src, 'ev');
+    const b = await machine('b', [tier(objects)]);
+    // b holds an entry for the key with another manifest whose blobs are gone (say, evicted).
+    const other = await ingestDirectory(b.local.blobs, await tree('other', 1));
+    await b.local.actionCache.put(NS, key, { manifest: other.digest, size: 1 });
+    for (const d of [other.digest, ...other.manifest.entries.flatMap((e) => (e.type === 'file' ? e.chunks : []))]) await b.local.blobs.delete(d);
+    const hit = await b.store.lookup(NS, key);
+    expect(hit).not.toBeNull();
+    await materializeToDirectory(b.local.blobs, hit!.manifest, join(dir, 'out'));
+    await expectSameFlatTree(src, join(dir, 'out'));
+    expect((await b.local.actionCache.get(NS, key))!.entry.manifest).toBe(hit!.entry.manifest);
+  });
+
   it('refuses remote tiers without a signing secret (entries from a shared tier must be verified)', async () => {
     const local = await openLocalStore({ root: join(dir, 'unsigned'), secret: null });
     expect(() => new LayeredStore({ local, remotes: [tier(new MemoryObjectStore())], secret: null })).toThrow(expect.objectContaining({ code: ErrorCodes.CONFIG }));
