@@ -127,6 +127,10 @@ export class LayeredStore {
     for (const t of this.writable()) this.limiter.set(t.name, new Limiter(options.concurrency ?? 2));
   }
 
+  private cacheOf(tier: RemoteTier): ActionCache {
+    return this.caches[this.remotes.indexOf(tier)]!;
+  }
+
   /** The remote tiers uploads go to. */
   writable(): RemoteTier[] {
     return this.remotes.filter((t) => !t.readOnly);
@@ -372,7 +376,18 @@ export class LayeredStore {
             continue;
           }
           const tree = await this.localTree(entry.manifest);
-          work.push({ item, ...tree, send: async () => ((await tier.entries.putIfAbsent(r.namespace, r.key, bytes)).created ? bytes.length : 0) });
+          work.push({
+            item,
+            ...tree,
+            send: async () => {
+              const put = await tier.entries.putIfAbsent(r.namespace, r.key, bytes);
+              if (put.created) return bytes.length;
+              // Write-once, unless what the tier holds can never be served (tampered, foreign secret).
+              if (put.existing.equals(bytes) || (await this.cacheOf(tier).peek(r.namespace, r.key))) return 0;
+              await tier.entries.replace(r.namespace, r.key, bytes);
+              return bytes.length;
+            },
+          });
         } else {
           const root = await this.local.roots.get(r.digest);
           if (!root) {

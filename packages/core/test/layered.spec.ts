@@ -215,6 +215,25 @@ describe('LayeredStore', () => {
     expect(await b.local.actionCache.get(NS, key)).toBeNull();
   });
 
+  it('an upload replaces a tampered entry in the tier, and never a valid one', async () => {
+    const objects = new MemoryObjectStore();
+    const a = await machine('a', [tier(objects)], { sync: true });
+    const src = await tree('heal', 2);
+    const r = await ingestDirectory(a.local.blobs, src);
+    const key = computeActionKey(['test', 'heal']);
+    await objects.put(`v1/ac/${NS}/${key}`, Buffer.from('{"forged":true}')); // planted before the real upload
+    await a.local.actionCache.put(NS, key, { manifest: r.digest, size: r.logicalBytes });
+    await a.store.recordUpload({ kind: 'ac', namespace: NS, key });
+    const b = await machine('b', [tier(objects)]);
+    expect(await b.store.lookup(NS, key)).not.toBeNull();
+    // A valid entry already there (another writer's) stays: keys are write-once.
+    const c = await machine('c', [tier(objects)], { sync: true });
+    const r2 = await ingestDirectory(c.local.blobs, await tree('heal-other', 1));
+    await c.local.actionCache.put(NS, key, { manifest: r2.digest, size: r2.logicalBytes });
+    await c.store.recordUpload({ kind: 'ac', namespace: NS, key });
+    expect(JSON.parse(objects.objects.get(`v1/ac/${NS}/${key}`)!.body.toString()).manifest).toBe(r.digest);
+  });
+
   it('a pack with flipped bytes is refetched from the next tier, or is a miss', async () => {
     const first = new MemoryObjectStore('memory://first');
     const second = new MemoryObjectStore('memory://second');
