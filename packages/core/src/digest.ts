@@ -36,6 +36,15 @@ export function assertDigest(value: unknown, what = 'digest'): Digest {
 }
 
 /** BLAKE3-256 of `data` (one shot), lowercase hex. */
+/**
+ * Checks that `bytes` hash to `digest`: every store's put trusts no caller's digest.
+ * @throws CascacheError `E_INTEGRITY` naming both digests.
+ */
+export function assertContentDigest(digest: Digest, bytes: Uint8Array): void {
+  const actual = digestOf(bytes);
+  if (actual !== digest) throw new CascacheError(ErrorCodes.INTEGRITY, `put of ${digest}: bytes hash to ${actual}`, { details: { digest, actual } });
+}
+
 export function digestOf(data: Uint8Array | string): Digest {
   return blake3(typeof data === 'string' ? Buffer.from(data, 'utf8') : toBuffer(data)).toString('hex');
 }

@@ -20,7 +20,7 @@
 import { Readable } from 'node:stream';
 import { assertNamespace } from '../action-cache';
 import { decodeBlob, encodeBlob, MAX_BLOB_BYTES } from '../codec';
-import { assertDigest, digestOf, isDigest, type Digest } from '../digest';
+import { assertContentDigest, assertDigest, digestOf, isDigest, type Digest } from '../digest';
 import { CascacheError, ErrorCodes, isCascacheError, type ErrorCode } from '../errors';
 import type { StoreRoot } from '../roots';
 import { readAll } from '../streams';
@@ -158,8 +158,7 @@ export class HttpBlobStore implements TierBlobStore {
   async put(digest: Digest, body: Uint8Array | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
     assertDigest(digest);
     const raw = await readAll(body, MAX_BLOB_BYTES);
-    const actual = digestOf(raw);
-    if (actual !== digest) throw new CascacheError(ErrorCodes.INTEGRITY, `put of ${digest}: bytes hash to ${actual}`, { details: { digest, actual } });
+    assertContentDigest(digest, raw);
     if ((await this.has([digest])).size > 0) return { created: false, storedBytes: 0 };
     const frame = encodeBlob(raw, { level: this.client.options.level ?? 3, compressible: options.compressible });
     await this.send([encodeFrameRecord(digest, frame)]);
@@ -182,8 +181,7 @@ export class HttpBlobStore implements TierBlobStore {
     };
     for await (const b of blobs) {
       assertDigest(b.digest);
-      const actual = digestOf(b.bytes);
-      if (actual !== b.digest) throw new CascacheError(ErrorCodes.INTEGRITY, `put of ${b.digest}: bytes hash to ${actual}`, { details: { digest: b.digest, actual } });
+      assertContentDigest(b.digest, b.bytes);
       const record = encodeFrameRecord(b.digest, encodeBlob(b.bytes, { level: this.client.options.level ?? 3 }));
       batch.push(record);
       size += record.length;

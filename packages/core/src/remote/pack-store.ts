@@ -23,7 +23,7 @@
 import { Readable } from 'node:stream';
 import { canonicalJson } from '../canonical-json';
 import { decodeBlob, encodeBlob, MAX_BLOB_BYTES } from '../codec';
-import { assertDigest, digestOf, isDigest, type Digest } from '../digest';
+import { assertContentDigest, assertDigest, digestOf, isDigest, type Digest } from '../digest';
 import { manifestChunks, parseManifest, type Manifest } from '../manifest';
 import { CascacheError, ErrorCodes, isCascacheError } from '../errors';
 import { Limiter } from '../limiter';
@@ -245,7 +245,7 @@ export class PackStore implements BlobStore {
   async put(digest: Digest, body: Uint8Array | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
     assertDigest(digest);
     const raw = await readAll(body, MAX_BLOB_BYTES);
-    checkDigest(digest, raw);
+    assertContentDigest(digest, raw);
     if ((await this.has([digest])).size > 0) return { created: false, storedBytes: 0 };
     const frame = encodeBlob(raw, { level: this.level, compressible: options.compressible });
     await this.writePack([{ digest, frame }]);
@@ -276,7 +276,7 @@ export class PackStore implements BlobStore {
       assertDigest(b.digest);
       const at = this.locations.get(b.digest);
       if ((at && !this.condemned.has(at.pack)) || inBatch.has(b.digest)) continue;
-      checkDigest(b.digest, b.bytes);
+      assertContentDigest(b.digest, b.bytes);
       const frame = encodeBlob(b.bytes, { level: this.level, compressible: b.compressible });
       batch.push({ digest: b.digest, frame });
       inBatch.add(b.digest);
@@ -296,7 +296,7 @@ export class PackStore implements BlobStore {
    * `manifestBytes` do not hash to `manifest`.
    */
   async writeTree(manifest: Digest, manifestBytes: Buffer): Promise<number> {
-    checkDigest(manifest, manifestBytes);
+    assertContentDigest(manifest, manifestBytes);
     const chunks = uniqueChunks(parseManifest(manifestBytes));
     if (chunks.some((d) => !this.locations.has(d))) await this.refresh(true);
     const packs: Digest[] = [];
@@ -440,40 +440,11 @@ export class PackStore implements BlobStore {
     await this.refresh(true);
     const loc = this.locations.get(digest);
     if (!loc) return false;
-    await this.rewritePack(loc.pack, new Set([digest]));
+    // Survivors go to a new pack before the old one is deleted: a concurrent reader loses nothing else.
+    const survivors = new Set([...this.locations].filter(([d, l]) => l.pack === loc.pack && d !== digest).map(([d]) => d));
+    await this.copyOut(loc.pack, survivors);
+    await this.deletePack(loc.pack);
     return true;
-  }
-
-  /**
-   * Rewrites a pack without the blobs in `drop` (GC's repack). The survivors go to a new pack first;
-   * only then are the old index and pack deleted, so a concurrent reader loses nothing that survives.
-   * @returns bytes freed (old pack size minus new).
-   */
-  async rewritePack(pack: Digest, drop: ReadonlySet<Digest>): Promise<number> {
-    const members = [...this.locations].filter(([, l]) => l.pack === pack);
-    const keep = members.filter(([d]) => !drop.has(d));
-    const oldBytes = members.reduce((n, [, l]) => n + l.length, 0);
-    let newBytes = 0;
-    if (keep.length > 0) {
-      const frames: Array<{ digest: Digest; frame: Buffer }> = [];
-      for (const [digest, loc] of keep) {
-        const frame = await this.limiter.run(() => this.objects.get(packKey(pack), { offset: loc.offset, length: loc.length }));
-        if (frame === null) continue;
-        try {
-          decodeBlob(frame, digest);
-        } catch {
-          continue; // a damaged survivor is dropped, not copied
-        }
-        frames.push({ digest, frame });
-      }
-      for (const [d] of keep) this.locations.delete(d);
-      if (frames.length > 0) newBytes = await this.writePack(frames);
-    }
-    for (const [d, l] of members) if (l.pack === pack && this.locations.get(d)?.pack === pack) this.locations.delete(d);
-    await this.limiter.run(() => this.objects.delete(indexKey(pack)));
-    await this.limiter.run(() => this.objects.delete(packKey(pack)));
-    this.loadedIndexes.delete(pack);
-    return Math.max(0, oldBytes - newBytes);
   }
 
   async *list(): AsyncIterable<BlobInfo> {
@@ -595,11 +566,6 @@ export class PackStore implements BlobStore {
 /** A manifest's chunks, each once, in first-occurrence order (the order of a tree's rows). */
 function uniqueChunks(manifest: Manifest): Digest[] {
   return [...new Set(manifestChunks(manifest))];
-}
-
-function checkDigest(digest: Digest, bytes: Uint8Array): void {
-  const actual = digestOf(bytes);
-  if (actual !== digest) throw new CascacheError(ErrorCodes.INTEGRITY, `put of ${digest}: bytes hash to ${actual}`, { details: { digest, actual } });
 }
 
 function parseIndex(body: Buffer, pack: Digest): Array<[Digest, number, number]> | null {

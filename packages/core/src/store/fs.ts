@@ -22,7 +22,7 @@ import { accessSync, closeSync, openSync, promises as fsp, readFileSync, readSyn
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { BLOB_HEADER_BYTES, decodeBlob, encodeBlob, MAX_BLOB_BYTES, readBlobHeader, type BlobHeader } from '../codec';
-import { assertDigest, digestOf, isDigest, type Digest } from '../digest';
+import { assertContentDigest, assertDigest, isDigest, type Digest } from '../digest';
 import { CascacheError, ErrorCodes, isCascacheError, toIoError } from '../errors';
 import { readAll } from '../streams';
 import type { BlobInfo, BlobStore, PutOptions, PutResult } from './types';
@@ -132,10 +132,7 @@ export class FsBlobStore implements BlobStore {
       return { created: false, storedBytes: 0 };
     }
     const raw = await readAll(body, MAX_BLOB_BYTES);
-    const actual = digestOf(raw);
-    if (actual !== digest) {
-      throw new CascacheError(ErrorCodes.INTEGRITY, `put of ${digest}: bytes hash to ${actual}`, { details: { digest, actual } });
-    }
+    assertContentDigest(digest, raw);
     const frame = encodeBlob(raw, { level: this.level, compressible: options.compressible });
     await this.writeAtomically(final, frame, digest);
     return { created: true, storedBytes: frame.length };

@@ -4,7 +4,7 @@
  */
 import { Readable } from 'node:stream';
 import { decodeBlob, encodeBlob, MAX_BLOB_BYTES } from '../codec';
-import { assertDigest, digestOf, type Digest } from '../digest';
+import { assertContentDigest, assertDigest, type Digest } from '../digest';
 import { CascacheError, ErrorCodes, isCascacheError } from '../errors';
 import { readAll } from '../streams';
 import type { BlobInfo, BlobStore, PutOptions, PutResult } from './types';
@@ -47,10 +47,7 @@ export class MemoryBlobStore implements BlobStore {
   async put(digest: Digest, body: Uint8Array | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
     assertDigest(digest);
     const raw = await readAll(body, MAX_BLOB_BYTES);
-    const actual = digestOf(raw);
-    if (actual !== digest) {
-      throw new CascacheError(ErrorCodes.INTEGRITY, `put of ${digest}: bytes hash to ${actual}`, { details: { digest, actual } });
-    }
+    assertContentDigest(digest, raw);
     if (this.frames.has(digest)) return { created: false, storedBytes: 0 };
     const frame = encodeBlob(raw, { level: this.level, compressible: options.compressible });
     this.frames.set(digest, { frame, atimeMs: Date.now() });
