@@ -48,6 +48,15 @@ function digestList(body: unknown): string[] | null {
   return Array.isArray(d) && d.length <= MAX_DIGESTS && d.every(isDigest) ? (d as string[]) : null;
 }
 
+/** A listing as a stream of JSON lines, produced as the client reads. */
+function ndjson(items: AsyncIterable<unknown>): Readable {
+  return Readable.from(
+    (async function* () {
+      for await (const item of items) yield `${JSON.stringify(item)}\n`;
+    })(),
+  );
+}
+
 export function registerChunkApi(app: FastifyInstance, o: ChunkApiOptions): void {
   const badDigests = (reply: FastifyReply) => reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: `body must be {"digests": [up to ${MAX_DIGESTS} hex digests]}` });
 
@@ -98,13 +107,7 @@ export function registerChunkApi(app: FastifyInstance, o: ChunkApiOptions): void
 
   app.get('/cas/v1/blobs', async (req, reply) => {
     if (!o.authorize(req, reply, 'read')) return reply;
-    const blobs = o.blobs;
-    const body = Readable.from(
-      (async function* () {
-        for await (const b of blobs.list()) yield `${JSON.stringify(b)}\n`;
-      })(),
-    );
-    return reply.code(200).type('application/x-ndjson').send(body);
+    return reply.code(200).type('application/x-ndjson').send(ndjson(o.blobs.list()));
   });
 
   app.get<{ Params: { digest: string } }>('/cas/v1/blobs/:digest', async (req, reply) => {
@@ -180,13 +183,7 @@ export function registerChunkApi(app: FastifyInstance, o: ChunkApiOptions): void
 
   app.get('/cas/v1/ac', async (req, reply) => {
     if (!o.authorize(req, reply, 'read')) return reply;
-    const entries = o.entries;
-    const body = Readable.from(
-      (async function* () {
-        for await (const e of entries.list()) yield `${JSON.stringify(e)}\n`;
-      })(),
-    );
-    return reply.code(200).type('application/x-ndjson').send(body);
+    return reply.code(200).type('application/x-ndjson').send(ndjson(o.entries.list()));
   });
 
   app.put<{ Params: { digest: string } }>('/cas/v1/roots/:digest', async (req, reply) => {
