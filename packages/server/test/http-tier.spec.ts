@@ -15,6 +15,7 @@ import {
   materializeToDirectory,
   openLocalStore,
   openRemoteTier,
+  type HttpBlobStore,
   type LocalStore,
   type RemoteTier,
 } from '@cascache/core';
@@ -89,6 +90,12 @@ describe('two machines share a team server as an HTTP tier', () => {
     expect(a.warnings).toEqual([]);
     expect(a.layered.stats).toMatchObject({ records: 1 });
     expect(await team.store.entries.get('default', key)).not.toBeNull();
+    // Range reads of one blob: exactly the bytes asked for.
+    const chunk = r.manifest.entries.find((e) => e.type === 'file' && e.size > 10_000);
+    const d = chunk && chunk.type === 'file' ? chunk.chunks[0]! : '';
+    const whole = (await team.store.blobs.getBuffer(d))!;
+    const part = await (a.tier.blobs as HttpBlobStore).getRange(d, 100, 50);
+    expect(part!.equals(whole.subarray(100, 150))).toBe(true);
 
     const b = await machine('b', RO);
     const hit = await b.layered.lookup('default', key);
