@@ -108,6 +108,35 @@ export class MemoryAcStore implements AcStore {
   }
 }
 
+/**
+ * Parses stored entry bytes and checks their shape (format, fields, types), not their signature:
+ * for readers that only describe entries, such as the store index. Null when malformed.
+ */
+export function parseAcEntry(bytes: Buffer): { entry: AcEntry; sig: string } | null {
+  if (bytes.length > MAX_AC_ENTRY_BYTES) return null;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return null;
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return null;
+  const { sig, ...rest } = parsed as Record<string, unknown>;
+  const e = rest as unknown as AcEntry;
+  const wellFormed =
+    e.format === AC_FORMAT &&
+    typeof e.namespace === 'string' &&
+    isDigest(e.key) &&
+    isDigest(e.manifest) &&
+    Number.isSafeInteger(e.size) &&
+    e.size >= 0 &&
+    Number.isSafeInteger(e.created) &&
+    typeof e.writer === 'string' &&
+    typeof sig === 'string' &&
+    Object.keys(rest).length === 7;
+  return wellFormed ? { entry: e, sig: sig as string } : null;
+}
+
 /** A verified AC entry. */
 export interface AcEntry {
   format: typeof AC_FORMAT;
@@ -260,31 +289,12 @@ export class ActionCache {
 
   /** The verified entry, or the reason it cannot be served. */
   private verify(namespace: string, key: Digest, bytes: Buffer): AcEntry | AcMissReason {
-    if (bytes.length > MAX_AC_ENTRY_BYTES) return 'malformed';
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(bytes.toString('utf8'));
-    } catch {
-      return 'malformed';
-    }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return 'malformed';
-    const { sig, ...rest } = parsed as Record<string, unknown>;
-    const e = rest as unknown as AcEntry;
-    const wellFormed =
-      e.format === AC_FORMAT &&
-      typeof e.namespace === 'string' &&
-      isDigest(e.key) &&
-      isDigest(e.manifest) &&
-      Number.isSafeInteger(e.size) &&
-      e.size >= 0 &&
-      Number.isSafeInteger(e.created) &&
-      typeof e.writer === 'string' &&
-      typeof sig === 'string' &&
-      Object.keys(rest).length === 7;
-    if (!wellFormed) return 'malformed';
+    const parsed = parseAcEntry(bytes);
+    if (!parsed) return 'malformed';
+    const { entry: e, sig } = parsed;
     if (this.secret) {
       const expected = Buffer.from(this.sign(e), 'utf8');
-      const actual = Buffer.from(sig as string, 'utf8');
+      const actual = Buffer.from(sig, 'utf8');
       if (expected.length !== actual.length || !timingSafeEqual(expected, actual)) return 'bad-signature';
     }
     if (e.namespace !== namespace || e.key !== key) return 'mismatch';

@@ -31,7 +31,7 @@ export {
   type EncodeOptions,
 } from './codec';
 export { canonicalJson } from './canonical-json';
-export type { BlobInfo, BlobStore, PutOptions, PutResult } from './store/types';
+export type { BlobInfo, BlobStore, PutOptions, PutResult, StoreObserver } from './store/types';
 export { MemoryBlobStore, type MemoryBlobStoreOptions } from './store/memory';
 export { FsBlobStore, LAYOUT_VERSION, type FsBlobStoreOptions } from './store/fs';
 export { FsAcStore } from './store/fs-ac';
@@ -80,6 +80,7 @@ export {
   MAX_AC_ENTRY_BYTES,
   MemoryAcStore,
   MIN_SECRET_BYTES,
+  parseAcEntry,
   type AcEntry,
   type AcHit,
   type AcMissReason,
@@ -94,7 +95,7 @@ export { verifyStore, type VerifyOptions, type VerifyProblem, type VerifyReport 
 export { formatBytes, parseByteSize } from './format';
 export { executeGc, planEvict, planGc, type EvictOptions, type GcOptions, type GcPlan, type GcResult, type PlannedEntry } from './gc';
 export { storeStats, type StoreStats } from './stats';
-export { INDEX_SCHEMA_VERSION, StoreIndex, type IndexCounts, type IndexOpenResult } from './store-index';
+export { INDEX_SCHEMA_VERSION, markIndexStale, recordRun, StoreIndex, type IndexCounts, type IndexOpenResult, type RunRecord, type ToolStats } from './store-index';
 export { writeFileAtomic } from './atomic-write';
 export { checkRange, MemoryObjectStore, type ByteRange, type ObjectInfo, type ObjectStore } from './remote/object-store';
 export { S3ObjectStore, type S3ObjectStoreOptions } from './remote/s3';

@@ -6,6 +6,7 @@
  * <root>/v1/blobs/ab/<digest>    framed blobs           <root>/v1/ac/<namespace>/ab/<key>
  * <root>/v1/tmp/                 writes in progress     <root>/v1/quarantine/  corrupt blobs
  * <root>/v1/roots/<digest>.json  store roots (GC roots) <root>/v1/runs/        recorded tool runs
+ * <root>/v1/index.sqlite         the index (store-index.ts): a cache of all of the above
  * ```
  *
  * The descriptor is written once, when the store is created, and is authoritative afterwards: the
@@ -20,6 +21,8 @@ import { CascacheError, ErrorCodes, toIoError } from './errors';
 import { RootStore } from './roots';
 import { FsAcStore } from './store/fs-ac';
 import { FsBlobStore, LAYOUT_VERSION, type FsBlobStoreOptions } from './store/fs';
+import { staleMarkingObserver, StoreIndex } from './store-index';
+import type { StoreObserver } from './store/types';
 
 /** Contents of `<root>/v1/store.json`. */
 export interface StoreDescriptor {
@@ -44,6 +47,12 @@ export interface LocalStoreOptions {
   writer?: string;
   onWarning?: ActionCacheOptions['onWarning'];
   onCorrupt?: FsBlobStoreOptions['onCorrupt'];
+  /**
+   * Keep the SQLite index (`v1/index.sqlite`) current as this process writes. Default true. Without
+   * it (or when it cannot be opened) the first change marks the index stale instead, so it is
+   * rebuilt before anyone reads it.
+   */
+  index?: boolean;
 }
 
 /** An opened local store. */
@@ -55,6 +64,10 @@ export interface LocalStore {
   actionCache: ActionCache;
   /** Named trees kept alive through GC (`cascache store add`). */
   roots: RootStore;
+  /** The index this process keeps current, or null (see `LocalStoreOptions.index`). */
+  index: StoreIndex | null;
+  /** Writes what the index has queued and closes it. The store's files need no closing. */
+  close(): void;
 }
 
 /**
@@ -63,11 +76,22 @@ export interface LocalStore {
  * chunker parameters other than the explicitly requested ones; `E_IO` on filesystem failure.
  */
 export async function openLocalStore(options: LocalStoreOptions): Promise<LocalStore> {
-  const descriptor = await ensureDescriptor(options.root, options.chunker);
-  const blobs = new FsBlobStore({ root: options.root, level: options.level, onCorrupt: options.onCorrupt });
-  const entries = new FsAcStore(options.root);
+  const { descriptor, created } = await ensureDescriptor(options.root, options.chunker);
+  let index: StoreIndex | null = null;
+  if (options.index ?? true) {
+    try {
+      index = StoreIndex.open(options.root).index;
+      // A store created just now is empty, so its new index is complete without a rebuild.
+      if (created) index.markBuilt();
+    } catch {
+      // SQLite failed to load or the file cannot be opened: the store works without its cache.
+    }
+  }
+  const observer: StoreObserver = index ?? staleMarkingObserver(options.root);
+  const blobs = new FsBlobStore({ root: options.root, level: options.level, onCorrupt: options.onCorrupt, observer });
+  const entries = new FsAcStore(options.root, observer);
   const actionCache = new ActionCache({ entries, blobs, secret: options.secret, writer: options.writer, onWarning: options.onWarning });
-  return { root: options.root, descriptor, blobs, entries, actionCache, roots: new RootStore(options.root) };
+  return { root: options.root, descriptor, blobs, entries, actionCache, roots: new RootStore(options.root, observer), index, close: () => index?.close() };
 }
 
 /** The chunker parameters recorded in a descriptor. */
@@ -75,11 +99,11 @@ export function descriptorChunker(d: StoreDescriptor): ChunkerParams {
   return { min: d.chunker.min, avg: d.chunker.avg, max: d.chunker.max };
 }
 
-async function ensureDescriptor(root: string, requested: ChunkerParams | undefined): Promise<StoreDescriptor> {
+async function ensureDescriptor(root: string, requested: ChunkerParams | undefined): Promise<{ descriptor: StoreDescriptor; created: boolean }> {
   const dir = join(root, LAYOUT_VERSION);
   const path = join(dir, 'store.json');
   const existing = await readDescriptor(path);
-  if (existing) return checkRequested(existing, requested, path);
+  if (existing) return { descriptor: checkRequested(existing, requested, path), created: false };
   const params = validateChunkerParams(requested ?? DEFAULT_CHUNKER_PARAMS);
   const descriptor: StoreDescriptor = {
     format: 'cascache-store',
@@ -93,11 +117,11 @@ async function ensureDescriptor(root: string, requested: ChunkerParams | undefin
     await fsp.mkdir(dir, { recursive: true });
     await fsp.writeFile(tmp, `${JSON.stringify(descriptor, null, 2)}\n`, { flag: 'wx' });
     await fsp.link(tmp, path); // EEXIST when another process created the store first
-    return descriptor;
+    return { descriptor, created: true };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
       const winner = await readDescriptor(path);
-      if (winner) return checkRequested(winner, requested, path);
+      if (winner) return { descriptor: checkRequested(winner, requested, path), created: false };
     }
     throw toIoError(err, `creating store descriptor ${path}`);
   } finally {

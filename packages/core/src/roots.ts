@@ -13,6 +13,7 @@ import { writeFileAtomic } from './atomic-write';
 import { assertDigest, isDigest, type Digest } from './digest';
 import { CascacheError, ErrorCodes, toIoError } from './errors';
 import { LAYOUT_VERSION } from './store/fs';
+import type { StoreObserver } from './store/types';
 
 /** One store root. */
 export interface StoreRoot {
@@ -33,8 +34,14 @@ const NAME_RE = /^[^\0\n\r]{1,200}$/;
 export class RootStore {
   private readonly dir: string;
 
-  /** @param root the store root; roots live under `<root>/v1/roots`. */
-  constructor(root: string) {
+  /**
+   * @param root the store root; roots live under `<root>/v1/roots`.
+   * @param observer told about every root added or removed (the store index).
+   */
+  constructor(
+    root: string,
+    private readonly observer?: StoreObserver,
+  ) {
     this.dir = join(root, LAYOUT_VERSION, 'roots');
   }
 
@@ -48,6 +55,7 @@ export class RootStore {
     const existing = await this.get(root.digest);
     const record: StoreRoot = { digest: root.digest, name: root.name, size: root.size, files: root.files, created: existing?.created ?? root.created ?? Date.now() };
     await writeFileAtomic(join(this.dir, `${root.digest}.json`), `${JSON.stringify(record)}\n`);
+    this.observer?.rootWritten(record);
     return record;
   }
 
@@ -93,6 +101,7 @@ export class RootStore {
     assertDigest(digest, 'root digest');
     try {
       await fsp.unlink(join(this.dir, `${digest}.json`));
+      this.observer?.rootRemoved(digest);
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;

@@ -6,6 +6,9 @@
  * - `uniqueBytes`: raw bytes of the distinct blobs (read from frame headers).
  * - `storedBytes`: what the blobs take on disk.
  * - `dedupRatio` = logical / unique; `compressionRatio` = unique / stored.
+ *
+ * Read from the store's SQLite index when it has one (refreshed first: rebuilt if it fell behind), so
+ * the cost does not grow with the number of blobs; else counted from the files.
  */
 import type { LocalStore } from './local-store';
 
@@ -22,6 +25,11 @@ export interface StoreStats {
 }
 
 export async function storeStats(store: LocalStore): Promise<StoreStats> {
+  if (store.index) {
+    await store.index.refresh(store);
+    const c = store.index.counts();
+    return withRatios({ blobs: c.blobs, storedBytes: c.storedBytes, uniqueBytes: c.rawBytes, acEntries: c.entries, roots: c.roots, logicalBytes: c.logicalBytes });
+  }
   let blobs = 0;
   let storedBytes = 0;
   let uniqueBytes = 0;
@@ -40,16 +48,15 @@ export async function storeStats(store: LocalStore): Promise<StoreStats> {
   }
   const roots = await store.roots.list();
   for (const r of roots) logicalBytes += r.size;
+  return withRatios({ blobs, storedBytes, uniqueBytes, acEntries, roots: roots.length, logicalBytes });
+}
+
+function withRatios(t: Omit<StoreStats, 'dedupRatio' | 'compressionRatio' | 'avgChunkBytes'>): StoreStats {
   const ratio = (a: number, b: number): number => (b > 0 ? Math.round((a / b) * 100) / 100 : 0);
   return {
-    blobs,
-    storedBytes,
-    uniqueBytes,
-    acEntries,
-    roots: roots.length,
-    logicalBytes,
-    dedupRatio: ratio(logicalBytes, uniqueBytes),
-    compressionRatio: ratio(uniqueBytes, storedBytes),
-    avgChunkBytes: blobs > 0 ? Math.round(uniqueBytes / blobs) : 0,
+    ...t,
+    dedupRatio: ratio(t.logicalBytes, t.uniqueBytes),
+    compressionRatio: ratio(t.uniqueBytes, t.storedBytes),
+    avgChunkBytes: t.blobs > 0 ? Math.round(t.uniqueBytes / t.blobs) : 0,
   };
 }

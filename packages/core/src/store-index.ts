@@ -1,28 +1,67 @@
 /**
  * The store index: SQLite (`<root>/v1/index.sqlite`, WAL mode) holding blob sizes and codecs, action
- * cache entries with their last use, store roots and recorded runs. It is a cache of the truth on
+ * cache entries with their last use, store roots and recorded tool runs. It is a cache of the truth on
  * disk: everything in it can be rebuilt from the files (`rebuild`), and a lost, unreadable or
  * wrong-version index is moved aside and replaced rather than trusted or repaired.
  *
+ * Kept current incrementally: the local store tells it (as a {@link StoreObserver}) about every blob,
+ * entry and root it writes, hits or deletes, after the file change. Updates are queued and written in
+ * one transaction per event-loop turn (`flush`), so a burst of chunk writes costs one commit.
+ *
+ * When it can fall behind, it says so instead of drifting silently: a failed update (a locked or full
+ * database) or a write by a process without the index leaves `<root>/v1/index.stale`, and an index
+ * never rebuilt since it was created is incomplete. Readers call `refresh`, which rebuilds in those
+ * cases. A rebuild runs beside writers: it deletes only rows it did not see that were indexed before
+ * its scan began, so a write that lands during the scan keeps its row.
+ *
+ * Tool runs (`<root>/v1/runs/*.json`, one file per run, written once) are read into the index by
+ * `refresh` when new files appear.
+ *
  * better-sqlite3 12.x (13.x needs Node 22; see shared DEPENDENCIES.md), synchronous by design: each
- * statement is microseconds, and rebuilds run in one transaction.
+ * statement is microseconds. `synchronous = NORMAL`: a power cut may lose the last commits, which
+ * costs a rebuild at worst, never a blob.
  */
-import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, promises as fsp, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type DatabaseType from 'better-sqlite3';
+import { parseAcEntry } from './action-cache';
+import type { Digest } from './digest';
 import type { LocalStore } from './local-store';
 import { LAYOUT_VERSION } from './store/fs';
+import type { StoreObserver } from './store/types';
 
 /** Bump when the schema changes: an index of another version is replaced and rebuilt. */
-export const INDEX_SCHEMA_VERSION = 1;
+export const INDEX_SCHEMA_VERSION = 2;
+
+/** How long an update waits for another process's write lock before the index is marked stale, ms. */
+const BUSY_TIMEOUT_MS = 2000;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, stored_size INTEGER NOT NULL, raw_size INTEGER, codec INTEGER, mtime INTEGER);
+CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, stored_size INTEGER NOT NULL, raw_size INTEGER, codec INTEGER,
+  mtime INTEGER, indexed INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (namespace TEXT NOT NULL, key TEXT NOT NULL, manifest TEXT NOT NULL, size INTEGER NOT NULL,
-  created INTEGER NOT NULL, last_used INTEGER NOT NULL, PRIMARY KEY (namespace, key));
-CREATE TABLE IF NOT EXISTS roots (digest TEXT PRIMARY KEY, name TEXT NOT NULL, size INTEGER NOT NULL, files INTEGER NOT NULL, created INTEGER NOT NULL);
+  created INTEGER NOT NULL, last_used INTEGER NOT NULL, indexed INTEGER NOT NULL, PRIMARY KEY (namespace, key));
+CREATE TABLE IF NOT EXISTS roots (digest TEXT PRIMARY KEY, name TEXT NOT NULL, size INTEGER NOT NULL, files INTEGER NOT NULL,
+  created INTEGER NOT NULL, indexed INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (file TEXT PRIMARY KEY, tool TEXT NOT NULL, started INTEGER NOT NULL, ended INTEGER);
+CREATE TABLE IF NOT EXISTS tasks (run TEXT NOT NULL, started INTEGER NOT NULL, id TEXT, hash TEXT, status TEXT NOT NULL, ms INTEGER);
+CREATE INDEX IF NOT EXISTS tasks_hash ON tasks (hash);
+CREATE INDEX IF NOT EXISTS tasks_run ON tasks (run);
+CREATE TEMP TABLE IF NOT EXISTS seen_blobs (digest TEXT PRIMARY KEY);
+CREATE TEMP TABLE IF NOT EXISTS seen_entries (namespace TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (namespace, key));
+CREATE TEMP TABLE IF NOT EXISTS seen_roots (digest TEXT PRIMARY KEY);
 `;
+
+/**
+ * Task statuses that count as a hit (served by cascache) and as a miss (looked up, then built), per
+ * tool: Nx's own task statuses (`remote-cache` is ours; `local-cache` is Nx's own cache and counts as
+ * neither) and the CLI's `hit`/`miss`.
+ */
+const HIT_STATUSES = ['remote-cache', 'hit'];
+const MISS_STATUSES = ['success', 'failure', 'miss'];
+const inList = (xs: string[]): string => xs.map((x) => `'${x}'`).join(', ');
 
 export interface IndexCounts {
   blobs: number;
@@ -33,28 +72,121 @@ export interface IndexCounts {
   roots: number;
 }
 
+/** What one tool got from the cache, from its recorded runs. */
+export interface ToolStats {
+  tool: string;
+  runs: number;
+  /** Tasks served from cascache. */
+  hits: number;
+  /** Tasks looked up and then built (or failed). */
+  misses: number;
+  hitRate: number;
+  /** For each hit, the duration of the last successful real run of the same hash, summed, ms. Null when the tool records no durations. */
+  savedMs: number | null;
+}
+
+/** One recorded run of a tool: `<root>/v1/runs/<name>.json`. Written once, never changed. */
+export interface RunRecord {
+  /** `nx`, `cascache cache`, ... */
+  tool: string;
+  id?: string;
+  /** ms since the epoch. */
+  startTime: number;
+  endTime?: number;
+  /** Per task: its hash (action key), what happened (`remote-cache`, `success`, `hit`, `miss`...), how long it took, ms. */
+  tasks: Array<{ id?: string; hash?: string; status: string; ms?: number }>;
+}
+
 export interface IndexOpenResult {
   index: StoreIndex;
   /** Why the previous index file was replaced, when it was. The caller should rebuild. */
   replaced?: 'missing' | 'unreadable' | 'schema';
 }
 
-/** Loaded on first use: processes that never open an index (the Nx agent) never load SQLite. */
+/** Loaded on first use, so processes that never open an index never load SQLite. */
 function sqlite(): typeof DatabaseType {
   return require('better-sqlite3') as typeof DatabaseType;
 }
 
-export class StoreIndex {
+/** Path of the marker that says the index fell behind the files. */
+export function staleMarkerPath(root: string): string {
+  return join(root, LAYOUT_VERSION, 'index.stale');
+}
+
+/**
+ * Records that the index of the store at `root` no longer matches its files (best-effort: if even
+ * this fails, the next rebuild still starts from the files).
+ */
+export function markIndexStale(root: string, reason: string): void {
+  try {
+    writeFileSync(staleMarkerPath(root), `${new Date().toISOString()} ${reason}\n`);
+  } catch {
+    /* see above */
+  }
+}
+
+/**
+ * Writes a run record under `<root>/v1/runs/` (atomically, never overwriting) and returns its file
+ * name. The index reads it at its next `refresh`.
+ * @throws Error from the filesystem; callers recording statistics should not let it fail their work.
+ */
+export async function recordRun(root: string, run: RunRecord): Promise<string> {
+  const dir = join(root, LAYOUT_VERSION, 'runs');
+  await fsp.mkdir(dir, { recursive: true });
+  const name = `${run.startTime}-${randomBytes(4).toString('hex')}.json`;
+  const tmp = join(dir, `.${name}.tmp`);
+  await fsp.writeFile(tmp, `${JSON.stringify(run)}\n`, { flag: 'wx' });
+  await fsp.rename(tmp, join(dir, name));
+  return name;
+}
+
+type Statement = DatabaseType.Statement;
+
+export class StoreIndex implements StoreObserver {
+  private readonly queue: Array<() => void> = [];
+  private flushScheduled = false;
+  private closed = false;
+  private readonly st: Record<'blobPut' | 'blobDel' | 'entryPut' | 'entryUse' | 'entryDel' | 'rootPut' | 'rootDel', Statement>;
+
   private constructor(
     private readonly db: DatabaseType.Database,
     readonly path: string,
-  ) {}
+    /** The store root this index describes. */
+    readonly root: string,
+    /** Why the index file was replaced at open, if it was. */
+    readonly replaced: IndexOpenResult['replaced'],
+  ) {
+    this.st = {
+      blobPut: db.prepare(
+        `INSERT INTO blobs (digest, stored_size, raw_size, codec, mtime, indexed) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (digest) DO UPDATE SET stored_size = excluded.stored_size, raw_size = excluded.raw_size, codec = excluded.codec,
+           mtime = excluded.mtime, indexed = excluded.indexed`,
+      ),
+      blobDel: db.prepare('DELETE FROM blobs WHERE digest = ?'),
+      entryPut: db.prepare(
+        `INSERT INTO entries (namespace, key, manifest, size, created, last_used, indexed) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (namespace, key) DO UPDATE SET manifest = excluded.manifest, size = excluded.size, created = excluded.created,
+           last_used = MAX(entries.last_used, excluded.last_used), indexed = excluded.indexed`,
+      ),
+      entryUse: db.prepare('UPDATE entries SET last_used = MAX(last_used, ?) WHERE namespace = ? AND key = ?'),
+      entryDel: db.prepare('DELETE FROM entries WHERE namespace = ? AND key = ?'),
+      rootPut: db.prepare(
+        `INSERT INTO roots (digest, name, size, files, created, indexed) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (digest) DO UPDATE SET name = excluded.name, size = excluded.size, files = excluded.files, created = excluded.created,
+           indexed = excluded.indexed`,
+      ),
+      rootDel: db.prepare('DELETE FROM roots WHERE digest = ?'),
+    };
+  }
 
   /**
    * Opens the index of a store, replacing it when it cannot be trusted: a file that SQLite cannot
-   * read is moved to `index.sqlite.corrupt-<ms>`; another schema version is deleted.
+   * read is moved to `index.sqlite.corrupt-<ms>`; another schema version is deleted. A replaced
+   * index is empty and incomplete until rebuilt (`refresh` does that). `busyTimeoutMs`: how long an
+   * update waits for another process's write lock (default 2000) before the index is marked stale.
+   * @throws Error when SQLite cannot be loaded or the directory cannot be written.
    */
-  static open(root: string): IndexOpenResult {
+  static open(root: string, options: { busyTimeoutMs?: number } = {}): IndexOpenResult {
     const dir = join(root, LAYOUT_VERSION);
     mkdirSync(dir, { recursive: true });
     const path = join(dir, 'index.sqlite');
@@ -62,8 +194,7 @@ export class StoreIndex {
     const Database = sqlite();
     let db: DatabaseType.Database | undefined;
     try {
-      db = new Database(path);
-      db.pragma('journal_mode = WAL');
+      db = StoreIndex.connect(Database, path, options.busyTimeoutMs);
       // Reading sqlite_master is what fails on a file that is not a database.
       const hasMeta = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").get() !== undefined;
       const row = hasMeta ? (db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: string } | undefined) : undefined;
@@ -80,17 +211,116 @@ export class StoreIndex {
       for (const suffix of ['-wal', '-shm']) rmSync(`${path}${suffix}`, { force: true });
       replaced = 'unreadable';
     }
-    if (!db) {
-      db = new Database(path);
-      db.pragma('journal_mode = WAL');
-    }
+    db ??= StoreIndex.connect(Database, path, options.busyTimeoutMs);
     db.exec(SCHEMA);
     db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)").run(String(INDEX_SCHEMA_VERSION));
-    return { index: new StoreIndex(db, path), replaced };
+    return { index: new StoreIndex(db, path, root, replaced), replaced };
   }
 
-  /** Rebuilds every table from the files of `store`, in one transaction. */
+  private static connect(Database: typeof DatabaseType, path: string, busyTimeoutMs = BUSY_TIMEOUT_MS): DatabaseType.Database {
+    const db = new Database(path, { timeout: busyTimeoutMs });
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    return db;
+  }
+
+  // --- StoreObserver: queued, written by flush() ---
+
+  blobWritten(b: { digest: Digest; storedSize: number; rawSize: number; codec: number; mtimeMs: number }): void {
+    this.enqueue(() => this.st.blobPut.run(b.digest, b.storedSize, b.rawSize, b.codec, Math.round(b.mtimeMs), Date.now()));
+  }
+
+  blobDeleted(digest: Digest): void {
+    this.enqueue(() => this.st.blobDel.run(digest));
+  }
+
+  entryWritten(namespace: string, key: Digest, bytes: Buffer, atMs: number): void {
+    const parsed = parseAcEntry(bytes);
+    const e = parsed && parsed.entry.namespace === namespace && parsed.entry.key === key ? parsed.entry : null;
+    // A malformed entry is no entry: it is never served, and a rebuild would not count it either.
+    this.enqueue(() => (e ? this.st.entryPut.run(namespace, key, e.manifest, e.size, e.created, Math.round(atMs), Date.now()) : this.st.entryDel.run(namespace, key)));
+  }
+
+  entryUsed(namespace: string, key: Digest, atMs: number): void {
+    this.enqueue(() => this.st.entryUse.run(Math.round(atMs), namespace, key));
+  }
+
+  entryDeleted(namespace: string, key: Digest): void {
+    this.enqueue(() => this.st.entryDel.run(namespace, key));
+  }
+
+  rootWritten(r: { digest: Digest; name: string; size: number; files: number; created: number }): void {
+    this.enqueue(() => this.st.rootPut.run(r.digest, r.name, r.size, r.files, r.created, Date.now()));
+  }
+
+  rootRemoved(digest: Digest): void {
+    this.enqueue(() => this.st.rootDel.run(digest));
+  }
+
+  private enqueue(op: () => void): void {
+    if (this.closed) {
+      markIndexStale(this.root, 'a write after the index was closed');
+      return;
+    }
+    this.queue.push(op);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  /**
+   * Writes queued updates in one transaction. Never throws: when the write fails (another process
+   * holds the lock past the busy timeout, a full disk), the updates are dropped and the index is
+   * marked stale, so the next `refresh` rebuilds it from the files.
+   */
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.queue.length === 0 || this.closed) return;
+    const ops = this.queue.splice(0);
+    try {
+      this.db.transaction(() => {
+        for (const op of ops) op();
+      })();
+    } catch (err) {
+      markIndexStale(this.root, `an update failed: ${(err as Error).message}`);
+    }
+  }
+
+  // --- Freshness and rebuild ---
+
+  /** Why the index cannot be trusted as complete right now, or null when it can. */
+  staleReason(): string | null {
+    if (this.rebuiltAt() === null) return this.replaced === 'unreadable' ? 'it was unreadable and was replaced' : 'it was never built';
+    try {
+      return `it fell behind the files (${readFileSync(staleMarkerPath(this.root), 'utf8').trim()})`;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Makes the index current for reading: rebuilds it when it is incomplete or marked stale, and
+   * reads run records that appeared since the last refresh.
+   * @returns why it was rebuilt, or null when it was current.
+   */
+  async refresh(store: LocalStore): Promise<string | null> {
+    this.flush();
+    const reason = this.staleReason();
+    if (reason) await this.rebuild(store);
+    else await this.syncRuns();
+    return reason;
+  }
+
+  /**
+   * Rebuilds every table from the files of `store`, beside concurrent writers: rows the scan did not
+   * see are deleted only when they were indexed before the scan began. Clears the stale marker first,
+   * so an update that fails during the rebuild marks the index stale again.
+   * @returns the totals afterwards.
+   */
   async rebuild(store: LocalStore): Promise<IndexCounts> {
+    this.flush();
+    const start = Date.now();
+    rmSync(staleMarkerPath(this.root), { force: true });
     const blobs: Array<[string, number, number | null, number | null, number | null]> = [];
     for await (const b of store.blobs.list()) {
       let header = null;
@@ -103,29 +333,133 @@ export class StoreIndex {
     }
     const entries: Array<[string, string, string, number, number, number]> = [];
     for await (const { namespace, key, lastUsedMs } of store.entries.list()) {
-      const e = await store.actionCache.peek(namespace, key);
+      const bytes = await store.entries.get(namespace, key);
+      const parsed = bytes && parseAcEntry(bytes);
+      const e = parsed && parsed.entry.namespace === namespace && parsed.entry.key === key ? parsed.entry : null;
       if (e) entries.push([namespace, key, e.manifest, e.size, e.created, Math.round(lastUsedMs ?? e.created)]);
     }
     const roots = await store.roots.list();
+    const now = Date.now();
     this.db.transaction(() => {
-      this.db.exec('DELETE FROM blobs; DELETE FROM entries; DELETE FROM roots;');
-      const b = this.db.prepare('INSERT INTO blobs (digest, stored_size, raw_size, codec, mtime) VALUES (?, ?, ?, ?, ?)');
-      for (const row of blobs) b.run(...row);
-      const e = this.db.prepare('INSERT INTO entries (namespace, key, manifest, size, created, last_used) VALUES (?, ?, ?, ?, ?, ?)');
-      for (const row of entries) e.run(...row);
-      const r = this.db.prepare('INSERT INTO roots (digest, name, size, files, created) VALUES (?, ?, ?, ?, ?)');
-      for (const root of roots) r.run(root.digest, root.name, root.size, root.files, root.created);
-      this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('rebuilt', ?)").run(String(Date.now()));
+      this.db.exec('DELETE FROM seen_blobs; DELETE FROM seen_entries; DELETE FROM seen_roots;');
+      const seenBlob = this.db.prepare('INSERT OR IGNORE INTO seen_blobs (digest) VALUES (?)');
+      for (const row of blobs) {
+        seenBlob.run(row[0]);
+        this.st.blobPut.run(...row, now);
+      }
+      const seenEntry = this.db.prepare('INSERT OR IGNORE INTO seen_entries (namespace, key) VALUES (?, ?)');
+      for (const row of entries) {
+        seenEntry.run(row[0], row[1]);
+        this.st.entryPut.run(...row, now);
+      }
+      const seenRoot = this.db.prepare('INSERT OR IGNORE INTO seen_roots (digest) VALUES (?)');
+      for (const r of roots) {
+        seenRoot.run(r.digest);
+        this.st.rootPut.run(r.digest, r.name, r.size, r.files, r.created, now);
+      }
+      this.db.prepare('DELETE FROM blobs WHERE indexed < ? AND digest NOT IN (SELECT digest FROM seen_blobs)').run(start);
+      this.db.prepare('DELETE FROM entries WHERE indexed < ? AND (namespace, key) NOT IN (SELECT namespace, key FROM seen_entries)').run(start);
+      this.db.prepare('DELETE FROM roots WHERE indexed < ? AND digest NOT IN (SELECT digest FROM seen_roots)').run(start);
+      this.db.exec('DELETE FROM runs; DELETE FROM tasks; DELETE FROM seen_blobs; DELETE FROM seen_entries; DELETE FROM seen_roots;');
+      this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('rebuilt', ?)").run(String(now));
     })();
+    await this.syncRuns();
     return this.counts();
   }
 
+  /**
+   * Reads run records the index has not seen yet (`<root>/v1/runs/*.json`). A record that cannot be
+   * parsed is skipped and not retried (run files are written once, atomically).
+   */
+  async syncRuns(): Promise<number> {
+    const dir = join(this.root, LAYOUT_VERSION, 'runs');
+    let names: string[];
+    try {
+      names = (await fsp.readdir(dir)).filter((n) => n.endsWith('.json') && !n.startsWith('.'));
+    } catch {
+      return 0;
+    }
+    const known = new Set((this.db.prepare('SELECT file FROM runs').all() as Array<{ file: string }>).map((r) => r.file));
+    const fresh: Array<{ file: string; run: RunRecord | null }> = [];
+    for (const file of names) {
+      if (known.has(file)) continue;
+      let run: RunRecord | null = null;
+      try {
+        const r = JSON.parse(await fsp.readFile(join(dir, file), 'utf8')) as Partial<RunRecord>;
+        if (typeof r.tool === 'string' && Array.isArray(r.tasks)) run = { tool: r.tool, startTime: Number(r.startTime) || 0, endTime: r.endTime, tasks: r.tasks };
+      } catch {
+        /* unreadable: recorded as an empty run of tool '?' so it is not read again */
+      }
+      fresh.push({ file, run });
+    }
+    if (fresh.length === 0) return 0;
+    const insertRun = this.db.prepare('INSERT OR IGNORE INTO runs (file, tool, started, ended) VALUES (?, ?, ?, ?)');
+    const insertTask = this.db.prepare('INSERT INTO tasks (run, started, id, hash, status, ms) VALUES (?, ?, ?, ?, ?, ?)');
+    const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+    const int = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? Math.round(v) : null);
+    this.db.transaction(() => {
+      for (const { file, run } of fresh) {
+        // Another process may have read the same file first: its rows stand.
+        if (insertRun.run(file, run?.tool ?? '?', run?.startTime ?? 0, int(run?.endTime)).changes === 0 || !run) continue;
+        for (const t of run.tasks) if (t && typeof t.status === 'string') insertTask.run(file, run.startTime, str(t.id), str(t.hash), t.status, int(t.ms));
+      }
+    })();
+    return fresh.length;
+  }
+
+  // --- Queries ---
+
   /** Totals from the index. */
   counts(): IndexCounts {
+    this.flush();
     const b = this.db.prepare('SELECT COUNT(*) n, COALESCE(SUM(stored_size), 0) s, COALESCE(SUM(raw_size), 0) r FROM blobs').get() as { n: number; s: number; r: number };
     const e = this.db.prepare('SELECT COUNT(*) n, COALESCE(SUM(size), 0) s FROM entries').get() as { n: number; s: number };
     const r = this.db.prepare('SELECT COUNT(*) n, COALESCE(SUM(size), 0) s FROM roots').get() as { n: number; s: number };
     return { blobs: b.n, storedBytes: b.s, rawBytes: b.r, entries: e.n, logicalBytes: e.s + r.s, roots: r.n };
+  }
+
+  /** Per tool, from the recorded runs (call `refresh` first to include new ones), by tool name. */
+  toolStats(): ToolStats[] {
+    const rows = this.db
+      .prepare(
+        `SELECT r.tool tool, COUNT(DISTINCT r.file) runs,
+           COALESCE(SUM(t.status IN (${inList(HIT_STATUSES)})), 0) hits,
+           COALESCE(SUM(t.status IN (${inList(MISS_STATUSES)})), 0) misses,
+           COUNT(t.ms) timed
+         FROM runs r LEFT JOIN tasks t ON t.run = r.file WHERE r.tool != '?' GROUP BY r.tool ORDER BY r.tool`,
+      )
+      .all() as Array<{ tool: string; runs: number; hits: number; misses: number; timed: number }>;
+    // What a hit saved: the duration of the last successful real run of the same hash.
+    const saved = this.db
+      .prepare(
+        `SELECT r.tool tool, COALESCE(SUM(b.ms), 0) ms
+         FROM tasks t JOIN runs r ON r.file = t.run
+         JOIN (SELECT hash, ms, MAX(started) FROM tasks WHERE status = 'success' AND ms IS NOT NULL AND hash IS NOT NULL GROUP BY hash) b ON b.hash = t.hash
+         WHERE t.status IN (${inList(HIT_STATUSES)}) GROUP BY r.tool`,
+      )
+      .all() as Array<{ tool: string; ms: number }>;
+    const savedBy = new Map(saved.map((s) => [s.tool, s.ms]));
+    return rows.map((r) => ({
+      tool: r.tool,
+      runs: r.runs,
+      hits: r.hits,
+      misses: r.misses,
+      hitRate: r.hits + r.misses > 0 ? Math.round((r.hits / (r.hits + r.misses)) * 1000) / 1000 : 0,
+      savedMs: r.timed > 0 ? (savedBy.get(r.tool) ?? 0) : null,
+    }));
+  }
+
+  /** The last hit of each hash recorded by `tool`, ms since the epoch. */
+  lastHits(tool: string): Map<string, number> {
+    const rows = this.db
+      .prepare(`SELECT t.hash hash, MAX(t.started) at FROM tasks t JOIN runs r ON r.file = t.run WHERE r.tool = ? AND t.hash IS NOT NULL AND t.status IN (${inList(HIT_STATUSES)}) GROUP BY t.hash`)
+      .all(tool) as Array<{ hash: string; at: number }>;
+    return new Map(rows.map((r) => [r.hash, r.at]));
+  }
+
+  /** Records that the index is complete as it stands (a store created empty just now). */
+  markBuilt(): void {
+    this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('rebuilt', ?)").run(String(Date.now()));
   }
 
   /** When the index was last rebuilt from the files, ms, or null if never. */
@@ -134,7 +468,33 @@ export class StoreIndex {
     return row ? Number(row.value) : null;
   }
 
+  /** Writes what is queued and closes the database. Later updates only mark the index stale. */
   close(): void {
+    if (this.closed) return;
+    this.flush();
+    this.closed = true;
     this.db.close();
   }
+}
+
+/**
+ * The observer of a store opened without an index (or whose index could not be opened): its first
+ * change marks the index stale, so whoever reads the index next rebuilds it.
+ */
+export function staleMarkingObserver(root: string): StoreObserver {
+  let marked = false;
+  const mark = (): void => {
+    if (marked) return;
+    marked = true;
+    markIndexStale(root, 'the store was changed by a process without the index');
+  };
+  return {
+    blobWritten: mark,
+    blobDeleted: mark,
+    entryWritten: mark,
+    entryUsed: () => undefined, // last-use times are refreshed from file times by the next rebuild anyway
+    entryDeleted: mark,
+    rootWritten: mark,
+    rootRemoved: mark,
+  };
 }

@@ -13,14 +13,21 @@ import { assertNamespace, MAX_AC_ENTRY_BYTES, type AcStore } from '../action-cac
 import { assertDigest, isDigest, type Digest } from '../digest';
 import { toIoError } from '../errors';
 import { LAYOUT_VERSION } from './fs';
+import type { StoreObserver } from './types';
 
 export class FsAcStore implements AcStore {
   readonly name: string;
   private readonly acDir: string;
   private readonly tmpDir: string;
 
-  /** @param root store root; entries live under `<root>/v1/ac`. */
-  constructor(readonly root: string) {
+  /**
+   * @param root store root; entries live under `<root>/v1/ac`.
+   * @param observer told about every entry written, hit or deleted (the store index).
+   */
+  constructor(
+    readonly root: string,
+    private readonly observer?: StoreObserver,
+  ) {
     this.name = `fs-ac:${root}`;
     this.acDir = join(root, LAYOUT_VERSION, 'ac');
     this.tmpDir = join(root, LAYOUT_VERSION, 'tmp');
@@ -51,6 +58,7 @@ export class FsAcStore implements AcStore {
     try {
       await fsp.mkdir(join(final, '..'), { recursive: true });
       await fsp.link(tmp, final);
+      this.observer?.entryWritten(namespace, key, bytes, Date.now());
       return { created: true };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw toIoError(err, `writing action-cache entry ${namespace}/${key}`);
@@ -72,11 +80,13 @@ export class FsAcStore implements AcStore {
       await fsp.rm(tmp, { force: true }).catch(() => undefined);
       throw toIoError(err, `replacing action-cache entry ${namespace}/${key}`);
     }
+    this.observer?.entryWritten(namespace, key, bytes, Date.now());
   }
 
   async delete(namespace: string, key: Digest): Promise<boolean> {
     try {
       await fsp.unlink(this.pathOf(namespace, key));
+      this.observer?.entryDeleted(namespace, key);
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
@@ -103,7 +113,12 @@ export class FsAcStore implements AcStore {
   /** Sets the entry file's mtime to now: the last-use time LRU eviction reads. */
   async touch(namespace: string, key: Digest): Promise<void> {
     const now = new Date();
-    await fsp.utimes(this.pathOf(namespace, key), now, now).catch(() => undefined);
+    try {
+      await fsp.utimes(this.pathOf(namespace, key), now, now);
+      this.observer?.entryUsed(namespace, key, now.getTime());
+    } catch {
+      // Deleted since it was read: nothing to record.
+    }
   }
 
   private async writeTemp(bytes: Buffer): Promise<string> {

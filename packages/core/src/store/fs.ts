@@ -25,7 +25,7 @@ import { BLOB_HEADER_BYTES, decodeBlob, encodeBlob, MAX_BLOB_BYTES, readBlobHead
 import { assertContentDigest, assertDigest, isDigest, type Digest } from '../digest';
 import { CascacheError, ErrorCodes, isCascacheError, toIoError } from '../errors';
 import { readAll } from '../streams';
-import type { BlobInfo, BlobStore, PutOptions, PutResult } from './types';
+import type { BlobInfo, BlobStore, PutOptions, PutResult, StoreObserver } from './types';
 
 /** Format directory name under a store root. A format change is a new directory. */
 export const LAYOUT_VERSION = 'v1';
@@ -38,6 +38,8 @@ export interface FsBlobStoreOptions {
   level?: number;
   /** Called when a corrupt blob is quarantined (the store itself never logs). */
   onCorrupt?: (event: { digest: Digest; quarantinedAs: string; error: CascacheError }) => void;
+  /** Told about every blob written, deleted or quarantined (the store index). */
+  observer?: StoreObserver;
 }
 
 export class FsBlobStore implements BlobStore {
@@ -48,6 +50,7 @@ export class FsBlobStore implements BlobStore {
   private readonly quarantineDir: string;
   private readonly level: number;
   private readonly onCorrupt?: FsBlobStoreOptions['onCorrupt'];
+  private readonly observer?: StoreObserver;
   private readonly madeDirs = new Set<string>();
 
   constructor(options: FsBlobStoreOptions) {
@@ -59,6 +62,7 @@ export class FsBlobStore implements BlobStore {
     this.quarantineDir = join(base, 'quarantine');
     this.level = options.level ?? 3;
     this.onCorrupt = options.onCorrupt;
+    this.observer = options.observer;
   }
 
   /** Path of a blob's file (whether or not it exists). */
@@ -135,6 +139,7 @@ export class FsBlobStore implements BlobStore {
     assertContentDigest(digest, raw);
     const frame = encodeBlob(raw, { level: this.level, compressible: options.compressible });
     await this.writeAtomically(final, frame, digest);
+    this.observer?.blobWritten({ digest, storedSize: frame.length, rawSize: raw.length, codec: frame[5]!, mtimeMs: Date.now() });
     return { created: true, storedBytes: frame.length };
   }
 
@@ -142,6 +147,7 @@ export class FsBlobStore implements BlobStore {
     assertDigest(digest);
     try {
       await fsp.unlink(this.pathOf(digest));
+      this.observer?.blobDeleted(digest);
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
@@ -213,6 +219,7 @@ export class FsBlobStore implements BlobStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // a concurrent reader moved it
       throw toIoError(err, `quarantining corrupt blob ${digest}`);
     }
+    this.observer?.blobDeleted(digest);
     this.onCorrupt?.({ digest, quarantinedAs, error });
   }
 

@@ -59,3 +59,23 @@ export interface BlobStore {
   /** Every stored blob, in no particular order. */
   list(): AsyncIterable<BlobInfo>;
 }
+
+/**
+ * Told about every change a local store makes, after it is on disk, so an index can follow the files
+ * (see store-index.ts). Calls are synchronous and must not throw: an observer that fails records that
+ * it fell behind, and the files stay the truth.
+ */
+export interface StoreObserver {
+  /** A blob file was created. Sizes in bytes, time in ms since the epoch. */
+  blobWritten(blob: { digest: Digest; storedSize: number; rawSize: number; codec: number; mtimeMs: number }): void;
+  /** A blob file was deleted or quarantined. */
+  blobDeleted(digest: Digest): void;
+  /** An action-cache entry file was created or replaced with these bytes (not yet verified). */
+  entryWritten(namespace: string, key: Digest, bytes: Buffer, atMs: number): void;
+  /** An entry was hit: its last-use time is now `atMs`. */
+  entryUsed(namespace: string, key: Digest, atMs: number): void;
+  entryDeleted(namespace: string, key: Digest): void;
+  /** A store root was added or renamed. */
+  rootWritten(root: { digest: Digest; name: string; size: number; files: number; created: number }): void;
+  rootRemoved(digest: Digest): void;
+}
