@@ -12,7 +12,7 @@
  * with remote tiers it first waits (bounded by `ciUploadWaitMs`) for the agent's upload journal to
  * drain, so the job does not end with uploads pending, and reports bytes uploaded and what dedup saved.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureAgent, type AgentInfo } from './agent';
 import { resolveStoreDir, type CascacheNxOptions } from './options';
@@ -167,7 +167,10 @@ export async function postTasksExecution(options: CascacheNxOptions | undefined,
     // Per task: enough for `cascache stats` to credit a hit with the time the original build took.
     const tasks = results.map((r) => ({ id: r.task.id, hash: r.task.hash, status: r.status, ms: r.startTime !== undefined && r.endTime !== undefined ? r.endTime - r.startTime : undefined }));
     const record = { tool: 'nx', id: context.id, startTime: context.startTime, endTime: context.endTime, summary, tasks };
-    writeFileSync(join(dir, `${context.startTime ?? Date.now()}-${process.pid}.json`), `${JSON.stringify(record)}\n`);
+    // Written beside, then renamed: the store index reads each run file once and must never see half of one.
+    const name = `${context.startTime ?? Date.now()}-${process.pid}.json`;
+    writeFileSync(join(dir, `.${name}.tmp`), `${JSON.stringify(record)}\n`);
+    renameSync(join(dir, `.${name}.tmp`), join(dir, name));
   } catch {
     // Stats are best-effort: never fail a build over them.
   }
