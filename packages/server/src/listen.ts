@@ -105,10 +105,11 @@ export async function listen(options: ListenOptions): Promise<Listening> {
     server.addHook('onClose', async () => evictor?.stop());
   }
   log = server.log;
-  if (layered) {
-    layered.start(); // replays what the journal holds from earlier runs
-    server.addHook('onClose', async () => layered.close());
-  }
+  layered?.start(); // replays what the journal holds from earlier runs
+  server.addHook('onClose', async () => {
+    await layered?.close();
+    store.close(); // the index's queued updates, last
+  });
   await server.listen({ host: options.host, port: options.port });
   // Load cloud SDKs and open connections now, while the client is still hashing its tasks.
   for (const t of tiers) setImmediate(() => void t.warm());
