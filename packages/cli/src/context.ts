@@ -24,6 +24,7 @@ import {
   type Digest,
   type IngestResult,
   type LocalStore,
+  type StoreIndex,
   type TierConfig,
 } from '@cascache/core';
 import type { Io } from './program';
@@ -49,6 +50,29 @@ export function withStoreFlags(cmd: Command): Command {
 
 /** A local store, with the remote tiers in front of it when any are configured. */
 export type CliStore = LocalStore & { layered: LayeredStore | null };
+
+/** Stores opened by the running command, closed (index flushed) when it ends. */
+const openStores = new Set<CliStore>();
+
+/** Closes every store the command opened: their indexes write what they have queued. */
+export function closeCliStores(): void {
+  for (const s of openStores) s.close();
+  openStores.clear();
+}
+
+/**
+ * The store's index, made current for reading (rebuilt from the files when it fell behind; that is
+ * said on stderr), or null when SQLite could not open it (said too).
+ */
+export async function currentIndex(s: LocalStore, io: Io, flags: StoreFlags): Promise<StoreIndex | null> {
+  if (!s.index) {
+    io.stderr.write('cascache: warning: the store index (SQLite) could not be opened; figures that need it are left out\n');
+    return null;
+  }
+  const reason = await s.index.refresh(s);
+  if (reason && !flags.json) io.stderr.write(`cascache: rebuilt the store index from the files, because ${reason}\n`);
+  return s.index;
+}
 
 /**
  * The remote tiers for a command: `--remote <url>`, else `CASCACHE_REMOTE` (comma-separated URLs),
@@ -115,12 +139,9 @@ export async function openCliStore(flags: StoreFlags, io?: Io, env: NodeJS.Proce
   const key = secret ? Buffer.from(secret, 'utf8') : null;
   const tiers = resolveTiers(flags, env);
   const local = await openLocalStore({ root: resolveCliStoreDir(flags, env, cwd), secret: key, writer: 'cascache-cli' });
-  return Object.assign(local, { layered: tiers.length > 0 ? openLayered(local, tiers, io, key) : null });
-}
-
-/** Hits over lookups, rounded to 0.001; 0 when nothing was looked up. */
-export function hitRate(hits: number, misses: number): number {
-  return hits + misses > 0 ? Math.round((hits / (hits + misses)) * 1000) / 1000 : 0;
+  const store = Object.assign(local, { layered: tiers.length > 0 ? openLayered(local, tiers, io, key) : null });
+  openStores.add(store);
+  return store;
 }
 
 /** "3 min ago" style ages. */

@@ -5,6 +5,7 @@
 import { createReadStream } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { chunkStream, DEFAULT_CHUNKER_PARAMS, digestFile, digestOf, validateChunkerParams } from '@cascache/core';
+import { closeCliStores } from './context';
 import { describeError, ExitCodes } from './exit-codes';
 import { registerCache } from './commands/cache';
 import { registerFlush } from './commands/flush';
@@ -99,5 +100,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
     const { exitCode, message } = describeError(err);
     io.stderr.write(`cascache: ${message}\n`);
     return exitCode;
+  } finally {
+    closeCliStores();
   }
 }

@@ -29,6 +29,13 @@ describe('cascache cache stats and cascache stats', () => {
     expect(st.avgChunkBytes).toBeGreaterThan(0);
     const list = JSON.parse((await cli('cache', 'list', '--store-dir', s, '--json')).stdout);
     expect(list[0].lastHit).toEqual(expect.any(Number));
+
+    // The index is a cache of the files: losing it loses none of these figures.
+    for (const suffix of ['', '-wal', '-shm']) rmSync(join(s, 'v1', `index.sqlite${suffix}`), { force: true });
+    const again = await cli('cache', 'stats', '--store-dir', s);
+    expect(again.stderr).toContain('rebuilt the store index from the files, because it was never built');
+    expect(JSON.parse((await cli('cache', 'stats', '--store-dir', s, '--json')).stdout)).toEqual(st);
+    expect(JSON.parse((await cli('cache', 'list', '--store-dir', s, '--json')).stdout)).toEqual(list);
   });
 
   it('stats credits Nx hits with the time the original build took', async () => {

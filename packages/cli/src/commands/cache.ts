@@ -3,14 +3,15 @@
  * key of their version, build target, dependencies and input files (see cache-key.ts).
  *
  * Each entry is an action-cache entry (signed when CASCACHE_SECRET is set) plus a small record under
- * `<store>/v1/cli-cache/<key>.json` naming the component, for `list` and `invalidate`.
+ * `<store>/v1/cli-cache/<key>.json` naming the component, for `list` and `invalidate`. Each `get` is
+ * recorded as a run (`<store>/v1/runs/`) of tool `cascache cache`, for hit rates and last hits.
  */
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { isDigest, storeStats, writeFileAtomic, type LocalStore } from '@cascache/core';
+import { isDigest, recordRun, storeStats, writeFileAtomic, type LocalStore } from '@cascache/core';
 import { computeCacheKey, type KeyExplanation } from '../cache-key';
-import { formatAge, formatBytes, hitRate, ingestWithProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
+import { currentIndex, formatAge, formatBytes, ingestWithProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
 import { ExitCodes } from '../exit-codes';
 import type { Io } from '../program';
 
@@ -61,38 +62,16 @@ async function readRecords(s: LocalStore): Promise<EntryRecord[]> {
   return out.sort((a, b) => b.created - a.created);
 }
 
-/** Appends a hit or miss to `<store>/v1/cli-cache/events.log` (one small O_APPEND write: atomic). */
-async function recordEvent(s: LocalStore, key: string, hit: boolean): Promise<void> {
-  try {
-    await fsp.mkdir(recordsDir(s), { recursive: true });
-    await fsp.appendFile(join(recordsDir(s), 'events.log'), `${JSON.stringify({ t: Date.now(), key, hit })}\n`);
-  } catch {
-    // Statistics never fail a restore.
-  }
-}
+/** The tool name under which `cache get` lookups are recorded as runs (see `cascache stats`). */
+export const CLI_TOOL = 'cascache cache';
 
-/** Hits and misses recorded by `cache get`, and the last hit per key. */
-export async function readEvents(s: LocalStore): Promise<{ hits: number; misses: number; lastHit: Map<string, number> }> {
-  const out = { hits: 0, misses: 0, lastHit: new Map<string, number>() };
-  let text = '';
+/** Records a lookup as a one-task run for the index; statistics never fail a restore. */
+async function recordLookup(s: LocalStore, component: string, key: string, hit: boolean, startTime: number): Promise<void> {
   try {
-    text = await fsp.readFile(join(recordsDir(s), 'events.log'), 'utf8');
+    await recordRun(s.root, { tool: CLI_TOOL, startTime, endTime: Date.now(), tasks: [{ id: component, hash: key, status: hit ? 'hit' : 'miss' }] });
   } catch {
-    return out;
+    /* see above */
   }
-  for (const line of text.split('\n')) {
-    if (!line) continue;
-    try {
-      const e = JSON.parse(line) as { t: number; key: string; hit: boolean };
-      if (e.hit) {
-        out.hits++;
-        out.lastHit.set(e.key, Math.max(out.lastHit.get(e.key) ?? 0, e.t));
-      } else out.misses++;
-    } catch {
-      /* a torn last line after a crash */
-    }
-  }
-  return out;
 }
 
 function keyOptions(cmd: Command): Command {
@@ -147,11 +126,12 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
     .requiredOption('--target <dir>', 'directory to restore into (restored beside it, then moved into place)')
     .option('--force', 'replace a non-empty target')
     .action(async (component: string, flags: KeyFlags & { target: string; force?: boolean }) => {
+      const startTime = Date.now();
       const s = await openCliStore(flags, io);
       const e = await computeCacheKey({ component, dir: flags.dir, task: flags.task, version: flags.version, deps: flags.dep, inputs: flags.inputs, exclude: [flags.target] });
       if (flags.explain) explain(io, e);
       const hit = s.layered ? await s.layered.lookup(NAMESPACE, e.key) : await s.actionCache.get(NAMESPACE, e.key);
-      await recordEvent(s, e.key, hit !== null);
+      await recordLookup(s, component, e.key, hit !== null, startTime);
       if (!hit) {
         if (flags.json) io.stdout.write(`${JSON.stringify({ key: e.key, hit: false })}\n`);
         else io.stderr.write(`cascache: miss for ${component} ${e.version} (${e.task}), key ${e.key.slice(0, 16)}\n`);
@@ -189,7 +169,7 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
 
   withStoreFlags(cache.command('list').description('List cache entries, newest first')).action(async (flags: StoreFlags) => {
     const s = await openCliStore(flags, io);
-    const { lastHit } = await readEvents(s);
+    const lastHit = (await currentIndex(s, io, flags))?.lastHits(CLI_TOOL) ?? new Map<string, number>();
     const records = (await readRecords(s)).map((r) => ({ ...r, lastHit: lastHit.get(r.key) ?? null }));
     printRows(
       io,
@@ -203,8 +183,9 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
   withStoreFlags(cache.command('stats').description('Entries, sizes, dedup and compression ratios, hit rate')).action(async (flags: StoreFlags) => {
     const s = await openCliStore(flags, io);
     const records = await readRecords(s);
+    const index = await currentIndex(s, io, flags);
     const store = await storeStats(s);
-    const { hits, misses } = await readEvents(s);
+    const { hits, misses, hitRate } = index?.toolStats().find((t) => t.tool === CLI_TOOL) ?? { hits: 0, misses: 0, hitRate: 0 };
     const stats = {
       entries: records.length,
       logicalBytes: records.reduce((a, r) => a + r.size, 0),
@@ -214,7 +195,7 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
       avgChunkBytes: store.avgChunkBytes,
       hits,
       misses,
-      hitRate: hitRate(hits, misses),
+      hitRate,
     };
     printRows(
       io,

@@ -3,7 +3,7 @@
  * quarantined. Exit 0 when nothing is wrong, 6 (integrity) when something is.
  */
 import type { Command } from 'commander';
-import { StoreIndex, verifyStore } from '@cascache/core';
+import { verifyStore } from '@cascache/core';
 import { formatBytes, openCliStore, printRows, withStoreFlags, type StoreFlags } from '../context';
 import { ExitCodes } from '../exit-codes';
 import type { Io } from '../program';
@@ -17,14 +17,10 @@ export function registerVerify(program: Command, io: Io, setExitCode: (code: num
   ).action(async (flags: StoreFlags & { rebuildIndex?: boolean }) => {
     const s = await openCliStore(flags, io);
     // The index is a cache of the files: rebuilt when asked, or when it is lost or cannot be trusted.
-    const { index, replaced } = StoreIndex.open(s.root);
-    try {
-      if (flags.rebuildIndex || replaced) {
-        const counts = await index.rebuild(s);
-        if (!flags.json) io.stderr.write(`cascache: index ${replaced === 'unreadable' ? 'was corrupt (moved aside) and is ' : ''}rebuilt from the files: ${counts.blobs} blobs, ${counts.entries} cache entries, ${counts.roots} roots\n`);
-      }
-    } finally {
-      index.close();
+    const reason = s.index?.staleReason();
+    if (s.index && (flags.rebuildIndex || reason)) {
+      const counts = await s.index.rebuild(s);
+      if (!flags.json) io.stderr.write(`cascache: rebuilt the store index from the files${reason ? `, because ${reason}` : ''}: ${counts.blobs} blobs, ${counts.entries} cache entries, ${counts.roots} roots\n`);
     }
     const tty = (io.stderr as NodeJS.WriteStream).isTTY === true;
     const report = await verifyStore(s, {
