@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -135,6 +136,27 @@ describe('the SQLite store index', () => {
     expect(index.counts()).toMatchObject({ entries: 1 });
     expect(index.staleReason()).toBeNull();
     index.close();
+  });
+
+  it('a writer that dies with updates still queued is found by its pid, and the next reader rebuilds', async () => {
+    await addOutput(store, dir, 'a', 'a '.repeat(30_000));
+    const before = await storeStats(store);
+    await mkdir(join(dir, 'src', 'child'), { recursive: true });
+    await writeFile(join(dir, 'src', 'child', 'x.js'), 'child '.repeat(30_000));
+    // A real process (the built package) that writes an output and exits before its index flush.
+    const script = `
+      const core = require(${JSON.stringify(require.resolve('@cascache/core'))});
+      (async () => {
+        const s = await core.openLocalStore({ root: ${JSON.stringify(store.root)}, secret: null });
+        const r = await core.ingestDirectory(s.blobs, ${JSON.stringify(join(dir, 'src', 'child'))});
+        await s.actionCache.put('default', core.computeActionKey(['child']), { manifest: r.digest, size: r.logicalBytes });
+        process.exit(0);
+      })();`;
+    execFileSync(process.execPath, ['-e', script]);
+    expect(store.index!.staleReason()).toMatch(/ended without closing it/);
+    const after = await storeStats(store);
+    expect(after.acEntries).toBe(before.acEntries + 1);
+    expect(store.index!.staleReason()).toBeNull();
   });
 
   it('keeps a row written while a rebuild is scanning', async () => {
