@@ -26,10 +26,18 @@ interface PreContext {
   workspaceRoot: string;
 }
 interface TaskResultLike {
-  task: { id: string; hash?: string };
+  /** Nx 22+ times a task on the task itself; earlier versions on the result. */
+  task: { id: string; hash?: string; startTime?: number; endTime?: number };
   status: string;
   startTime?: number;
   endTime?: number;
+}
+
+/** How long a task ran, ms, when Nx says. */
+function durationMs(r: TaskResultLike): number | undefined {
+  const start = r.task.startTime ?? r.startTime;
+  const end = r.task.endTime ?? r.endTime;
+  return start !== undefined && end !== undefined ? end - start : undefined;
 }
 interface PostContext {
   id?: string;
@@ -165,7 +173,7 @@ export async function postTasksExecution(options: CascacheNxOptions | undefined,
     const dir = join(agent.storeDir, 'v1', 'runs');
     mkdirSync(dir, { recursive: true });
     // Per task: enough for `cascache stats` to credit a hit with the time the original build took.
-    const tasks = results.map((r) => ({ id: r.task.id, hash: r.task.hash, status: r.status, ms: r.startTime !== undefined && r.endTime !== undefined ? r.endTime - r.startTime : undefined }));
+    const tasks = results.map((r) => ({ id: r.task.id, hash: r.task.hash, status: r.status, ms: durationMs(r) }));
     const record = { tool: 'nx', id: context.id, startTime: context.startTime, endTime: context.endTime, summary, tasks };
     // Written beside, then renamed: the store index reads each run file once and must never see half of one.
     const name = `${context.startTime ?? Date.now()}-${process.pid}.json`;

@@ -121,14 +121,16 @@ describe('plugin hooks with a real agent', () => {
       startTime: 1000,
       endTime: 2000,
       taskResults: {
-        'a:build': { task: { id: 'a:build', hash: '1' }, status: 'remote-cache' },
-        'b:build': { task: { id: 'b:build', hash: '2' }, status: 'success' },
+        'a:build': { task: { id: 'a:build', hash: '1', startTime: 1100, endTime: 1130 }, status: 'remote-cache' },
+        'b:build': { task: { id: 'b:build', hash: '2', startTime: 1100, endTime: 1900 }, status: 'success' }, // Nx 22+: times on the task
+        'c:build': { task: { id: 'c:build', hash: '3' }, status: 'success', startTime: 1000, endTime: 1500 }, // earlier Nx: on the result
       },
     });
-    expect(log.mock.calls.map((c) => c[0])).toEqual(['cascache: 2 tasks, 1 from cascache, 1 run; received 0 B of outputs, stored 0 B new']);
+    expect(log.mock.calls.map((c) => c[0])).toEqual(['cascache: 3 tasks, 1 from cascache, 2 run; received 0 B of outputs, stored 0 B new']);
     log.mockRestore();
-    const runs = readFileSync(join(workspace, '.cascache', 'v1', 'runs', `1000-${process.pid}.json`), 'utf8');
-    expect(JSON.parse(runs).summary).toMatchObject({ tasks: 2, fromCascache: 1, ran: 1 });
+    const run = JSON.parse(readFileSync(join(workspace, '.cascache', 'v1', 'runs', `1000-${process.pid}.json`), 'utf8'));
+    expect(run.summary).toMatchObject({ tasks: 3, fromCascache: 1, ran: 2 });
+    expect(run.tasks.map((t: { ms?: number }) => t.ms)).toEqual([30, 800, 500]);
   });
 });
 
