@@ -105,6 +105,11 @@ export async function listen(options: ListenOptions): Promise<Listening> {
     server.addHook('onClose', async () => evictor?.stop());
   }
   log = server.log;
+  // What a request changed is in the index before its answer is sent: a client that reads the index
+  // next (`cascache stats` after an Nx run) sees it. One commit per changing request, not per blob.
+  server.addHook('onSend', async (req) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') store.index?.flush();
+  });
   layered?.start(); // replays what the journal holds from earlier runs
   server.addHook('onClose', async () => {
     await layered?.close();

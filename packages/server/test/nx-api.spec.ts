@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import * as tarStream from 'tar-stream';
-import { openLocalStore, readAll, type LocalStore } from '@cascache/core';
-import { createServer, type CascacheServer, type ServerOptions, type UploadEvent } from '../src';
+import { openLocalStore, readAll, StoreIndex, type LocalStore } from '@cascache/core';
+import { createServer, listen, type CascacheServer, type ServerOptions, type UploadEvent } from '../src';
 
 type Entry = { header: Partial<tarStream.Header> & { name: string }; body?: string | Buffer };
 
@@ -73,6 +73,7 @@ describe('Nx self-hosted cache API over a real listening server', () => {
   });
   afterEach(async () => {
     await server.close();
+    store.close();
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -106,6 +107,23 @@ describe('Nx self-hosted cache API over a real listening server', () => {
     expect(back.headers.get('content-type')).toBe('application/octet-stream');
     const gz = back.body;
     expect(await untar(gz)).toEqual(await untar(body));
+  });
+
+  it('has what a PUT stored in the store index before it answers (a reader in another process sees it at once)', async () => {
+    const token = 'w'.repeat(32);
+    const l = await listen({ storeDir: dir, host: '127.0.0.1', port: 0, tokens: { readWrite: [token] }, secret: Buffer.alloc(32, 3), logger: false });
+    server = l.server;
+    base = l.url;
+    const reader = StoreIndex.open(dir).index; // its own connection, as `cascache stats` would have
+    try {
+      const before = reader.counts();
+      expect((await put('12345678901234567890', await nxBody(), token)).status).toBe(200);
+      const after = reader.counts();
+      expect(after.entries).toBe(before.entries + 1);
+      expect(after.blobs).toBeGreaterThan(before.blobs);
+    } finally {
+      reader.close();
+    }
   });
 
   it('answers 404 for an unknown hash and 400 for a malformed one', async () => {
