@@ -2,9 +2,10 @@
  * The main job, end to end: real nx 24 in a fresh workspace with 12 projects, our packages installed
  * from npm pack tarballs, the plugin starting a real agent.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { GRAPH, changeOneLine, cloneWorkspace, install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace, type Workspace } from '../src/nx-workspace';
+import { GRAPH, changeOneLine, cleanEnv, cloneWorkspace, install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace, type Workspace } from '../src/nx-workspace';
 import { packAll } from '../src/pack';
 
 const ALL = Object.keys(GRAPH).sort();
@@ -49,7 +50,7 @@ describe('Nx remote caching through cascache (real nx, real agent)', () => {
     const dir = tempWorkspaceDir();
     cleanups.push(dir);
     writeWorkspace(dir, { idleTimeoutMs: 300_000 });
-    install(dir, [t.core, t.server, t.nx]);
+    install(dir, [t.core, t.server, t.nx, t.cli]);
     ws = openWorkspace(dir);
     storeDir = join(dir, '.cascache');
   });
@@ -129,5 +130,26 @@ describe('Nx remote caching through cascache (real nx, real agent)', () => {
     const added = readdirSync(runsDir).filter((f) => !before.has(f));
     expect(added).toHaveLength(1);
     expect(JSON.parse(readFileSync(join(runsDir, added[0]!), 'utf8')).summary).toMatchObject({ tasks: 12, fromCascache: 12, ran: 0 });
+  });
+
+  it('6. cascache stats reads the index the agent kept current, with hits and time saved per run', () => {
+    const cascache = (...args: string[]) => {
+      const r = spawnSync(join(ws.dir, 'node_modules', '.bin', 'cascache'), [...args, '--store-dir', storeDir], { cwd: ws.dir, encoding: 'utf8', env: cleanEnv() });
+      if (r.status !== 0) throw new Error(`cascache ${args.join(' ')} failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
+      return r;
+    };
+    const r = cascache('stats', '--json');
+    // The agent (still running) and the plugin's run records kept the index current: nothing to rebuild.
+    expect(r.stderr).not.toContain('rebuilt');
+    const stats = JSON.parse(r.stdout);
+    const acFiles = readdirSync(join(storeDir, 'v1', 'ac', 'default')).flatMap((sh) => readdirSync(join(storeDir, 'v1', 'ac', 'default', sh)));
+    expect(stats.store.acEntries).toBe(acFiles.length);
+    const changed = dependentsOf('lib-core').length;
+    // Runs 1-5 (the clone's run used this store too): 36 tasks served by cascache, 12 + `changed` built.
+    expect(stats.tools[0]).toMatchObject({ tool: 'nx', runs: 5, hits: 36, misses: 12 + changed });
+    expect(stats.tools[0].savedMs).toBeGreaterThan(0);
+    // What the agent wrote incrementally equals a rebuild from the files.
+    expect(cascache('verify', '--rebuild-index').stdout).toContain('no problems found');
+    expect(JSON.parse(cascache('stats', '--json').stdout)).toEqual(stats);
   });
 });
