@@ -95,7 +95,7 @@ export { verifyStore, type VerifyOptions, type VerifyProblem, type VerifyReport 
 export { formatBytes, parseByteSize } from './format';
 export { executeGc, planEvict, planGc, type EvictOptions, type GcOptions, type GcPlan, type GcResult, type PlannedEntry } from './gc';
 export { storeStats, type StoreStats } from './stats';
-export { INDEX_SCHEMA_VERSION, markIndexStale, recordRun, StoreIndex, type IndexCounts, type IndexOpenResult, type RunRecord, type ToolStats } from './store-index';
+export { INDEX_SCHEMA_VERSION, markIndexStale, recordRun, StoreIndex, type IndexCounts, type IndexOpenResult, type RunRecord, type RunSummary, type ToolStats } from './store-index';
 export { writeFileAtomic } from './atomic-write';
 export { checkRange, MemoryObjectStore, type ByteRange, type ObjectInfo, type ObjectStore } from './remote/object-store';
 export { S3ObjectStore, type S3ObjectStoreOptions } from './remote/s3';

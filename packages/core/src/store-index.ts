@@ -93,6 +93,20 @@ export interface ToolStats {
   savedMs: number | null;
 }
 
+/** One recorded run as the index summarises it (see {@link StoreIndex.recentRuns}). */
+export interface RunSummary {
+  tool: string;
+  /** ms since the epoch. */
+  startTime: number;
+  /** Wall time of the whole run, ms, when recorded. */
+  durationMs: number | null;
+  tasks: number;
+  hits: number;
+  misses: number;
+  /** As in {@link ToolStats.savedMs}, for this run's hits. */
+  savedMs: number | null;
+}
+
 /** One recorded run of a tool: `<root>/v1/runs/<name>.json`. Written once, never changed. */
 export interface RunRecord {
   /** `nx`, `cascache cache`, ... */
@@ -479,6 +493,32 @@ export class StoreIndex implements StoreObserver {
       misses: r.misses,
       hitRate: r.hits + r.misses > 0 ? Math.round((r.hits / (r.hits + r.misses)) * 1000) / 1000 : 0,
       savedMs: r.timed > 0 ? (savedBy.get(r.tool) ?? 0) : null,
+    }));
+  }
+
+  /** The `limit` most recent runs, newest first. */
+  recentRuns(limit: number): RunSummary[] {
+    const rows = this.db
+      .prepare(
+        `SELECT r.tool tool, r.started startTime, r.ended ended, COUNT(t.status) tasks,
+           COALESCE(SUM(t.status IN (${inList(HIT_STATUSES)})), 0) hits,
+           COALESCE(SUM(t.status IN (${inList(MISS_STATUSES)})), 0) misses,
+           COUNT(t.ms) timed,
+           (SELECT SUM(b.ms) FROM tasks h
+              JOIN (SELECT hash, ms, MAX(started) FROM tasks WHERE status = 'success' AND ms IS NOT NULL AND hash IS NOT NULL GROUP BY hash) b ON b.hash = h.hash
+              WHERE h.run = r.file AND h.status IN (${inList(HIT_STATUSES)})) saved
+         FROM runs r LEFT JOIN tasks t ON t.run = r.file WHERE r.tool != '?'
+         GROUP BY r.file ORDER BY r.started DESC, r.file DESC LIMIT ?`,
+      )
+      .all(limit) as Array<{ tool: string; startTime: number; ended: number | null; tasks: number; hits: number; misses: number; timed: number; saved: number | null }>;
+    return rows.map((r) => ({
+      tool: r.tool,
+      startTime: r.startTime,
+      durationMs: r.ended !== null && r.ended >= r.startTime ? r.ended - r.startTime : null,
+      tasks: r.tasks,
+      hits: r.hits,
+      misses: r.misses,
+      savedMs: r.timed > 0 ? (r.saved ?? 0) : null,
     }));
   }
 

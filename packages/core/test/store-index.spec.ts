@@ -248,5 +248,10 @@ describe('the SQLite store index', () => {
       { tool: 'nx', runs: 3, hits: 2, misses: 4, hitRate: 0.333, savedMs: 4000 },
     ]);
     expect(store.index!.lastHits('cascache cache')).toEqual(new Map([['k1', t + 3]]));
+    expect(store.index!.recentRuns(3)).toEqual([
+      { tool: 'cascache cache', startTime: t + 4, durationMs: null, tasks: 1, hits: 0, misses: 1, savedMs: null },
+      { tool: 'cascache cache', startTime: t + 3, durationMs: null, tasks: 1, hits: 1, misses: 0, savedMs: null },
+      { tool: 'nx', startTime: t + 2, durationMs: null, tasks: 3, hits: 2, misses: 1, savedMs: 4000 },
+    ]);
   });
 });

@@ -1,29 +1,44 @@
 /**
  * `cascache stats`: the whole store (sizes, dedup, compression) and what each tool got from it:
  * Nx runs recorded by the plugin (hits, misses, time the hits saved: the original duration of each
- * task served from cascache) and `cascache cache get` hits and misses. Everything is read from the
- * store's SQLite index.
+ * task served from cascache) and `cascache cache get` hits and misses, then the most recent runs.
+ * Everything is read from the store's SQLite index.
  */
 import type { Command } from 'commander';
-import { storeStats, type ToolStats } from '@cascache/core';
-import { currentIndex, formatBytes, openCliStore, printRows, withStoreFlags, type StoreFlags } from '../context';
+import { CascacheError, ErrorCodes, storeStats, type ToolStats } from '@cascache/core';
+import { currentIndex, formatAge, formatBytes, openCliStore, printRows, withStoreFlags, type StoreFlags } from '../context';
 import type { Io } from '../program';
 import { CLI_TOOL } from './cache';
 
 /** The tools always shown, with zeros before their first run. */
 const TOOLS = ['nx', CLI_TOOL];
 
+const seconds = (ms: number | null): string => (ms === null ? '-' : `${(ms / 1000).toFixed(1)} s`);
+
+function parseCount(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new CascacheError(ErrorCodes.CONFIG, `--runs takes a whole number, not ${v}`);
+  return n;
+}
+
 export function registerStats(program: Command, io: Io): void {
-  withStoreFlags(program.command('stats').description('The whole store, and what each tool (Nx, cascache cache) got from it')).action(async (flags: StoreFlags) => {
+  withStoreFlags(
+    program
+      .command('stats')
+      .description('The whole store, what each tool (Nx, cascache cache) got from it, and the latest runs')
+      .option('--runs <n>', 'how many of the latest runs to list (0 for none)', parseCount, 10),
+  ).action(async (flags: StoreFlags & { runs: number }) => {
     const s = await openCliStore(flags, io);
-    const recorded = (await currentIndex(s, io, flags))?.toolStats() ?? [];
+    const index = await currentIndex(s, io, flags);
+    const recorded = index?.toolStats() ?? [];
+    const runs = flags.runs > 0 ? (index?.recentRuns(flags.runs) ?? []) : [];
     const store = await storeStats(s);
     const tools: ToolStats[] = [
       ...TOOLS.map((tool) => recorded.find((t) => t.tool === tool) ?? { tool, runs: 0, hits: 0, misses: 0, hitRate: 0, savedMs: tool === 'nx' ? 0 : null }),
       ...recorded.filter((t) => !TOOLS.includes(t.tool)),
     ];
     if (flags.json) {
-      io.stdout.write(`${JSON.stringify({ store, tools }, null, 2)}\n`);
+      io.stdout.write(`${JSON.stringify({ store, tools, runs }, null, 2)}\n`);
       return;
     }
     printRows(
@@ -37,8 +52,17 @@ export function registerStats(program: Command, io: Io): void {
       io,
       false,
       ['tool', 'runs', 'hits', 'misses', 'hit rate', 'time saved'],
-      tools.map((t) => [t.tool, t.runs, t.hits, t.misses, `${(t.hitRate * 100).toFixed(1)}%`, t.savedMs === null ? '-' : `${(t.savedMs / 1000).toFixed(1)} s`]),
+      tools.map((t) => [t.tool, t.runs, t.hits, t.misses, `${(t.hitRate * 100).toFixed(1)}%`, seconds(t.savedMs)]),
       null,
     );
+    if (runs.length > 0) {
+      printRows(
+        io,
+        false,
+        ['latest runs', 'started', 'took', 'tasks', 'hits', 'misses', 'time saved'],
+        runs.map((r) => [r.tool, formatAge(r.startTime), seconds(r.durationMs), r.tasks, r.hits, r.misses, seconds(r.savedMs)]),
+        null,
+      );
+    }
   });
 }
