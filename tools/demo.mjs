@@ -5,9 +5,11 @@
  * Packs this repo's packages, creates a 12-project Nx 24 workspace in a temp directory with the
  * @cascache/nx plugin, and shows: a first build storing every output; after `nx reset` and deleting
  * every output, everything restored from cascache byte for byte with no build run; a one-line change
- * storing only the chunks that changed; and a second clone on the same store restoring everything.
+ * storing only the chunks that changed; a second clone on the same store restoring everything; and
+ * `cascache stats`: the store and what Nx got from it, read from the index the agent kept.
  * Takes about a minute (most of it npm install). Needs `npm run setup` first.
  */
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,7 +27,7 @@ try {
   console.log(`creating a 12-project Nx ${e2eWorkspace.NX_VERSION} workspace with @cascache/nx in ${dir} (npm pack + npm install)...`);
   const t = e2ePack.packAll();
   writeWorkspace(dir, {});
-  install(dir, [t.core, t.server, t.nx]);
+  install(dir, [t.core, t.server, t.nx, t.cli]);
   const ws = openWorkspace(dir);
   /** @param {string} title @param {() => import('node:child_process').SpawnSyncReturns<string>} run */
   const step = (title, run) => {
@@ -53,6 +55,9 @@ try {
   b.clearBuildLog();
   const r = b.nx(['run-many', '-t', 'build'], { CASCACHE_DIR: store });
   console.log(`\n4. a second clone with CASCACHE_DIR=${store}\n  ${cascacheLine(r.stdout)}\n  builds run: ${b.buildLog().length ? b.buildLog().join(', ') : 'none'}`);
+
+  const stats = spawnSync(join(dir, 'node_modules', '.bin', 'cascache'), ['stats', '--store-dir', store], { cwd: dir, encoding: 'utf8' });
+  console.log(`\n5. npx cascache stats: the store, and what Nx got from it\n${stats.stdout}${stats.stderr}`);
 } finally {
   stopAgent(store);
   rmSync(dir, { recursive: true, force: true });
