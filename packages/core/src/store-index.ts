@@ -25,7 +25,7 @@
  * costs a rebuild at worst, never a blob.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, promises as fsp, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, promises as fsp, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type DatabaseType from 'better-sqlite3';
@@ -164,22 +164,35 @@ export async function recordRun(root: string, run: RunRecord): Promise<string> {
 
 type Statement = DatabaseType.Statement;
 
+/** SQLite's answers for a file that is not a database, or a damaged one. Anything else (a lock) is not corruption. */
+const CORRUPT_CODES = new Set(['SQLITE_NOTADB', 'SQLITE_CORRUPT']);
+
 export class StoreIndex implements StoreObserver {
   private readonly queue: Array<() => void> = [];
   private flushTimer: NodeJS.Timeout | undefined;
   private closed = false;
   /** This process's row in `writers`, once it has queued an update. */
   private writerId: string | null = null;
-  private readonly st: Record<'blobPut' | 'blobDel' | 'entryPut' | 'entryUse' | 'entryDel' | 'rootPut' | 'rootDel', Statement>;
+  private db!: DatabaseType.Database;
+  private st!: Record<'blobPut' | 'blobDel' | 'entryPut' | 'entryUse' | 'entryDel' | 'rootPut' | 'rootDel', Statement>;
+  /** Inode of the file the connection writes, to notice when another process replaces it. */
+  private ino: number | null = null;
 
   private constructor(
-    private readonly db: DatabaseType.Database,
+    db: DatabaseType.Database,
     readonly path: string,
     /** The store root this index describes. */
     readonly root: string,
     /** Why the index file was replaced at open, if it was. */
     readonly replaced: IndexOpenResult['replaced'],
+    private readonly busyTimeoutMs: number | undefined,
   ) {
+    this.attach(db);
+  }
+
+  private attach(db: DatabaseType.Database): void {
+    this.db = db;
+    this.ino = inodeOf(this.path);
     this.st = {
       blobPut: db.prepare(
         `INSERT INTO blobs (digest, stored_size, raw_size, codec, mtime, indexed) VALUES (?, ?, ?, ?, ?, ?)
@@ -204,13 +217,19 @@ export class StoreIndex implements StoreObserver {
   }
 
   /**
-   * Opens the index of a store, replacing it when it cannot be trusted: a file that SQLite cannot
-   * read is moved to `index.sqlite.corrupt-<ms>`; another schema version is deleted. A replaced
-   * index is empty and incomplete until rebuilt (`refresh` does that). `busyTimeoutMs`: how long an
-   * update waits for another process's write lock (default 2000) before the index is marked stale.
-   * @throws Error when SQLite cannot be loaded or the directory cannot be written.
+   * Opens the index of a store, replacing it when it cannot be trusted: a file SQLite reports as not
+   * a database or corrupt is moved to `index.sqlite.corrupt-<ms>`; another schema version is
+   * deleted. A replaced index is empty and incomplete until rebuilt (`refresh` does that).
+   * `busyTimeoutMs`: how long an update waits for another process's write lock (default 2000)
+   * before the index is marked stale.
+   * @throws Error when SQLite cannot be loaded, the file cannot be opened, or it stays locked.
    */
   static open(root: string, options: { busyTimeoutMs?: number } = {}): IndexOpenResult {
+    const { db, path, replaced } = StoreIndex.connectChecked(root, options.busyTimeoutMs);
+    return { index: new StoreIndex(db, path, root, replaced, options.busyTimeoutMs), replaced };
+  }
+
+  private static connectChecked(root: string, busyTimeoutMs: number | undefined): { db: DatabaseType.Database; path: string; replaced: IndexOpenResult['replaced'] } {
     const dir = join(root, LAYOUT_VERSION);
     mkdirSync(dir, { recursive: true });
     const path = join(dir, 'index.sqlite');
@@ -218,7 +237,7 @@ export class StoreIndex implements StoreObserver {
     const Database = sqlite();
     let db: DatabaseType.Database | undefined;
     try {
-      db = StoreIndex.connect(Database, path, options.busyTimeoutMs);
+      db = StoreIndex.connect(Database, path, busyTimeoutMs);
       // Reading sqlite_master is what fails on a file that is not a database.
       const hasMeta = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").get() !== undefined;
       const row = hasMeta ? (db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: string } | undefined) : undefined;
@@ -228,17 +247,18 @@ export class StoreIndex implements StoreObserver {
         for (const suffix of ['', '-wal', '-shm']) rmSync(`${path}${suffix}`, { force: true });
         replaced = 'schema';
       }
-    } catch {
+    } catch (err) {
       db?.close();
+      if (!CORRUPT_CODES.has((err as { code?: string }).code ?? '')) throw err;
       db = undefined;
       renameSync(path, `${path}.corrupt-${Date.now()}`);
       for (const suffix of ['-wal', '-shm']) rmSync(`${path}${suffix}`, { force: true });
       replaced = 'unreadable';
     }
-    db ??= StoreIndex.connect(Database, path, options.busyTimeoutMs);
+    db ??= StoreIndex.connect(Database, path, busyTimeoutMs);
     db.exec(SCHEMA);
     db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)").run(String(INDEX_SCHEMA_VERSION));
-    return { index: new StoreIndex(db, path, root, replaced), replaced };
+    return { db, path, replaced };
   }
 
   private static connect(Database: typeof DatabaseType, path: string, busyTimeoutMs = BUSY_TIMEOUT_MS): DatabaseType.Database {
@@ -246,6 +266,32 @@ export class StoreIndex implements StoreObserver {
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
     return db;
+  }
+
+  /**
+   * When another process moved the index file aside (corrupt) or replaced it (another schema), this
+   * connection writes to a file nobody reads: reconnect to the current one and mark it stale, since
+   * the updates written meanwhile are not in it. When the file is gone and nothing replaced it yet,
+   * nothing is recreated here (the whole store may be being deleted): the updates are dropped and,
+   * if the store is still there, the index is marked stale.
+   * @returns false when the queued updates have nowhere to go.
+   */
+  private followFile(): boolean {
+    const ino = inodeOf(this.path);
+    if (ino === this.ino) return true;
+    if (ino === null) {
+      if (existsSync(join(this.root, LAYOUT_VERSION, 'store.json'))) markIndexStale(this.root, 'the index file was deleted while this process was writing to it');
+      return false;
+    }
+    markIndexStale(this.root, 'the index file was replaced while this process was writing to it');
+    try {
+      this.db.close();
+    } catch {
+      /* already unusable */
+    }
+    this.attach(StoreIndex.connectChecked(this.root, this.busyTimeoutMs).db);
+    this.writerId = null;
+    return true;
   }
 
   // --- StoreObserver: queued, written by flush() ---
@@ -311,9 +357,22 @@ export class StoreIndex implements StoreObserver {
   flush(): void {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
-    if (this.queue.length === 0 || this.closed) return;
+    if (this.closed) return;
+    let writable: boolean;
+    try {
+      writable = this.followFile();
+    } catch (err) {
+      markIndexStale(this.root, `reopening the index failed: ${(err as Error).message}`);
+      writable = false;
+    }
+    if (!writable) {
+      this.queue.length = 0;
+      return;
+    }
+    if (this.queue.length === 0) return;
     const ops = this.queue.splice(0);
     try {
+      if (!this.writerId) this.register();
       this.db.transaction(() => {
         for (const op of ops) op();
       })();
@@ -348,7 +407,7 @@ export class StoreIndex implements StoreObserver {
    * @returns why it was rebuilt, or null when it was current.
    */
   async refresh(store: LocalStore): Promise<string | null> {
-    this.flush();
+    this.flush(); // also reconnects if another process replaced the file
     const reason = this.staleReason();
     if (reason) await this.rebuild(store);
     else await this.syncRuns();
@@ -554,6 +613,15 @@ export class StoreIndex implements StoreObserver {
     }
     this.closed = true;
     this.db.close();
+  }
+}
+
+/** The inode of a file, or null when it does not exist. */
+function inodeOf(path: string): number | null {
+  try {
+    return statSync(path).ino;
+  } catch {
+    return null;
   }
 }
 

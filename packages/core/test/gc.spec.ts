@@ -1,7 +1,7 @@
 import { utimes, writeFile, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { computeActionKey, digestOf, executeGc, ingestDirectory, materializeToDirectory, openLocalStore, planEvict, planGc, type LocalStore } from '../src';
-import { tempDir } from './support/tmp';
+import { computeActionKey, digestOf, executeGc, ingestDirectory, materializeToDirectory, planEvict, planGc, type LocalStore } from '../src';
+import { openTestStore, tempDir } from './support/tmp';
 
 const HOUR = 3600_000;
 
@@ -11,7 +11,7 @@ describe('gc and evict', () => {
   let store: LocalStore;
   beforeEach(async () => {
     ({ dir, remove } = await tempDir());
-    store = await openLocalStore({ root: join(dir, 'store'), secret: Buffer.alloc(32, 5) });
+    store = await openTestStore({ root: join(dir, 'store'), secret: Buffer.alloc(32, 5) });
   });
   afterEach(() => remove());
 

@@ -11,14 +11,13 @@ import {
   LayeredStore,
   materializeToDirectory,
   MemoryObjectStore,
-  openLocalStore,
   openRemoteTier,
   type LayeredEvent,
   type LocalStore,
   type RemoteTier,
 } from '../src';
 import { expectSameFlatTree } from './support/same-tree';
-import { tempDir } from './support/tmp';
+import { openTestStore, tempDir } from './support/tmp';
 
 const SECRET = Buffer.alloc(32, 7);
 const NS = 'default';
@@ -43,7 +42,7 @@ describe('LayeredStore', () => {
   }
 
   async function machine(name: string, remotes: RemoteTier[], options: { sync?: boolean } = {}) {
-    const local = await openLocalStore({ root: join(dir, name), secret: SECRET });
+    const local = await openTestStore({ root: join(dir, name), secret: SECRET });
     const events: LayeredEvent[] = [];
     const waiting: Array<{ type: LayeredEvent['type']; resolve: () => void }> = [];
     const onEvent = (e: LayeredEvent) => {
@@ -273,7 +272,7 @@ describe('LayeredStore', () => {
   });
 
   it('refuses remote tiers without a signing secret (entries from a shared tier must be verified)', async () => {
-    const local = await openLocalStore({ root: join(dir, 'unsigned'), secret: null });
+    const local = await openTestStore({ root: join(dir, 'unsigned'), secret: null });
     expect(() => new LayeredStore({ local, remotes: [tier(new MemoryObjectStore())], secret: null })).toThrow(expect.objectContaining({ code: ErrorCodes.CONFIG }));
   });
 

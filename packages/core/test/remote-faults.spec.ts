@@ -12,7 +12,6 @@ import {
   ingestDirectory,
   LayeredStore,
   materializeToDirectory,
-  openLocalStore,
   openRemoteTier,
   S3ObjectStore,
   type ByteRange,
@@ -22,7 +21,7 @@ import {
 import { startFakeGcsServer } from './support/fake-gcs-server';
 import { S3_CREDENTIALS, startS3Server, TEST_BUCKET } from '../../../tools/s3rver';
 import { expectSameFlatTree } from './support/same-tree';
-import { tempDir } from './support/tmp';
+import { openTestStore, tempDir } from './support/tmp';
 
 const SECRET = Buffer.alloc(32, 9);
 const NS = 'default';
@@ -62,7 +61,7 @@ describe('remote faults', () => {
         list: (p: string) => objects.list(p),
       };
       const events: LayeredEvent[] = [];
-      const local = await openLocalStore({ root: join(dir, 'a'), secret: SECRET });
+      const local = await openTestStore({ root: join(dir, 'a'), secret: SECRET });
       const tierA = openRemoteTier({ url: 's3://cascache-test/ci', packTargetBytes: 128 * 1024 }, { objects: killing, breaker: { threshold: 1000 } });
       const a = new LayeredStore({ local, remotes: [tierA], secret: SECRET, retryBaseMs: 10, retryMaxMs: 50, warnIntervalMs: 0, onEvent: (e) => events.push(e) });
       a.start();
@@ -102,7 +101,7 @@ describe('remote faults', () => {
       expect(frames).toBeGreaterThan(24);
 
       // A second machine restores all four trees from S3 alone.
-      const localB = await openLocalStore({ root: join(dir, 'b'), secret: SECRET });
+      const localB = await openTestStore({ root: join(dir, 'b'), secret: SECRET });
       const b = new LayeredStore({ local: localB, remotes: [openRemoteTier({ url: 's3://cascache-test/ci' }, { objects: plain })], secret: SECRET });
       for (const { key, src } of keys) {
         const hit = await b.lookup(NS, key);
@@ -121,7 +120,7 @@ describe('remote faults', () => {
     const gcs = await startFakeGcsServer([TEST_BUCKET]);
     try {
       const objects = new GcsObjectStore({ bucket: TEST_BUCKET, prefix: 'p', apiEndpoint: gcs.endpoint, maxAttempts: 1 });
-      const local = await openLocalStore({ root: join(dir, 'a'), secret: SECRET });
+      const local = await openTestStore({ root: join(dir, 'a'), secret: SECRET });
       const events: LayeredEvent[] = [];
       const a = new LayeredStore({ local, remotes: [openRemoteTier({ url: 'gs://cascache-test/p' }, { objects })], secret: SECRET, sync: true, retryBaseMs: 5, warnIntervalMs: 0, onEvent: (e) => events.push(e) });
       const src = join(dir, 'src');
@@ -135,7 +134,7 @@ describe('remote faults', () => {
       expect((await a.drain({ timeoutMs: 50 })).drained).toBe(false);
       gcs.failNext(0, 500);
       expect((await a.drain({ timeoutMs: 10_000 })).drained).toBe(true);
-      const localB = await openLocalStore({ root: join(dir, 'b'), secret: SECRET });
+      const localB = await openTestStore({ root: join(dir, 'b'), secret: SECRET });
       const b = new LayeredStore({ local: localB, remotes: [openRemoteTier({ url: 'gs://cascache-test/p' }, { objects })], secret: SECRET });
       const hit = await b.lookup(NS, key);
       await materializeToDirectory(localB.blobs, hit!.manifest, join(dir, 'out'));
@@ -154,7 +153,7 @@ describe('remote faults', () => {
       const port = (server.address() as { port: number }).port;
       const objects = new S3ObjectStore({ bucket: TEST_BUCKET, endpoint: `http://127.0.0.1:${port}`, forcePathStyle: true, credentials: S3_CREDENTIALS, maxAttempts: 1, requestTimeoutMs: 300 });
       await expect(objects.get('v1/anything')).rejects.toMatchObject({ code: ErrorCodes.UNAVAILABLE, retryable: true });
-      const local = await openLocalStore({ root: join(dir, 'c'), secret: SECRET });
+      const local = await openTestStore({ root: join(dir, 'c'), secret: SECRET });
       const events: LayeredEvent[] = [];
       const c = new LayeredStore({ local, remotes: [openRemoteTier({ url: 's3://cascache-test' }, { objects })], secret: SECRET, onEvent: (e) => events.push(e) });
       expect(await c.lookup(NS, computeActionKey(['nothing']))).toBeNull();

@@ -10,14 +10,13 @@ import {
   LayeredStore,
   materializeToDirectory,
   MemoryObjectStore,
-  openLocalStore,
   openRemoteTier,
   PackStore,
   planRemoteGc,
   type RemoteTier,
 } from '../src';
 import { expectSameFlatTree } from './support/same-tree';
-import { tempDir } from './support/tmp';
+import { openTestStore, tempDir } from './support/tmp';
 
 const SECRET = Buffer.alloc(32, 8);
 const HOUR = 3_600_000;
@@ -37,7 +36,7 @@ describe('remote GC', () => {
   const tier = (objects: MemoryObjectStore): RemoteTier => openRemoteTier({ url: 's3://gc-bucket/x' }, { objects });
 
   async function machine(name: string, objects: MemoryObjectStore, sync = true) {
-    const local = await openLocalStore({ root: join(dir, name), secret: SECRET });
+    const local = await openTestStore({ root: join(dir, name), secret: SECRET });
     const store = new LayeredStore({ local, remotes: [tier(objects)], secret: SECRET, sync });
     open.push(store);
     return { local, store };
@@ -112,7 +111,7 @@ describe('remote GC', () => {
     expect((await fresh.has([chunk])).size).toBe(0);
 
     // The stale writer names the condemned chunks in a new tree: the next pass revives the pack.
-    const local = await openLocalStore({ root: join(dir, 'a'), secret: SECRET });
+    const local = await openTestStore({ root: join(dir, 'a'), secret: SECRET });
     const entry = (await local.actionCache.peek('default', drop.key))!;
     const manifestBytes = (await local.blobs.getBuffer(entry.manifest))!;
     await stale.writeTree(entry.manifest, manifestBytes);

@@ -1,7 +1,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { computeActionKey, ingestDirectory, openLocalStore, verifyStore, type LocalStore } from '../src';
-import { tempDir } from './support/tmp';
+import { computeActionKey, ingestDirectory, verifyStore, type LocalStore } from '../src';
+import { openTestStore, tempDir } from './support/tmp';
 
 describe('store roots and verify', () => {
   let dir: string;
@@ -9,7 +9,7 @@ describe('store roots and verify', () => {
   let store: LocalStore;
   beforeEach(async () => {
     ({ dir, remove } = await tempDir());
-    store = await openLocalStore({ root: join(dir, 'store'), secret: Buffer.alloc(32, 9) });
+    store = await openTestStore({ root: join(dir, 'store'), secret: Buffer.alloc(32, 9) });
     await writeFile(join(dir, 'a.txt'), 'alpha '.repeat(2000));
     await writeFile(join(dir, 'b.txt'), 'beta');
   });

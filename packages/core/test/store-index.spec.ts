@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -159,6 +159,23 @@ describe('the SQLite store index', () => {
     expect(store.index!.staleReason()).toBeNull();
   });
 
+  it('a writer whose index file another process moved aside follows it to the new file and marks it stale', async () => {
+    await addOutput(store, dir, 'a', 'a '.repeat(30_000));
+    const path = store.index!.path;
+    renameSync(path, `${path}.corrupt-test`); // what another process does with a corrupt index
+    const other = StoreIndex.open(store.root).index;
+    expect(other.replaced).toBe('missing');
+    await addOutput(store, dir, 'b', 'b '.repeat(30_000));
+    store.index!.flush();
+    expect(other.staleReason()).toMatch(/never built|replaced while this process was writing/);
+    const c = await other.rebuild(store);
+    expect(c.entries).toBe(2);
+    await addOutput(store, dir, 'c', 'c '.repeat(30_000));
+    store.index!.flush();
+    expect(other.counts().entries).toBe(3); // the writer's later updates land in the file readers read
+    other.close();
+  });
+
   it('keeps a row written while a rebuild is scanning', async () => {
     await addOutput(store, dir, 'a', 'a '.repeat(30_000));
     // A view of the store as the rebuild's scan saw it when it began, paused after the first blob.
@@ -215,6 +232,26 @@ describe('the SQLite store index', () => {
     expect(readdirSync(join(store.root, 'v1')).some((f) => f.startsWith('index.sqlite.corrupt-'))).toBe(true);
     expect(store.index!.staleReason()).toMatch(/unreadable/);
     expect(await storeStats(store)).toEqual(good);
+  });
+
+  it('does not take a locked index for a corrupt one: opening fails and the store works without it', async () => {
+    await addOutput(store, dir, 'a', 'a '.repeat(30_000));
+    const path = store.index!.path;
+    store.close();
+    const locker = new Database(path);
+    locker.pragma('locking_mode = EXCLUSIVE');
+    locker.exec('BEGIN EXCLUSIVE');
+    try {
+      expect(() => StoreIndex.open(store.root, { busyTimeoutMs: 20 })).toThrow(/locked/);
+      expect(readdirSync(join(store.root, 'v1')).filter((f) => f.includes('corrupt'))).toEqual([]);
+      store = await openLocalStore({ root: store.root, secret: null });
+      expect(store.index).toBeNull();
+      await addOutput(store, dir, 'b', 'b '.repeat(30_000)); // writes go on, and mark the index stale
+      expect(existsSync(staleMarkerPath(store.root))).toBe(true);
+    } finally {
+      locker.exec('ROLLBACK');
+      locker.close();
+    }
   });
 
   it('replaces an index of another schema version', async () => {
