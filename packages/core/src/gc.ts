@@ -10,10 +10,14 @@
  *
  * Execution order: AC entries first, then blobs, so a reader never sees an entry whose data was
  * swept first.
+ *
+ * Pending uploads are pinned: an entry or root that the upload journal (remote/journal.ts) still has
+ * to send to a remote tier is neither dropped nor evicted, so write-behind never finds its data gone.
  */
 import type { Digest } from './digest';
 import type { LocalStore } from './local-store';
 import { manifestChunks } from './manifest';
+import { UploadJournal } from './remote/journal';
 import { getManifest } from './tree';
 
 export interface GcOptions {
@@ -44,6 +48,8 @@ export interface GcPlan {
   keptBytes: number;
   /** Unreferenced blobs kept because they are younger than the grace period. */
   inGrace: number;
+  /** Entries kept, though old enough or chosen for eviction, because an upload of them is pending. */
+  pinned: number;
 }
 
 export interface GcResult {
@@ -74,6 +80,17 @@ async function scanEntries(store: LocalStore): Promise<{ live: LiveEntry[]; inva
   return { live, invalid };
 }
 
+/** What pending uploads name: entries (`namespace/key`) and root manifests. */
+async function pendingUploads(store: LocalStore): Promise<{ entries: Set<string>; roots: Digest[] }> {
+  const entries = new Set<string>();
+  const roots: Digest[] = [];
+  for (const r of await new UploadJournal(store.root).protectedRecords()) {
+    if (r.kind === 'ac') entries.add(`${r.namespace}/${r.key}`);
+    else roots.push(r.digest);
+  }
+  return { entries, roots };
+}
+
 /** Digests reachable from manifests: the manifests themselves and their chunks. */
 async function reach(store: LocalStore, manifests: Iterable<Digest>): Promise<Map<Digest, Digest[]>> {
   const out = new Map<Digest, Digest[]>();
@@ -91,7 +108,7 @@ async function reach(store: LocalStore, manifests: Iterable<Digest>): Promise<Ma
   return out;
 }
 
-async function sweep(store: LocalStore, referenced: Set<Digest>, graceMs: number, now: number): Promise<Pick<GcPlan, 'blobs' | 'freedBytes' | 'keptBlobs' | 'keptBytes' | 'inGrace'>> {
+async function sweep(store: LocalStore, referenced: Set<Digest>, graceMs: number, now: number): Promise<Omit<GcPlan, 'entries' | 'pinned'>> {
   const plan = { blobs: [] as GcPlan['blobs'], freedBytes: 0, keptBlobs: 0, keptBytes: 0, inGrace: 0 };
   for await (const b of store.blobs.list()) {
     const young = now - (b.mtimeMs ?? now) < graceMs;
@@ -121,18 +138,23 @@ export async function planGc(store: LocalStore, options: GcOptions = {}): Promis
   const now = options.now ?? Date.now();
   const scope = options.scope ?? 'all';
   const { live, invalid } = await scanEntries(store);
+  const pending = await pendingUploads(store);
   const entries: PlannedEntry[] = scope === 'store' ? [] : [...invalid];
   const kept: LiveEntry[] = [];
+  let pinned = 0;
   for (const e of live) {
-    if (scope !== 'store' && options.olderThanMs !== undefined && now - e.lastUsedMs > options.olderThanMs) {
-      entries.push({ namespace: e.namespace, key: e.key, manifest: e.manifest, lastUsedMs: e.lastUsedMs, reason: 'older-than' });
-    } else kept.push(e);
+    const old = scope !== 'store' && options.olderThanMs !== undefined && now - e.lastUsedMs > options.olderThanMs;
+    if (!old) kept.push(e);
+    else if (pending.entries.has(`${e.namespace}/${e.key}`)) {
+      pinned++;
+      kept.push(e);
+    } else entries.push({ namespace: e.namespace, key: e.key, manifest: e.manifest, lastUsedMs: e.lastUsedMs, reason: 'older-than' });
   }
-  if (scope === 'cache') return { entries, blobs: [], freedBytes: 0, keptBlobs: 0, keptBytes: 0, inGrace: 0 };
-  const roots = (await store.roots.list()).map((r) => r.digest);
+  if (scope === 'cache') return { entries, blobs: [], freedBytes: 0, keptBlobs: 0, keptBytes: 0, inGrace: 0, pinned };
+  const roots = [...(await store.roots.list()).map((r) => r.digest), ...pending.roots];
   const liveManifests = [...kept.map((e) => e.manifest), ...roots];
   const graph = await reach(store, liveManifests);
-  return { entries, ...(await sweep(store, referencedBy(graph, liveManifests), options.graceMs ?? 60 * 60 * 1000, now)) };
+  return { entries, ...(await sweep(store, referencedBy(graph, liveManifests), options.graceMs ?? 60 * 60 * 1000, now)), pinned };
 }
 
 export interface EvictOptions {
@@ -147,15 +169,16 @@ export interface EvictOptions {
 /**
  * Plans eviction down to a size: drops action-cache entries (least recently used first, or largest
  * first) until the blobs still referenced by the remaining entries and roots fit, then sweeps what
- * became unreferenced. Roots are never evicted. Blobs inside the grace period stay, so the plan may
- * end above the target; `keptBytes` says where it lands.
+ * became unreferenced. Roots and entries with a pending upload are never evicted. Blobs inside the
+ * grace period stay, so the plan may end above the target; `keptBytes` says where it lands.
  */
 export async function planEvict(store: LocalStore, options: EvictOptions): Promise<GcPlan> {
   const now = options.now ?? Date.now();
   const { live, invalid } = await scanEntries(store);
+  const pending = await pendingUploads(store);
   const sizes = new Map<Digest, number>();
   for await (const b of store.blobs.list()) sizes.set(b.digest, b.storedSize);
-  const roots = (await store.roots.list()).map((r) => r.digest);
+  const roots = [...(await store.roots.list()).map((r) => r.digest), ...pending.roots];
   const graph = await reach(store, [...live.map((e) => e.manifest), ...roots]);
   // Reference counts over kept entries and roots; a blob frees its bytes when its count reaches 0.
   const refs = new Map<Digest, number>();
@@ -175,13 +198,18 @@ export async function planEvict(store: LocalStore, options: EvictOptions): Promi
 
   const entries: PlannedEntry[] = [...invalid];
   const order = [...live].sort((a, b) => (options.strategy === 'largest' ? b.size - a.size || a.lastUsedMs - b.lastUsedMs : a.lastUsedMs - b.lastUsedMs));
+  let pinned = 0;
   for (const e of order) {
     if (referencedBytes <= options.toSizeBytes) break;
+    if (pending.entries.has(`${e.namespace}/${e.key}`)) {
+      pinned++;
+      continue;
+    }
     for (const d of addRefs(e.manifest, -1)) referencedBytes -= sizes.get(d) ?? 0;
     entries.push({ namespace: e.namespace, key: e.key, manifest: e.manifest, lastUsedMs: e.lastUsedMs, reason: 'evicted' });
   }
   const referenced = new Set([...refs].filter(([, n]) => n > 0).map(([d]) => d));
-  return { entries, ...(await sweep(store, referenced, options.graceMs ?? 60 * 60 * 1000, now)) };
+  return { entries, ...(await sweep(store, referenced, options.graceMs ?? 60 * 60 * 1000, now)), pinned };
 }
 
 /** Carries out a plan: entries first, then blobs. Blobs already gone are not an error. */

@@ -1,6 +1,6 @@
 import { utimes, writeFile, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { computeActionKey, digestOf, executeGc, ingestDirectory, materializeToDirectory, planEvict, planGc, type LocalStore } from '../src';
+import { computeActionKey, digestOf, executeGc, ingestDirectory, materializeToDirectory, planEvict, planGc, UploadJournal, type LocalStore } from '../src';
 import { openTestStore, tempDir } from './support/tmp';
 
 const HOUR = 3600_000;
@@ -122,6 +122,35 @@ describe('gc and evict', () => {
     const plan = await planEvict(store, { toSizeBytes: total - 1, strategy: 'largest', graceMs: 0 });
     expect(plan.entries.map((e) => e.key)).toEqual([big.key]);
     void small;
+  });
+
+  it('keeps what a pending upload names, through gc --older-than and eviction, until the upload is done', async () => {
+    const a = await entry('a', 60_000);
+    const b = await entry('b', 60_000);
+    await ageEntry(a.key, 48 * HOUR);
+    await ageEntry(b.key, 48 * HOUR);
+    await age([a.manifest, ...a.chunks, b.manifest, ...b.chunks], 48 * HOUR);
+    // Write-behind: a's upload to a remote tier is still pending (the remote was down).
+    const journal = new UploadJournal(store.root);
+    const id = await journal.add('s3://team-cache/x', { kind: 'ac', namespace: 'default', key: a.key });
+    const gc = await planGc(store, { olderThanMs: HOUR, graceMs: 0 });
+    expect(gc.entries.map((e) => e.key)).toEqual([b.key]);
+    expect(gc.pinned).toBe(1);
+    expect(gc.blobs.map((x) => x.digest)).not.toContain(a.manifest);
+    const evict = await planEvict(store, { toSizeBytes: 0, graceMs: 0 });
+    expect(evict.entries.map((e) => e.key)).toEqual([b.key]);
+    expect(evict.pinned).toBe(1);
+    await executeGc(store, gc);
+    const restored = join(dir, 'restored-a');
+    await materializeToDirectory(store.blobs, a.manifest, restored); // everything the upload needs is still here
+    // Once uploaded, it is an ordinary old entry again.
+    await journal.done('s3://team-cache/x', id);
+    expect((await planGc(store, { olderThanMs: HOUR, graceMs: 0 })).entries.map((e) => e.key)).toEqual([a.key]);
+    // A pending root upload keeps its tree the same way.
+    await journal.add('s3://team-cache/x', { kind: 'root', digest: a.manifest });
+    const withRoot = await planGc(store, { olderThanMs: HOUR, graceMs: 0 });
+    expect(withRoot.entries.map((e) => e.key)).toEqual([a.key]);
+    expect(withRoot.blobs.map((x) => x.digest)).not.toContain(a.manifest);
   });
 
   it('leaves no temp files behind', async () => {

@@ -16,7 +16,8 @@ function describePlan(plan: GcPlan, dryRun: boolean): string {
   return (
     `cascache: ${verb} drop ${plan.entries.length} cache entr${plan.entries.length === 1 ? 'y' : 'ies'}${reasons ? ` (${reasons})` : ''} ` +
     `and delete ${plan.blobs.length} blobs, freeing ${formatBytes(plan.freedBytes)}; ` +
-    `keeping ${plan.keptBlobs} blobs, ${formatBytes(plan.keptBytes)}${plan.inGrace ? ` (${plan.inGrace} unreferenced but within the grace period)` : ''}\n`
+    `keeping ${plan.keptBlobs} blobs, ${formatBytes(plan.keptBytes)}${plan.inGrace ? ` (${plan.inGrace} unreferenced but within the grace period)` : ''}` +
+    `${plan.pinned ? `; kept ${plan.pinned} entr${plan.pinned === 1 ? 'y' : 'ies'} whose upload to a remote tier is pending` : ''}\n`
   );
 }
 
