@@ -137,6 +137,15 @@ export function parseAcEntry(bytes: Buffer): { entry: AcEntry; sig: string } | n
   return wellFormed ? { entry: e, sig: sig as string } : null;
 }
 
+/**
+ * The entry stored under `namespace`/`key` as {@link parseAcEntry} reads it, or null when the bytes
+ * are malformed or name another place (signature not checked).
+ */
+export function describeAcEntry(bytes: Buffer, namespace: string, key: Digest): AcEntry | null {
+  const e = parseAcEntry(bytes)?.entry;
+  return e && e.namespace === namespace && e.key === key ? e : null;
+}
+
 /** A verified AC entry. */
 export interface AcEntry {
   format: typeof AC_FORMAT;

@@ -80,7 +80,6 @@ export {
   MAX_AC_ENTRY_BYTES,
   MemoryAcStore,
   MIN_SECRET_BYTES,
-  parseAcEntry,
   type AcEntry,
   type AcHit,
   type AcMissReason,

@@ -80,9 +80,10 @@ export async function openLocalStore(options: LocalStoreOptions): Promise<LocalS
   let index: StoreIndex | null = null;
   if (options.index ?? true) {
     try {
-      index = StoreIndex.open(options.root).index;
+      const opened = StoreIndex.open(options.root);
+      index = opened.index;
       // A store created just now is empty, so its new index is complete without a rebuild.
-      if (created) index.markBuilt();
+      if (created && opened.replaced === 'missing') index.markBuilt();
     } catch {
       // SQLite failed to load or the file cannot be opened: the store works without its cache.
     }

@@ -1,8 +1,8 @@
 /**
  * Store-wide figures: what is stored, what it stands for, and how much dedup and compression save.
  *
- * - `logicalBytes`: the sizes of all trees the store holds (action-cache entries and roots), as if
- *   each were stored whole.
+ * - `logicalBytes`: the sizes of all trees the store holds (well-formed action-cache entries, signed or
+ *   not, and roots), as if each were stored whole.
  * - `uniqueBytes`: raw bytes of the distinct blobs (read from frame headers).
  * - `storedBytes`: what the blobs take on disk.
  * - `dedupRatio` = logical / unique; `compressionRatio` = unique / stored.
@@ -10,6 +10,7 @@
  * Read from the store's SQLite index when it has one (refreshed first: rebuilt if it fell behind), so
  * the cost does not grow with the number of blobs; else counted from the files.
  */
+import { describeAcEntry } from './action-cache';
 import type { LocalStore } from './local-store';
 
 export interface StoreStats {
@@ -41,7 +42,9 @@ export async function storeStats(store: LocalStore): Promise<StoreStats> {
   let acEntries = 0;
   let logicalBytes = 0;
   for await (const { namespace, key } of store.entries.list()) {
-    const e = await store.actionCache.peek(namespace, key);
+    // Well-formed entries, as the index counts them (it holds no secret to check signatures with).
+    const bytes = await store.entries.get(namespace, key);
+    const e = bytes && describeAcEntry(bytes, namespace, key);
     if (!e) continue;
     acEntries++;
     logicalBytes += e.size;

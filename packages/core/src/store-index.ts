@@ -29,7 +29,7 @@ import { existsSync, mkdirSync, promises as fsp, readFileSync, renameSync, rmSyn
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type DatabaseType from 'better-sqlite3';
-import { parseAcEntry } from './action-cache';
+import { describeAcEntry } from './action-cache';
 import type { Digest } from './digest';
 import type { LocalStore } from './local-store';
 import { LAYOUT_VERSION } from './store/fs';
@@ -305,8 +305,7 @@ export class StoreIndex implements StoreObserver {
   }
 
   entryWritten(namespace: string, key: Digest, bytes: Buffer, atMs: number): void {
-    const parsed = parseAcEntry(bytes);
-    const e = parsed && parsed.entry.namespace === namespace && parsed.entry.key === key ? parsed.entry : null;
+    const e = describeAcEntry(bytes, namespace, key);
     // A malformed entry is no entry: it is never served, and a rebuild would not count it either.
     this.enqueue(() => (e ? this.st.entryPut.run(namespace, key, e.manifest, e.size, e.created, Math.round(atMs), Date.now()) : this.st.entryDel.run(namespace, key)));
   }
@@ -438,8 +437,7 @@ export class StoreIndex implements StoreObserver {
     const entries: Array<[string, string, string, number, number, number]> = [];
     for await (const { namespace, key, lastUsedMs } of store.entries.list()) {
       const bytes = await store.entries.get(namespace, key);
-      const parsed = bytes && parseAcEntry(bytes);
-      const e = parsed && parsed.entry.namespace === namespace && parsed.entry.key === key ? parsed.entry : null;
+      const e = bytes && describeAcEntry(bytes, namespace, key);
       if (e) entries.push([namespace, key, e.manifest, e.size, e.created, Math.round(lastUsedMs ?? e.created)]);
     }
     const roots = await store.roots.list();

@@ -89,7 +89,6 @@ describe('@cascache/core public API', () => {
   "normalizeEntryPath",
   "openLocalStore",
   "openRemoteTier",
-  "parseAcEntry",
   "parseByteSize",
   "parseManifest",
   "parseRemoteUrl",
