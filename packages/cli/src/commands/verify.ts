@@ -17,6 +17,7 @@ export function registerVerify(program: Command, io: Io, setExitCode: (code: num
   ).action(async (flags: StoreFlags & { rebuildIndex?: boolean }) => {
     const s = await openCliStore(flags, io);
     // The index is a cache of the files: rebuilt when asked, or when it is lost or cannot be trusted.
+    if (!s.index && flags.rebuildIndex) io.stderr.write('cascache: warning: the store index (SQLite) could not be opened, so it was not rebuilt\n');
     const reason = s.index?.staleReason();
     if (s.index && (flags.rebuildIndex || reason)) {
       const counts = await s.index.rebuild(s);
