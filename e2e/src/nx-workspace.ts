@@ -171,10 +171,22 @@ export function removeOutputs(dir: string): void {
 
 /** Stops the agent a store's agent.json names, if any (tests and tools must not leave it running). */
 export function stopAgent(storeDir: string): void {
+  let pid: number;
   try {
-    process.kill(JSON.parse(readFileSync(join(storeDir, 'agent.json'), 'utf8')).pid, 'SIGTERM');
+    pid = JSON.parse(readFileSync(join(storeDir, 'agent.json'), 'utf8')).pid;
+    process.kill(pid, 'SIGTERM');
   } catch {
-    /* no agent, or already gone */
+    return; // no agent, or already gone
+  }
+  // It closes its store on the way out (the index's last updates); callers delete the store next.
+  // The agent is detached, so no exit event reaches us: look every 10 ms, for at most 10 s.
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (const end = Date.now() + 10_000; Date.now() < end; Atomics.wait(pause, 0, 0, 10)) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
   }
 }
 

@@ -69,7 +69,10 @@ describe('cascache serve configuration', () => {
       expect((await fetch(`${url}/v1/cache/1`)).status).toBe(401);
       expect((await fetch(`${url}/v1/cache/1`, { headers: { authorization: 'Bearer rw-token' } })).status).toBe(404);
     } finally {
+      // It closes its store on the way out; its directory is removed after this test.
+      const exited = child.exitCode === null ? new Promise((resolve) => child.once('exit', resolve)) : null;
       child.kill('SIGTERM');
+      await exited;
     }
   });
 });

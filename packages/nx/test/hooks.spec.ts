@@ -15,7 +15,20 @@ describe('plugin hooks with a real agent', () => {
     workspace = mkdtempSync(join(tmpdir(), 'cascache-hooks-'));
     for (const k of Object.keys(process.env)) if (k.startsWith('NX_SELF_HOSTED') || k.startsWith('CASCACHE_')) delete process.env[k];
   });
-  afterEach(() => {
+  /** Resolves once a process (an agent: detached, so no exit event reaches us) is gone; at most 10 s. */
+  async function exited(pid: number): Promise<void> {
+    const alive = (): boolean => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    for (const end = Date.now() + 10_000; alive() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  afterEach(async () => {
     process.env = { ...saved };
     try {
       pids.add(JSON.parse(readFileSync(join(workspace, '.cascache', 'agent.json'), 'utf8')).pid);
@@ -29,6 +42,8 @@ describe('plugin hooks with a real agent', () => {
         /* gone */
       }
     }
+    // An agent closes its store on the way out (the index's last updates): let it finish first.
+    for (const pid of pids) await exited(pid);
     pids.clear();
     rmSync(workspace, { recursive: true, force: true });
   });
