@@ -51,7 +51,7 @@ export function registerStats(program: Command, io: Io): void {
     printRows(
       io,
       false,
-      ['tool', 'runs', 'hits', 'misses', 'hit rate', 'time saved'],
+      ['tool', 'runs', 'hits', 'misses', 'hit rate', 'task time saved'],
       tools.map((t) => [t.tool, t.runs, t.hits, t.misses, `${(t.hitRate * 100).toFixed(1)}%`, seconds(t.savedMs)]),
       null,
     );
@@ -59,7 +59,7 @@ export function registerStats(program: Command, io: Io): void {
       printRows(
         io,
         false,
-        ['latest runs', 'started', 'took', 'tasks', 'hits', 'misses', 'time saved'],
+        ['latest runs', 'started', 'took', 'tasks', 'hits', 'misses', 'task time saved'],
         runs.map((r) => [r.tool, formatAge(r.startTime), seconds(r.durationMs), r.tasks, r.hits, r.misses, seconds(r.savedMs)]),
         null,
       );
