@@ -70,6 +70,8 @@ CREATE TEMP TABLE IF NOT EXISTS seen_roots (digest TEXT PRIMARY KEY);
 const HIT_STATUSES = ['remote-cache', 'hit'];
 const MISS_STATUSES = ['success', 'failure', 'miss'];
 const inList = (xs: string[]): string => xs.map((x) => `'${x}'`).join(', ');
+/** Per hash, the duration of its last successful real run, ms: what a later hit of it saved. */
+const LAST_BUILD = "(SELECT hash, ms, MAX(started) FROM tasks WHERE status = 'success' AND ms IS NOT NULL AND hash IS NOT NULL GROUP BY hash)";
 
 export interface IndexCounts {
   blobs: number;
@@ -538,7 +540,7 @@ export class StoreIndex implements StoreObserver {
       .prepare(
         `SELECT r.tool tool, COALESCE(SUM(b.ms), 0) ms
          FROM tasks t JOIN runs r ON r.file = t.run
-         JOIN (SELECT hash, ms, MAX(started) FROM tasks WHERE status = 'success' AND ms IS NOT NULL AND hash IS NOT NULL GROUP BY hash) b ON b.hash = t.hash
+         JOIN ${LAST_BUILD} b ON b.hash = t.hash
          WHERE t.status IN (${inList(HIT_STATUSES)}) GROUP BY r.tool`,
       )
       .all() as Array<{ tool: string; ms: number }>;
@@ -562,7 +564,7 @@ export class StoreIndex implements StoreObserver {
            COALESCE(SUM(t.status IN (${inList(MISS_STATUSES)})), 0) misses,
            COUNT(t.ms) timed,
            (SELECT SUM(b.ms) FROM tasks h
-              JOIN (SELECT hash, ms, MAX(started) FROM tasks WHERE status = 'success' AND ms IS NOT NULL AND hash IS NOT NULL GROUP BY hash) b ON b.hash = h.hash
+              JOIN ${LAST_BUILD} b ON b.hash = h.hash
               WHERE h.run = r.file AND h.status IN (${inList(HIT_STATUSES)})) saved
          FROM runs r LEFT JOIN tasks t ON t.run = r.file WHERE r.tool != '?'
          GROUP BY r.file ORDER BY r.started DESC, r.file DESC LIMIT ?`,
