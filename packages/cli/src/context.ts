@@ -14,17 +14,20 @@ import {
   descriptorChunker,
   ErrorCodes,
   formatBytes,
+  indexStats,
   ingestDirectory,
   LayeredStore,
   materializeToDirectory,
   openLocalStore,
   openRemoteTier,
   parseTierConfigs,
+  storeStats,
   withDefaultToken,
   type Digest,
   type IngestResult,
   type LocalStore,
   type StoreIndex,
+  type StoreStats,
   type TierConfig,
 } from '@cascache/core';
 import type { Io } from './program';
@@ -72,6 +75,12 @@ export async function currentIndex(s: LocalStore, io: Io, flags: StoreFlags): Pr
   const reason = await s.index.refresh(s);
   if (reason && !flags.json) io.stderr.write(`cascache: rebuilt the store index from the files, because ${reason}\n`);
   return s.index;
+}
+
+/** The current index (see {@link currentIndex}) and the store-wide figures, refreshing the index once. */
+export async function currentStats(s: LocalStore, io: Io, flags: StoreFlags): Promise<{ index: StoreIndex | null; stats: StoreStats }> {
+  const index = await currentIndex(s, io, flags);
+  return { index, stats: index ? indexStats(index) : await storeStats(s) };
 }
 
 /**

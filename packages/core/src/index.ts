@@ -93,7 +93,7 @@ export { RootStore, type StoreRoot } from './roots';
 export { verifyStore, type VerifyOptions, type VerifyProblem, type VerifyReport } from './verify';
 export { formatBytes, parseByteSize } from './format';
 export { executeGc, planEvict, planGc, type EvictOptions, type GcOptions, type GcPlan, type GcResult, type PlannedEntry } from './gc';
-export { storeStats, type StoreStats } from './stats';
+export { indexStats, storeStats, type StoreStats } from './stats';
 export { INDEX_SCHEMA_VERSION, markIndexStale, recordRun, StoreIndex, type IndexCounts, type IndexOpenResult, type RunRecord, type RunSummary, type ToolStats } from './store-index';
 export { writeFileAtomic } from './atomic-write';
 export { checkRange, MemoryObjectStore, type ByteRange, type ObjectInfo, type ObjectStore } from './remote/object-store';

@@ -12,6 +12,7 @@
  */
 import { describeAcEntry } from './action-cache';
 import type { LocalStore } from './local-store';
+import type { StoreIndex } from './store-index';
 
 export interface StoreStats {
   blobs: number;
@@ -28,8 +29,7 @@ export interface StoreStats {
 export async function storeStats(store: LocalStore): Promise<StoreStats> {
   if (store.index) {
     await store.index.refresh(store);
-    const c = store.index.counts();
-    return withRatios({ blobs: c.blobs, storedBytes: c.storedBytes, uniqueBytes: c.rawBytes, acEntries: c.entries, roots: c.roots, logicalBytes: c.logicalBytes });
+    return indexStats(store.index);
   }
   let blobs = 0;
   let storedBytes = 0;
@@ -52,6 +52,12 @@ export async function storeStats(store: LocalStore): Promise<StoreStats> {
   const roots = await store.roots.list();
   for (const r of roots) logicalBytes += r.size;
   return withRatios({ blobs, storedBytes, uniqueBytes, acEntries, roots: roots.length, logicalBytes });
+}
+
+/** The same figures from an index as it stands (the caller has refreshed it). */
+export function indexStats(index: StoreIndex): StoreStats {
+  const c = index.counts();
+  return withRatios({ blobs: c.blobs, storedBytes: c.storedBytes, uniqueBytes: c.rawBytes, acEntries: c.entries, roots: c.roots, logicalBytes: c.logicalBytes });
 }
 
 function withRatios(t: Omit<StoreStats, 'dedupRatio' | 'compressionRatio' | 'avgChunkBytes'>): StoreStats {

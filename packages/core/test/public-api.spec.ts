@@ -76,6 +76,7 @@ describe('@cascache/core public API', () => {
   "formatBytes",
   "gearEntry",
   "getManifest",
+  "indexStats",
   "ingestDirectory",
   "ingestTar",
   "isCascacheError",

@@ -4,11 +4,11 @@
  * cache entries are evicted down to 90% of it (so one upload does not trigger the next eviction),
  * and what became unreferenced is swept after the usual grace period.
  *
- * The size check reads the store's SQLite index (one SUM over the blobs table, refreshed first if it
- * fell behind), so checking after every upload does not list every blob file; without an index it
- * counts the files.
+ * The size check is `storeStats`: the store's SQLite index (one SUM over the blobs table, refreshed
+ * first if it fell behind), so checking after every upload does not list every blob file; without an
+ * index it counts the files.
  */
-import { executeGc, planEvict, type GcResult, type LocalStore } from '@cascache/core';
+import { executeGc, planEvict, storeStats, type GcResult, type LocalStore } from '@cascache/core';
 
 export interface AutoEvictOptions {
   maxBytes: number;
@@ -60,7 +60,7 @@ export class AutoEvictor {
 
   private async run(): Promise<void> {
     try {
-      const total = await storedBytes(this.store);
+      const total = (await storeStats(this.store)).storedBytes;
       if (total <= this.options.maxBytes) return;
       const plan = await planEvict(this.store, { toSizeBytes: Math.floor(this.options.maxBytes * 0.9), graceMs: this.options.graceMs });
       const result = await executeGc(this.store, plan);
@@ -69,15 +69,4 @@ export class AutoEvictor {
       this.options.onEvict?.({ error });
     }
   }
-}
-
-/** Bytes the store's blobs take on disk, from its index when it has one. */
-async function storedBytes(store: LocalStore): Promise<number> {
-  if (store.index) {
-    await store.index.refresh(store);
-    return store.index.counts().storedBytes;
-  }
-  let total = 0;
-  for await (const b of store.blobs.list()) total += b.storedSize;
-  return total;
 }

@@ -9,9 +9,9 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { isDigest, recordRun, storeStats, writeFileAtomic, type LocalStore } from '@cascache/core';
+import { isDigest, recordRun, writeFileAtomic, type LocalStore } from '@cascache/core';
 import { computeCacheKey, type KeyExplanation } from '../cache-key';
-import { currentIndex, formatAge, formatBytes, ingestWithProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
+import { currentIndex, currentStats, formatAge, formatBytes, ingestWithProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
 import { ExitCodes } from '../exit-codes';
 import type { Io } from '../program';
 
@@ -183,8 +183,7 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
   withStoreFlags(cache.command('stats').description('Entries, sizes, dedup and compression ratios, hit rate')).action(async (flags: StoreFlags) => {
     const s = await openCliStore(flags, io);
     const records = await readRecords(s);
-    const index = await currentIndex(s, io, flags);
-    const store = await storeStats(s);
+    const { index, stats: store } = await currentStats(s, io, flags);
     const { hits, misses, hitRate } = index?.toolStats().find((t) => t.tool === CLI_TOOL) ?? { hits: 0, misses: 0, hitRate: 0 };
     const stats = {
       entries: records.length,

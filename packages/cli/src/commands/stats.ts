@@ -5,8 +5,8 @@
  * Everything is read from the store's SQLite index.
  */
 import type { Command } from 'commander';
-import { CascacheError, ErrorCodes, storeStats, type ToolStats } from '@cascache/core';
-import { currentIndex, formatAge, formatBytes, openCliStore, printRows, withStoreFlags, type StoreFlags } from '../context';
+import { CascacheError, ErrorCodes, type ToolStats } from '@cascache/core';
+import { currentStats, formatAge, formatBytes, openCliStore, printRows, withStoreFlags, type StoreFlags } from '../context';
 import type { Io } from '../program';
 import { CLI_TOOL } from './cache';
 
@@ -29,10 +29,9 @@ export function registerStats(program: Command, io: Io): void {
       .option('--runs <n>', 'how many of the latest runs to list (0 for none)', parseCount, 10),
   ).action(async (flags: StoreFlags & { runs: number }) => {
     const s = await openCliStore(flags, io);
-    const index = await currentIndex(s, io, flags);
+    const { index, stats: store } = await currentStats(s, io, flags);
     const recorded = index?.toolStats() ?? [];
     const runs = flags.runs > 0 ? (index?.recentRuns(flags.runs) ?? []) : [];
-    const store = await storeStats(s);
     const tools: ToolStats[] = [
       ...TOOLS.map((tool) => recorded.find((t) => t.tool === tool) ?? { tool, runs: 0, hits: 0, misses: 0, hitRate: 0, savedMs: tool === 'nx' ? 0 : null }),
       ...recorded.filter((t) => !TOOLS.includes(t.tool)),

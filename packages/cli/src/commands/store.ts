@@ -3,8 +3,8 @@
  * tree always gets the same root digest; a root keeps its data alive through GC until removed.
  */
 import type { Command } from 'commander';
-import { assertDigest, CascacheError, ErrorCodes, getManifest, storeStats } from '@cascache/core';
-import { currentIndex, formatAge, formatBytes, ingestWithProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
+import { assertDigest, CascacheError, ErrorCodes, getManifest } from '@cascache/core';
+import { currentStats, formatAge, formatBytes, ingestWithProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
 import type { Io } from '../program';
 
 export function registerStore(program: Command, io: Io): void {
@@ -60,8 +60,7 @@ export function registerStore(program: Command, io: Io): void {
   withStoreFlags(store.command('stats').description('Roots, logical bytes, blobs and bytes on disk')).action(async (flags: StoreFlags) => {
     const s = await openCliStore(flags, io);
     const roots = await s.roots.list();
-    await currentIndex(s, io, flags);
-    const { blobs, storedBytes } = await storeStats(s);
+    const { blobs, storedBytes } = (await currentStats(s, io, flags)).stats;
     const logicalBytes = roots.reduce((a, r) => a + r.size, 0);
     const stats = { roots: roots.length, logicalBytes, blobs, storedBytes };
     printRows(io, flags.json, ['roots', 'logical size', 'blobs', 'stored on disk'], [[stats.roots, formatBytes(logicalBytes), blobs, formatBytes(storedBytes)]], stats);
