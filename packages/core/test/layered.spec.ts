@@ -17,7 +17,7 @@ import {
   type RemoteTier,
 } from '../src';
 import { expectSameFlatTree } from './support/same-tree';
-import { openTestStore, tempDir } from './support/tmp';
+import { closeBeforeRemoval, openTestStore, tempDir } from './support/tmp';
 
 const SECRET = Buffer.alloc(32, 7);
 const NS = 'default';
@@ -25,14 +25,10 @@ const NS = 'default';
 describe('LayeredStore', () => {
   let dir: string;
   let remove: () => Promise<void>;
-  const open: LayeredStore[] = [];
   beforeEach(async () => {
     ({ dir, remove } = await tempDir());
   });
-  afterEach(async () => {
-    await Promise.all(open.splice(0).map((s) => s.close()));
-    await remove();
-  });
+  afterEach(() => remove());
 
   function tier(objects: MemoryObjectStore, extra: { readOnly?: boolean; threshold?: number } = {}): RemoteTier {
     return openRemoteTier(
@@ -51,7 +47,7 @@ describe('LayeredStore', () => {
       else waiting.push(w);
     };
     const store = new LayeredStore({ local, remotes, secret: SECRET, sync: options.sync, retryBaseMs: 5, retryMaxMs: 20, warnIntervalMs: 0, onEvent });
-    open.push(store);
+    closeBeforeRemoval(store);
     /** Resolves on the next event of a type (or at once if one arrived already). */
     const next = (type: LayeredEvent['type']) => new Promise<void>((resolve) => (events.some((e) => e.type === type) ? resolve() : waiting.push({ type, resolve })));
     return { local, store, events, next, warnings: () => events.filter((e) => e.type === 'warning') };
@@ -144,7 +140,7 @@ describe('LayeredStore', () => {
 
     objects.faults = null;
     const again = new LayeredStore({ local: a.local, remotes: [tier(objects)], secret: SECRET });
-    open.push(again);
+    closeBeforeRemoval(again);
     const report = await again.drain({ timeoutMs: 30_000 });
     expect(report.drained).toBe(true);
     expect(report.stats.records).toBe(1);

@@ -16,7 +16,7 @@ import {
   type RemoteTier,
 } from '../src';
 import { expectSameFlatTree } from './support/same-tree';
-import { openTestStore, tempDir } from './support/tmp';
+import { closeBeforeRemoval, openTestStore, tempDir } from './support/tmp';
 
 const SECRET = Buffer.alloc(32, 8);
 const HOUR = 3_600_000;
@@ -24,21 +24,17 @@ const HOUR = 3_600_000;
 describe('remote GC', () => {
   let dir: string;
   let remove: () => Promise<void>;
-  const open: LayeredStore[] = [];
   beforeEach(async () => {
     ({ dir, remove } = await tempDir());
   });
-  afterEach(async () => {
-    await Promise.all(open.splice(0).map((s) => s.close()));
-    await remove();
-  });
+  afterEach(() => remove());
 
   const tier = (objects: MemoryObjectStore): RemoteTier => openRemoteTier({ url: 's3://gc-bucket/x' }, { objects });
 
   async function machine(name: string, objects: MemoryObjectStore, sync = true) {
     const local = await openTestStore({ root: join(dir, name), secret: SECRET });
     const store = new LayeredStore({ local, remotes: [tier(objects)], secret: SECRET, sync });
-    open.push(store);
+    closeBeforeRemoval(store);
     return { local, store };
   }
 
