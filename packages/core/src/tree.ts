@@ -31,7 +31,7 @@ import {
 } from './manifest';
 import { yieldToEventLoop } from './store/fs';
 import type { BlobStore } from './store/types';
-import { readAll } from './streams';
+import { coalesce, readAll } from './streams';
 
 /** Figures from one ingest. */
 export interface IngestResult {
@@ -500,6 +500,8 @@ async function writeFileFromChunks(store: BlobStore, e: FileEntry, abs: string, 
 
 /** Options for {@link materializeToTar}. */
 export interface TarOutputOptions extends MaterializeOptions {
+  /** Smallest piece the stream yields, bytes (the last may be shorter). Default 256 KiB. */
+  pieceBytes?: number;
   /** mtime written for every entry. Default: now. */
   mtime?: Date;
   /**
@@ -543,9 +545,12 @@ export async function materializeToTar(store: BlobStore, manifest: Manifest | Di
     pack.finalize();
   };
   produce().catch((err) => pack.destroy(err as Error));
-  // tar-stream 3 streams are streamx streams; expose a Node Readable.
-  return Readable.from(pack as unknown as AsyncIterable<Buffer>, { objectMode: false });
+  // tar-stream 3 streams are streamx streams; expose a Node Readable, in large pieces.
+  return Readable.from(coalesce(pack as unknown as AsyncIterable<Buffer>, options.pieceBytes ?? TAR_PIECE_BYTES), { objectMode: false });
 }
+
+/** Default piece size of {@link materializeToTar}'s output, bytes. */
+const TAR_PIECE_BYTES = 256 * 1024;
 
 async function writeTarFile(store: BlobStore, pack: tarStream.Pack, e: FileEntry, mtime: Date, window: number): Promise<void> {
   let done!: (err?: Error | null) => void;
@@ -564,8 +569,13 @@ async function writeTarFile(store: BlobStore, pack: tarStream.Pack, e: FileEntry
         // Wake on close too: a consumer that goes away (a client disconnecting) must not leave
         // this loop waiting for a drain that never comes.
         await new Promise<void>((resolve) => {
-          sink.once('drain', resolve);
-          sink.once('close', resolve);
+          const wake = (): void => {
+            sink.off('drain', wake);
+            sink.off('close', wake);
+            resolve();
+          };
+          sink.on('drain', wake);
+          sink.on('close', wake);
         });
         if (sink.destroyed) throw new CascacheError(ErrorCodes.UNAVAILABLE, 'tar consumer went away');
       }

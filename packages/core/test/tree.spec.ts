@@ -103,6 +103,30 @@ describe('directory and tar round trips', () => {
     expect(await snapshot(join(dir, 'gnu'))).toEqual(await snapshot(join(dir, 'src')));
   });
 
+  it('streams a large file as a tar in pieces of at least 256 KiB, to a slow reader', async () => {
+    // 6 MiB of chunks through a reader that pauses after every piece.
+    const content = randomBytes(6 * 1024 * 1024);
+    await mkdir(join(dir, 'big'));
+    await writeFile(join(dir, 'big', 'big.bin'), content);
+    const { digest } = await ingestDirectory(store, join(dir, 'big'));
+    const tar = await materializeToTar(store, digest);
+    const pieces: Buffer[] = [];
+    for await (const piece of tar) {
+      pieces.push(piece as Buffer);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    // A zlib stream downstream costs a thread-pool round trip per piece: ~8 KiB chunks cost ~4,000.
+    expect(pieces.slice(0, -1).every((p) => p.length >= 256 * 1024)).toBe(true);
+    const extracted: Buffer[] = [];
+    const extract = tarStream.extract();
+    extract.on('entry', (_h, stream, next) => {
+      stream.on('data', (b: Buffer) => extracted.push(b));
+      stream.on('end', next);
+    });
+    await pipeline(Readable.from(pieces), extract);
+    expect(Buffer.concat(extracted).equals(content)).toBe(true);
+  });
+
   it('ingests a tar made by GNU tar (with ./ prefixes and gzip undone by the caller)', async () => {
     await makeFixtureTree(join(dir, 'src'));
     execFileSync('tar', ['-czf', join(dir, 'gnu.tgz'), '-C', join(dir, 'src'), '.']);
