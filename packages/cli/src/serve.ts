@@ -122,7 +122,7 @@ export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv, cw
     syncUploads: flags.syncUploads ?? (env.CASCACHE_SYNC_UPLOADS ? env.CASCACHE_SYNC_UPLOADS === '1' : undefined) ?? file.syncUploads ?? false,
   };
   if (!Number.isInteger(cfg.port) || cfg.port < 0 || cfg.port > 65535) bad(`port must be 0-65535, got ${String(cfg.port)}`);
-  if (!Number.isInteger(cfg.gzipLevel) || cfg.gzipLevel < 1 || cfg.gzipLevel > 9) bad(`gzip level must be 1-9, got ${String(cfg.gzipLevel)}`);
+  if (!Number.isInteger(cfg.gzipLevel) || cfg.gzipLevel < 0 || cfg.gzipLevel > 9) bad(`gzip level must be 0-9 (0: no compression, for loopback), got ${String(cfg.gzipLevel)}`);
   if (cfg.secret !== null && Buffer.byteLength(cfg.secret) < 32) bad('CASCACHE_SECRET must be at least 32 bytes');
   return cfg;
 }

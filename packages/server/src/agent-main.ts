@@ -52,6 +52,9 @@ async function main(): Promise<void> {
     tokens: { readWrite: [token], readOnly: process.env.CASCACHE_AGENT_RO_TOKEN ? [process.env.CASCACHE_AGENT_RO_TOKEN] : [] },
     secret,
     writer: 'nx-agent',
+    // Loopback: compressing a body that never leaves the machine only costs time (level 0 is a
+    // valid gzip stream of stored blocks, which Nx's client inflates like any other).
+    gzipLevel: 0,
     logger: { level: process.env.CASCACHE_LOG_LEVEL ?? 'info', stream: process.stderr },
     onRequest: touch,
     maxSizeBytes: process.env.CASCACHE_MAX_SIZE ? parseByteSize(process.env.CASCACHE_MAX_SIZE) : undefined,

@@ -56,7 +56,10 @@ export interface ServerOptions {
   namespace?: string;
   /** Tokens; none configured means every request may read and write (bind to loopback only). */
   tokens?: TokenConfig;
-  /** gzip level of GET bodies, 1 (fast, default) to 9. */
+  /**
+   * gzip level of GET bodies: 0 (stored blocks, no compression work: loopback, the agent) or
+   * 1 (fast, default) to 9. Nx's client inflates any level.
+   */
   gzipLevel?: number;
   /** Bounds on uploads: tar entry count and sizes, compressed size, decompression ratio. */
   limits?: TarLimits & UploadLimits;
@@ -94,6 +97,12 @@ const NX_EXTRAS_OUT = {
     return b;
   },
 };
+
+/**
+ * zlib's output piece size for GET bodies, bytes. Each piece is a thread-pool round trip; the
+ * default 16 KiB made gzip cost more than reading and decompressing the chunks (bench/).
+ */
+const GZIP_CHUNK_BYTES = 256 * 1024;
 
 /** Nx task hashes are decimal strings. */
 const NX_HASH_RE = /^[0-9]{1,64}$/;
@@ -152,7 +161,8 @@ export function createServer(options: ServerOptions): CascacheServer {
       }
       const tar = await materializeToTar(options.blobs, hit.manifest, { extraEntries: NX_EXTRAS_OUT });
       const sent = new ByteCounter();
-      const body = pipeline(tar, createGzip({ level: options.gzipLevel ?? 1, flush: zlibConstants.Z_NO_FLUSH }), sent, (err) => {
+      const gzip = createGzip({ level: options.gzipLevel ?? 1, flush: zlibConstants.Z_NO_FLUSH, chunkSize: GZIP_CHUNK_BYTES });
+      const body = pipeline(tar, gzip, sent, (err) => {
         if (err) req.log.error({ err }, `streaming ${hash} failed`);
         else activity.record(hash, { bytesSent: sent.bytes });
       });
