@@ -82,8 +82,10 @@ describe('Nx remote caching through cascache (real nx, real agent)', () => {
     ws.nx(['reset']);
     removeOutputs(ws.dir);
     ws.clearBuildLog();
-    const r = ws.nx(['run-many', '-t', 'build']);
+    const r = ws.nx(['run-many', '-t', 'build'], { NX_PERF_LOGGING: 'true' });
     expect(ws.buildLog()).toEqual([]);
+    // The plugin's worker process starts once: the one that loaded it serves the task hooks too.
+    expect(`${r.stdout}${r.stderr}`.match(/start-plugin-worker:@cascache\/nx'/g)).toHaveLength(1);
     // This run only downloaded: the summary counts this run's uploads, not earlier ones.
     expect(summary(r.stdout)).toMatchObject({ tasks: 12, fromCascache: 12, ran: 0, received: 0, stored: 0 });
     expect(snapshotOutputs(ws.dir)).toEqual(first);

@@ -95,8 +95,8 @@ export interface RunSummary {
 
 /** The summary line, e.g. `cascache: 14 tasks, 12 from cascache, 2 run; received 3.1 MB, stored 41 kB new`. */
 export function summaryLine(s: RunSummary): string {
-  // Loaded here, after the tasks: core brings native modules, and the pre-run hook must stay cheap.
-  const { formatBytes } = require('@cascache/core') as typeof import('@cascache/core');
+  // The light entry: the main one loads native modules (~40 ms) that a summary does not need.
+  const { formatBytes } = require('@cascache/core/format') as typeof import('@cascache/core/format');
   const parts = [`${s.tasks} tasks`, `${s.fromCascache} from cascache`];
   if (s.fromLocalCache) parts.push(`${s.fromLocalCache} from Nx's local cache`);
   parts.push(`${s.ran} run`);
@@ -128,7 +128,7 @@ interface FlushReport {
 
 /** `cascache: uploaded 41 kB to remote tiers (1 pack); dedup saved 3.1 MB; 0 uploads pending`. */
 export function uploadLine(r: FlushReport): string {
-  const { formatBytes } = require('@cascache/core') as typeof import('@cascache/core');
+  const { formatBytes } = require('@cascache/core/format') as typeof import('@cascache/core/format');
   const s = r.stats ?? { packs: 0, bytesSent: 0, bytesDeduplicated: 0 };
   const pending = Object.values(r.pending).reduce((a, b) => a + b, 0);
   const failed = Object.values(r.failed).reduce((a, b) => a + b, 0);
