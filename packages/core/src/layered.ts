@@ -414,15 +414,16 @@ export class LayeredStore {
         const all = [...new Set([...newTrees.values()].flatMap((t) => t.chunks))];
         const present = await tier.blobs.has(all);
         const missing = all.filter((d) => !present.has(d));
-        const counted = new Set<Digest>();
+        // Dedup saved = what the batch's outputs hold (distinct chunks per output) minus what is sent,
+        // which does not depend on how records fall into batches: a chunk two outputs share counts
+        // as saved once whether they travel together or apart (it used to count only apart).
+        const rawOf = (d: Digest): number => this.local.blobs.header(d)?.rawLength ?? 0;
         for (const w of work) {
-          for (const d of w.chunks) {
-            if (counted.has(d) || (newTrees.has(w.manifest) && !present.has(d))) continue;
-            counted.add(d);
-            stats.blobsDeduplicated++;
-            stats.bytesDeduplicated += this.local.blobs.header(d)?.rawLength ?? 0;
-          }
+          stats.blobsDeduplicated += w.chunks.length;
+          for (const d of w.chunks) stats.bytesDeduplicated += rawOf(d);
         }
+        stats.blobsDeduplicated -= missing.length;
+        for (const d of missing) stats.bytesDeduplicated -= rawOf(d);
         const local = this.local.blobs;
         const sent = await tier.blobs.putMany(
           (async function* () {

@@ -74,6 +74,28 @@ describe('LayeredStore', () => {
   }
 
 
+  it('reports the same dedup figures for the same uploads, however they are batched', async () => {
+    // Three outputs that share most of their chunks: the second and third repeat files of the first.
+    const srcs = [await tree('one', 8, 'shared'), await tree('two', 10, 'shared'), await tree('three', 12, 'shared')];
+    // One machine uploads each output as it is stored (three batches) ...
+    const a = await machine('a', [tier(new MemoryObjectStore())], { sync: true });
+    for (const [i, src] of srcs.entries()) await build(a.local, a.store, src, `t${i}`);
+    // ... the other journals all three and uploads them in one batch.
+    const b = await machine('b', [tier(new MemoryObjectStore())]);
+    for (const [i, src] of srcs.entries()) await build(b.local, b.store, src, `t${i}`);
+    const report = await b.store.drain({ timeoutMs: 30_000 });
+    expect(report.drained).toBe(true);
+    expect(b.store.stats.packs).toBe(1);
+    expect(a.store.stats.packs).toBe(3);
+    // Sent: the distinct chunks, once. Saved: every other chunk of the three outputs.
+    expect(b.store.stats.blobsSent).toBe(a.store.stats.blobsSent);
+    expect(b.store.stats.bytesDeduplicated).toBe(a.store.stats.bytesDeduplicated);
+    expect(b.store.stats.blobsDeduplicated).toBe(a.store.stats.blobsDeduplicated);
+    // The three outputs repeat one set of files: every byte of the first two is saved.
+    const bytesOf = async (src: string) => (await Promise.all((await readdir(src)).map(async (f) => (await readFile(join(src, f))).length))).reduce((x, y) => x + y, 0);
+    expect(b.store.stats.bytesDeduplicated).toBe((await bytesOf(srcs[0]!)) + (await bytesOf(srcs[1]!)));
+  });
+
   it('a second machine restores a remote hit without listing the bucket, and keeps it locally', async () => {
     const objects = new MemoryObjectStore();
     const a = await machine('a', [tier(objects)], { sync: true });
