@@ -44,10 +44,10 @@ describe('cascache cache stats and cascache stats', () => {
     writeFileSync(join(runs, '1000-1.json'), JSON.stringify({ tool: 'nx', startTime: 1000, endTime: 7000, tasks: [{ hash: '11', status: 'success', ms: 4000 }, { hash: '22', status: 'success', ms: 1500 }] }));
     writeFileSync(join(runs, '2000-1.json'), JSON.stringify({ tool: 'nx', startTime: 20_000, endTime: 21_200, tasks: [{ hash: '11', status: 'remote-cache', ms: 30 }, { hash: '33', status: 'success', ms: 900 }] }));
     const st = JSON.parse((await cli('stats', '--store-dir', s, '--json')).stdout);
-    expect(st.tools[0]).toEqual({ tool: 'nx', runs: 2, hits: 1, misses: 3, hitRate: 0.25, savedMs: 4000 });
+    expect(st.tools[0]).toEqual({ tool: 'nx', runs: 2, hits: 1, localHits: 0, misses: 3, hitRate: 0.25, savedMs: 4000 });
     expect(st.runs).toEqual([
-      { tool: 'nx', startTime: 20_000, durationMs: 1200, tasks: 2, hits: 1, misses: 1, savedMs: 4000 },
-      { tool: 'nx', startTime: 1000, durationMs: 6000, tasks: 2, hits: 0, misses: 2, savedMs: 0 },
+      { tool: 'nx', startTime: 20_000, durationMs: 1200, tasks: 2, hits: 1, localHits: 0, misses: 1, savedMs: 4000 },
+      { tool: 'nx', startTime: 1000, durationMs: 6000, tasks: 2, hits: 0, localHits: 0, misses: 2, savedMs: 0 },
     ]);
     expect(JSON.parse((await cli('stats', '--runs', '1', '--store-dir', s, '--json')).stdout).runs).toHaveLength(1);
     const human = await cli('stats', '--store-dir', s);

@@ -63,13 +63,18 @@ CREATE TEMP TABLE IF NOT EXISTS seen_roots (digest TEXT PRIMARY KEY);
 `;
 
 /**
- * Task statuses that count as a hit (served by cascache) and as a miss (looked up, then built), per
- * tool: Nx's own task statuses (`remote-cache` is ours; `local-cache` is Nx's own cache and counts as
- * neither) and the CLI's `hit`/`miss`.
+ * Task statuses that count as a hit (served by cascache), a local hit (served by the tool's own
+ * cache: Nx's `local-cache`) and a miss (looked up, then built), per tool: Nx's own task statuses
+ * (`remote-cache` is ours) and the CLI's `hit`/`miss`. A task the tool does not cache (a record's
+ * `cache: false`) is indexed as `uncacheable`: neither, since no cache could have served it.
  */
 const HIT_STATUSES = ['remote-cache', 'hit'];
+const LOCAL_HIT_STATUSES = ['local-cache', 'local-cache-kept-existing'];
 const MISS_STATUSES = ['success', 'failure', 'miss'];
+const UNCACHEABLE = 'uncacheable';
 const inList = (xs: string[]): string => xs.map((x) => `'${x}'`).join(', ');
+/** Share of lookups that did not build, 0..1 to three decimals; 0 when nothing was looked up. */
+const hitRate = (hits: number, misses: number): number => (hits + misses > 0 ? Math.round((hits / (hits + misses)) * 1000) / 1000 : 0);
 /** Per hash, the duration of its last successful real run, ms: what a later hit of it saved. */
 const LAST_BUILD = "(SELECT hash, ms, MAX(started) FROM tasks WHERE status = 'success' AND ms IS NOT NULL AND hash IS NOT NULL GROUP BY hash)";
 
@@ -88,8 +93,11 @@ export interface ToolStats {
   runs: number;
   /** Tasks served from cascache. */
   hits: number;
-  /** Tasks looked up and then built (or failed). */
+  /** Tasks served by the tool's own local cache (Nx's `.nx/cache`), before asking cascache. */
+  localHits: number;
+  /** Cacheable tasks looked up and then built (or failed). Uncacheable tasks are not counted. */
   misses: number;
+  /** (hits + localHits) / (hits + localHits + misses), 0..1: how often a cacheable task was not built. */
   hitRate: number;
   /** For each hit, the duration of the last successful real run of the same hash, summed, ms. Null when the tool records no durations. */
   savedMs: number | null;
@@ -104,6 +112,7 @@ export interface RunSummary {
   durationMs: number | null;
   tasks: number;
   hits: number;
+  localHits: number;
   misses: number;
   /** As in {@link ToolStats.savedMs}, for this run's hits. */
   savedMs: number | null;
@@ -117,8 +126,11 @@ export interface RunRecord {
   /** ms since the epoch. */
   startTime: number;
   endTime?: number;
-  /** Per task: its hash (action key), what happened (`remote-cache`, `success`, `hit`, `miss`...), how long it took, ms. */
-  tasks: Array<{ id?: string; hash?: string; status: string; ms?: number }>;
+  /**
+   * Per task: its hash (action key), what happened (`remote-cache`, `success`, `hit`, `miss`...),
+   * how long it took, ms, and `cache: false` when the tool does not cache it (Nx's `task.cache`).
+   */
+  tasks: Array<{ id?: string; hash?: string; status: string; ms?: number; cache?: boolean }>;
 }
 
 export interface IndexOpenResult {
@@ -507,7 +519,9 @@ export class StoreIndex implements StoreObserver {
       for (const { file, run } of fresh) {
         // Another process may have read the same file first: its rows stand.
         if (insertRun.run(file, run?.tool ?? '?', run?.startTime ?? 0, int(run?.endTime)).changes === 0 || !run) continue;
-        for (const t of run.tasks) if (t && typeof t.status === 'string') insertTask.run(file, run.startTime, str(t.id), str(t.hash), t.status, int(t.ms));
+        for (const t of run.tasks) {
+          if (t && typeof t.status === 'string') insertTask.run(file, run.startTime, str(t.id), str(t.hash), t.cache === false ? UNCACHEABLE : t.status, int(t.ms));
+        }
       }
     })();
     return fresh.length;
@@ -530,11 +544,12 @@ export class StoreIndex implements StoreObserver {
       .prepare(
         `SELECT r.tool tool, COUNT(DISTINCT r.file) runs,
            COALESCE(SUM(t.status IN (${inList(HIT_STATUSES)})), 0) hits,
+           COALESCE(SUM(t.status IN (${inList(LOCAL_HIT_STATUSES)})), 0) localHits,
            COALESCE(SUM(t.status IN (${inList(MISS_STATUSES)})), 0) misses,
            COUNT(t.ms) timed
          FROM runs r LEFT JOIN tasks t ON t.run = r.file WHERE r.tool != '?' GROUP BY r.tool ORDER BY r.tool`,
       )
-      .all() as Array<{ tool: string; runs: number; hits: number; misses: number; timed: number }>;
+      .all() as Array<{ tool: string; runs: number; hits: number; localHits: number; misses: number; timed: number }>;
     // What a hit saved: the duration of the last successful real run of the same hash.
     const saved = this.db
       .prepare(
@@ -549,8 +564,9 @@ export class StoreIndex implements StoreObserver {
       tool: r.tool,
       runs: r.runs,
       hits: r.hits,
+      localHits: r.localHits,
       misses: r.misses,
-      hitRate: r.hits + r.misses > 0 ? Math.round((r.hits / (r.hits + r.misses)) * 1000) / 1000 : 0,
+      hitRate: hitRate(r.hits + r.localHits, r.misses),
       savedMs: r.timed > 0 ? (savedBy.get(r.tool) ?? 0) : null,
     }));
   }
@@ -561,6 +577,7 @@ export class StoreIndex implements StoreObserver {
       .prepare(
         `SELECT r.tool tool, r.started startTime, r.ended ended, COUNT(t.status) tasks,
            COALESCE(SUM(t.status IN (${inList(HIT_STATUSES)})), 0) hits,
+           COALESCE(SUM(t.status IN (${inList(LOCAL_HIT_STATUSES)})), 0) localHits,
            COALESCE(SUM(t.status IN (${inList(MISS_STATUSES)})), 0) misses,
            COUNT(t.ms) timed,
            (SELECT SUM(b.ms) FROM tasks h
@@ -569,13 +586,14 @@ export class StoreIndex implements StoreObserver {
          FROM runs r LEFT JOIN tasks t ON t.run = r.file WHERE r.tool != '?'
          GROUP BY r.file ORDER BY r.started DESC, r.file DESC LIMIT ?`,
       )
-      .all(limit) as Array<{ tool: string; startTime: number; ended: number | null; tasks: number; hits: number; misses: number; timed: number; saved: number | null }>;
+      .all(limit) as Array<{ tool: string; startTime: number; ended: number | null; tasks: number; hits: number; localHits: number; misses: number; timed: number; saved: number | null }>;
     return rows.map((r) => ({
       tool: r.tool,
       startTime: r.startTime,
       durationMs: r.ended !== null && r.ended >= r.startTime ? r.ended - r.startTime : null,
       tasks: r.tasks,
       hits: r.hits,
+      localHits: r.localHits,
       misses: r.misses,
       savedMs: r.timed > 0 ? (r.saved ?? 0) : null,
     }));

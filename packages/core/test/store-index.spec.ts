@@ -270,7 +270,11 @@ describe('the SQLite store index', () => {
     const t = 1_700_000_000_000;
     await recordRun(store.root, { tool: 'nx', startTime: t, tasks: [{ hash: 'h1', status: 'success', ms: 4000 }, { hash: 'h2', status: 'success', ms: 1000 }, { hash: 'h3', status: 'local-cache' }] });
     await recordRun(store.root, { tool: 'nx', startTime: t + 1, tasks: [{ hash: 'h1', status: 'success', ms: 3000 }] });
-    await recordRun(store.root, { tool: 'nx', startTime: t + 2, tasks: [{ hash: 'h1', status: 'remote-cache' }, { hash: 'h2', status: 'remote-cache' }, { hash: 'h4', status: 'failure', ms: 5 }] });
+    await recordRun(store.root, {
+      tool: 'nx',
+      startTime: t + 2,
+      tasks: [{ hash: 'h1', status: 'remote-cache' }, { hash: 'h2', status: 'remote-cache' }, { hash: 'h4', status: 'failure', ms: 5 }, { hash: 'h5', status: 'success', ms: 9, cache: false }],
+    });
     await recordRun(store.root, { tool: 'cascache cache', startTime: t + 3, tasks: [{ id: 'app', hash: 'k1', status: 'hit' }] });
     await recordRun(store.root, { tool: 'cascache cache', startTime: t + 4, tasks: [{ id: 'app', hash: 'k2', status: 'miss' }] });
     writeFileSync(join(store.root, 'v1', 'runs', `${t + 5}-torn.json`), '{"tool":"nx","tas');
@@ -280,15 +284,16 @@ describe('the SQLite store index', () => {
     await store.index!.refresh(store);
     expect(await store.index!.syncRuns()).toBe(0);
     expect(store.index!.toolStats()).toEqual([
-      { tool: 'cascache cache', runs: 2, hits: 1, misses: 1, hitRate: 0.5, savedMs: null },
-      // h1's last real build took 3000 ms, h2's 1000 ms; local-cache is Nx's own cache, neither hit nor miss.
-      { tool: 'nx', runs: 3, hits: 2, misses: 4, hitRate: 0.333, savedMs: 4000 },
+      { tool: 'cascache cache', runs: 2, hits: 1, localHits: 0, misses: 1, hitRate: 0.5, savedMs: null },
+      // h1's last real build took 3000 ms, h2's 1000 ms. local-cache is Nx's own cache: a hit, not
+      // cascache's (no time credited). h5 is not cacheable: neither hit nor miss.
+      { tool: 'nx', runs: 3, hits: 2, localHits: 1, misses: 4, hitRate: 0.429, savedMs: 4000 },
     ]);
     expect(store.index!.lastHits('cascache cache')).toEqual(new Map([['k1', t + 3]]));
     expect(store.index!.recentRuns(3)).toEqual([
-      { tool: 'cascache cache', startTime: t + 4, durationMs: null, tasks: 1, hits: 0, misses: 1, savedMs: null },
-      { tool: 'cascache cache', startTime: t + 3, durationMs: null, tasks: 1, hits: 1, misses: 0, savedMs: null },
-      { tool: 'nx', startTime: t + 2, durationMs: null, tasks: 3, hits: 2, misses: 1, savedMs: 4000 },
+      { tool: 'cascache cache', startTime: t + 4, durationMs: null, tasks: 1, hits: 0, localHits: 0, misses: 1, savedMs: null },
+      { tool: 'cascache cache', startTime: t + 3, durationMs: null, tasks: 1, hits: 1, localHits: 0, misses: 0, savedMs: null },
+      { tool: 'nx', startTime: t + 2, durationMs: null, tasks: 4, hits: 2, localHits: 0, misses: 1, savedMs: 4000 },
     ]);
   });
 });

@@ -33,7 +33,7 @@ export function registerStats(program: Command, io: Io): void {
     const recorded = index?.toolStats() ?? [];
     const runs = flags.runs > 0 ? (index?.recentRuns(flags.runs) ?? []) : [];
     const tools: ToolStats[] = [
-      ...TOOLS.map((tool) => recorded.find((t) => t.tool === tool) ?? { tool, runs: 0, hits: 0, misses: 0, hitRate: 0, savedMs: tool === 'nx' ? 0 : null }),
+      ...TOOLS.map((tool) => recorded.find((t) => t.tool === tool) ?? { tool, runs: 0, hits: 0, localHits: 0, misses: 0, hitRate: 0, savedMs: tool === 'nx' ? 0 : null }),
       ...recorded.filter((t) => !TOOLS.includes(t.tool)),
     ];
     if (flags.json) {
@@ -50,16 +50,16 @@ export function registerStats(program: Command, io: Io): void {
     printRows(
       io,
       false,
-      ['tool', 'runs', 'hits', 'misses', 'hit rate', 'task time saved'],
-      tools.map((t) => [t.tool, t.runs, t.hits, t.misses, `${(t.hitRate * 100).toFixed(1)}%`, seconds(t.savedMs)]),
+      ['tool', 'runs', 'hits', "tool's own cache", 'misses', 'hit rate', 'task time saved'],
+      tools.map((t) => [t.tool, t.runs, t.hits, t.localHits, t.misses, `${(t.hitRate * 100).toFixed(1)}%`, seconds(t.savedMs)]),
       null,
     );
     if (runs.length > 0) {
       printRows(
         io,
         false,
-        ['latest runs', 'started', 'took', 'tasks', 'hits', 'misses', 'task time saved'],
-        runs.map((r) => [r.tool, formatAge(r.startTime), seconds(r.durationMs), r.tasks, r.hits, r.misses, seconds(r.savedMs)]),
+        ['latest runs', 'started', 'took', 'tasks', 'hits', "tool's own cache", 'misses', 'task time saved'],
+        runs.map((r) => [r.tool, formatAge(r.startTime), seconds(r.durationMs), r.tasks, r.hits, r.localHits, r.misses, seconds(r.savedMs)]),
         null,
       );
     }
