@@ -14,7 +14,7 @@
  */
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ensureAgent, type AgentInfo } from './agent';
+import { agentConfig, ensureAgent, type AgentInfo, type EnsureAgentOptions } from './agent';
 import { resolveStoreDir, type CascacheNxOptions } from './options';
 
 /** Set alongside Nx's variables so a later run can tell our setting from a user's. */
@@ -27,7 +27,8 @@ interface PreContext {
 }
 interface TaskResultLike {
   /** Nx 22+ times a task on the task itself; earlier versions on the result. */
-  task: { id: string; hash?: string; startTime?: number; endTime?: number };
+  /** `cache` is false for a task Nx does not cache (Nx 20+). */
+  task: { id: string; hash?: string; cache?: boolean; startTime?: number; endTime?: number };
   status: string;
   startTime?: number;
   endTime?: number;
@@ -49,28 +50,60 @@ interface PostContext {
 
 let agentFromPre: { info: AgentInfo; storeDir: string } | undefined;
 
-export async function preTasksExecution(options: CascacheNxOptions | undefined, context: PreContext): Promise<void> {
-  if (options?.disabled || process.env.CASCACHE_DISABLE === '1') return;
+/** The agent a run needs, or null when the plugin is off or the user points Nx at their own server. */
+function agentSettings(options: CascacheNxOptions | undefined, workspaceRoot: string): { storeDir: string; ensure: EnsureAgentOptions; secretEnv: string; droppedTiers: boolean } | null {
+  if (options?.disabled || process.env.CASCACHE_DISABLE === '1') return null;
   const configured = process.env[SERVER];
-  if (configured && configured !== process.env[OURS]) return; // the user's own server (a team server)
-  const storeDir = resolveStoreDir(options, context.workspaceRoot, process.env);
+  if (configured && configured !== process.env[OURS]) return null; // the user's own server (a team server)
+  const storeDir = resolveStoreDir(options, workspaceRoot, process.env);
   const secretEnv = options?.signingSecretEnv ?? 'CASCACHE_SECRET';
-  try {
-    let tiers = options?.tiers?.length ? JSON.stringify(options.tiers) : process.env.CASCACHE_TIERS || undefined;
-    const secret = process.env[secretEnv];
-    if (tiers && !secret) {
-      // Entries from a shared tier must be verified: without the secret, use the local store only.
-      console.warn(`cascache: remote tiers need $${secretEnv} (32+ bytes, the same on every machine); this run uses the local store only`);
-      tiers = undefined;
-    }
-    const info = await ensureAgent({
+  const secret = process.env[secretEnv];
+  const tiers = options?.tiers?.length ? JSON.stringify(options.tiers) : process.env.CASCACHE_TIERS || undefined;
+  return {
+    storeDir,
+    secretEnv,
+    // Entries from a shared tier must be verified: without the secret, use the local store only.
+    droppedTiers: Boolean(tiers && !secret),
+    ensure: {
       storeDir,
       secret,
       idleTimeoutMs: options?.idleTimeoutMs,
       maxSize: options?.maxSize,
-      tiers,
+      tiers: secret ? tiers : undefined,
       syncUploads: options?.syncUploads ?? process.env.CASCACHE_SYNC_UPLOADS === '1',
-    });
+    },
+  };
+}
+
+/** An agent start begun during the graph phase, by its settings' fingerprint. */
+let early: { config: string; agent: Promise<AgentInfo> } | undefined;
+
+/**
+ * Starts (or finds) the agent while Nx computes the project graph, so a cold start (~250 ms: a
+ * Node process, the server and the store) overlaps the graph instead of delaying the first task.
+ * Called from the plugin's `createDependencies`; never throws (the pre-run hook reports failures).
+ */
+export function startAgentEarly(options: CascacheNxOptions | undefined, workspaceRoot: string): void {
+  try {
+    const settings = agentSettings(options, workspaceRoot);
+    if (!settings || early) return;
+    const agent = ensureAgent(settings.ensure);
+    agent.catch(() => undefined); // observed by preTasksExecution
+    early = { config: agentConfig(settings.ensure), agent };
+  } catch {
+    // preTasksExecution tries again and says what went wrong.
+  }
+}
+
+export async function preTasksExecution(options: CascacheNxOptions | undefined, context: PreContext): Promise<void> {
+  const settings = agentSettings(options, context.workspaceRoot);
+  if (!settings) return;
+  const { storeDir, secretEnv } = settings;
+  try {
+    if (settings.droppedTiers) console.warn(`cascache: remote tiers need $${secretEnv} (32+ bytes, the same on every machine); this run uses the local store only`);
+    const started = early?.config === agentConfig(settings.ensure) ? early.agent : undefined;
+    early = undefined;
+    const info = await (started ?? ensureAgent(settings.ensure)).catch((err: unknown) => (started ? ensureAgent(settings.ensure) : Promise.reject(err)));
     const url = `http://127.0.0.1:${info.port}`;
     process.env[SERVER] = url;
     process.env[TOKEN] = options?.readOnly ? info.readOnlyToken : info.token;
@@ -89,6 +122,8 @@ export interface RunSummary {
   failed: number;
   bytesReceived: number;
   bytesStored: number;
+  /** Uploads the agent answered and is still storing (not in the byte figures yet). */
+  stillStoring?: number;
   /** Sum of the original durations of tasks served from cascache, ms (what the hits saved). */
   savedMs?: number;
 }
@@ -101,8 +136,16 @@ export function summaryLine(s: RunSummary): string {
   if (s.fromLocalCache) parts.push(`${s.fromLocalCache} from Nx's local cache`);
   parts.push(`${s.ran} run`);
   if (s.failed) parts.push(`${s.failed} failed`);
-  const dedup = s.bytesReceived > 0 ? ` (${(100 * (1 - s.bytesStored / s.bytesReceived)).toFixed(1)}% saved by dedup and compression)` : '';
-  return `cascache: ${parts.join(', ')}; received ${formatBytes(s.bytesReceived)} of outputs, stored ${formatBytes(s.bytesStored)} new${dedup}`;
+  // Stored can exceed received: new content, compressed chunk by chunk, can take more room than
+  // Nx's one gzip stream. Say so, not a negative saving.
+  const dedup =
+    s.bytesReceived <= 0
+      ? ''
+      : s.bytesStored <= s.bytesReceived
+        ? ` (${(100 * (1 - s.bytesStored / s.bytesReceived)).toFixed(1)}% saved by dedup and compression)`
+        : ` (${(s.bytesStored / s.bytesReceived).toFixed(2)}x the tar.gz Nx sent: new content, compressed chunk by chunk)`;
+  const storing = s.stillStoring ? `; ${s.stillStoring} more being stored (\`cascache stats\` counts them)` : '';
+  return `cascache: ${parts.join(', ')}; received ${formatBytes(s.bytesReceived)} of outputs, stored ${formatBytes(s.bytesStored)} new${dedup}${storing}`;
 }
 
 async function callAgent<T>(info: AgentInfo, path: string, body: unknown, timeoutMs: number): Promise<T | null> {
@@ -151,8 +194,11 @@ export async function postTasksExecution(options: CascacheNxOptions | undefined,
     else if (r.status === 'failure') counts.failed++;
     else if (r.status === 'success') counts.ran++;
   }
-  // Only this run's figures: a full-hit run received nothing, whatever earlier runs stored.
-  const figures = await callAgent<{ bytesReceived: number; bytesStored: number }>(agent.info, '/_cascache/report', { hashes, since: context.startTime }, 2000);
+  // Only this run's figures: a full-hit run received nothing, whatever earlier runs stored. The
+  // agent stores uploads behind its answers; a developer does not wait for the last ones (the
+  // summary says how many), CI does: its machine may be gone a minute later.
+  const waitMs = isCi(process.env) ? (options?.ciUploadWaitMs ?? 120_000) : 250;
+  const figures = await callAgent<{ bytesReceived: number; bytesStored: number; pending?: number }>(agent.info, '/_cascache/report', { hashes, since: context.startTime, waitMs }, waitMs + 2000);
   const summary: RunSummary = {
     tasks: results.length,
     fromCascache: counts.remote,
@@ -161,19 +207,21 @@ export async function postTasksExecution(options: CascacheNxOptions | undefined,
     failed: counts.failed,
     bytesReceived: figures?.bytesReceived ?? 0,
     bytesStored: figures?.bytesStored ?? 0,
+    stillStoring: figures?.pending ?? 0,
   };
   console.log(summaryLine(summary));
   const hasTiers = Boolean((options?.tiers?.length || process.env.CASCACHE_TIERS) && process.env[options?.signingSecretEnv ?? 'CASCACHE_SECRET']);
-  const waitMs = options?.ciUploadWaitMs ?? 120_000;
-  if (hasTiers && !options?.readOnly && isCi(process.env) && waitMs > 0) {
-    const flushed = await callAgent<FlushReport>(agent.info, '/_cascache/flush', { timeoutMs: waitMs, since: context.startTime }, waitMs + 5000);
+  const uploadWaitMs = options?.ciUploadWaitMs ?? 120_000;
+  if (hasTiers && !options?.readOnly && isCi(process.env) && uploadWaitMs > 0) {
+    const flushed = await callAgent<FlushReport>(agent.info, '/_cascache/flush', { timeoutMs: uploadWaitMs, since: context.startTime }, uploadWaitMs + 5000);
     console.log(flushed ? uploadLine(flushed) : 'cascache: could not ask the agent about pending uploads; they stay journaled');
   }
   try {
     const dir = join(agent.storeDir, 'v1', 'runs');
     mkdirSync(dir, { recursive: true });
     // Per task: enough for `cascache stats` to credit a hit with the time the original build took.
-    const tasks = results.map((r) => ({ id: r.task.id, hash: r.task.hash, status: r.status, ms: durationMs(r) }));
+    // `cache: false` keeps a task no cache could serve out of the hit rate.
+    const tasks = results.map((r) => ({ id: r.task.id, hash: r.task.hash, status: r.status, ms: durationMs(r), ...(r.task.cache === false ? { cache: false } : {}) }));
     const record = { tool: 'nx', id: context.id, startTime: context.startTime, endTime: context.endTime, summary, tasks };
     // Written beside, then renamed: the store index reads each run file once and must never see half of one.
     const name = `${context.startTime ?? Date.now()}-${process.pid}.json`;

@@ -19,7 +19,7 @@ export interface CascacheNxOptions {
   tiers?: Array<string | { url: string; level?: number; readOnly?: boolean; packTargetBytes?: number }>;
   /** Upload to the remotes before Nx's PUT returns, instead of write-behind. */
   syncUploads?: boolean;
-  /** In CI (`CI=true`), how long the post-run hook waits for pending uploads, ms. Default 120000; 0 to not wait. */
+  /** In CI (`CI=true`), how long the post-run hook waits for the agent to store this run's outputs and for pending remote uploads, ms. Default 120000; 0 to not wait. */
   ciUploadWaitMs?: number;
   /** Stop the agent after this long without a request, ms. Default 30 minutes. */
   idleTimeoutMs?: number;

@@ -163,4 +163,16 @@ describe('summary line', () => {
       'cascache: 14 tasks, 12 from cascache, 2 run; received 3.10 MB of outputs, stored 41.0 kB new (98.7% saved by dedup and compression)',
     );
   });
+
+  it('says what happened when a run stored more than Nx sent, never a negative saving', () => {
+    const line = summaryLine({ tasks: 12, fromCascache: 0, fromLocalCache: 0, ran: 12, failed: 0, bytesReceived: 6_760_000, bytesStored: 8_550_000 });
+    expect(line).toBe('cascache: 12 tasks, 0 from cascache, 12 run; received 6.76 MB of outputs, stored 8.55 MB new (1.26x the tar.gz Nx sent: new content, compressed chunk by chunk)');
+    expect(line).not.toMatch(/-\d/);
+  });
+
+  it('says how many uploads the agent is still storing, which its byte figures leave out', () => {
+    expect(summaryLine({ tasks: 12, fromCascache: 0, fromLocalCache: 0, ran: 12, failed: 0, bytesReceived: 2_380_000, bytesStored: 290_000, stillStoring: 1 })).toBe(
+      'cascache: 12 tasks, 0 from cascache, 12 run; received 2.38 MB of outputs, stored 290.0 kB new (87.8% saved by dedup and compression); 1 more being stored (`cascache stats` counts them)',
+    );
+  });
 });

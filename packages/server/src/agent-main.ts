@@ -55,6 +55,8 @@ async function main(): Promise<void> {
     // Loopback: compressing a body that never leaves the machine only costs time (level 0 is a
     // valid gzip stream of stored blocks, which Nx's client inflates like any other).
     gzipLevel: 0,
+    // Nx starts a task's dependents only after its PUT is answered: answer once the body is on disk.
+    deferIngest: true,
     logger: { level: process.env.CASCACHE_LOG_LEVEL ?? 'info', stream: process.stderr },
     onRequest: touch,
     maxSizeBytes: process.env.CASCACHE_MAX_SIZE ? parseByteSize(process.env.CASCACHE_MAX_SIZE) : undefined,

@@ -3,6 +3,7 @@
  * per-workspace agent. Refuses to expose an unauthenticated server beyond loopback unless told to.
  */
 import { isIP } from 'node:net';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { CascacheError, ErrorCodes, LayeredStore, openLocalStore, openRemoteTier, type LocalStore, type TierConfig } from '@cascache/core';
 import type { TokenConfig } from './auth';
@@ -30,6 +31,8 @@ export interface ListenOptions {
   tiers?: TierConfig[];
   /** Upload to remote tiers before answering a PUT (CI); default write-behind. */
   syncUploads?: boolean;
+  /** Store Nx uploads behind their answer (the loopback agent; see ServerOptions.deferIngest). */
+  deferIngest?: boolean;
 }
 
 export interface Listening {
@@ -96,6 +99,7 @@ export async function listen(options: ListenOptions): Promise<Listening> {
     onUpload: (e) => {
       if (e.outcome === 'stored') evictor?.kick();
     },
+    deferIngest: options.deferIngest ? { spoolDir: join(options.storeDir, 'v1', 'tmp') } : undefined,
   });
   if (options.maxSizeBytes !== undefined) {
     evictor = new AutoEvictor(store, {

@@ -9,8 +9,9 @@
  *   404; `PUT /v1/cache/{hash}` -> 200 stored, 409 exists, 403 read-only token, 401 no or bad token,
  *   400 malformed hash or hostile body. Keys are write-once. The tar's `terminalOutput` and `code`
  *   (4-byte big-endian) entries are kept as manifest extras.
- * - `POST /_cascache/report` `{hashes: string[], since?: ms}`: what the server did for those Nx hashes
- *   (since a time, for one run's figures), plus upload totals to remote tiers.
+ * - `POST /_cascache/report` `{hashes: string[], since?: ms, waitMs?: ms}`: what the server did for
+ *   those Nx hashes (since a time, for one run's figures), after waiting up to `waitMs` for bodies
+ *   still being stored (`pending`: how many still are), plus upload totals to remote tiers.
  * - cascache's chunk API under `/cas/v1/` (chunk-api.ts), with `chunkApi`.
  * - `POST /_cascache/flush` `{timeoutMs?: ms}`: waits until the upload journal is drained (or the
  *   timeout passes) and reports what was sent and what dedup saved; for CI jobs that must not end
@@ -22,14 +23,20 @@
  * Errors map to statuses here and only here: E_BAD_INPUT/E_TOO_LARGE/E_INTEGRITY on input -> 400,
  * E_EXISTS -> 409, anything else -> 500 (logged); a store failure is never reported as a miss.
  */
-import { pipeline } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { pipeline, type Readable } from 'node:stream';
+import { pipeline as pipelineAsync } from 'node:stream/promises';
 import { createGzip, createGunzip, constants as zlibConstants } from 'node:zlib';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import {
+  CascacheError,
   computeActionKey,
   ErrorCodes,
   ingestTar,
   isCascacheError,
+  Limiter,
   materializeToTar,
   type AcStore,
   type ActionCache,
@@ -69,12 +76,22 @@ export interface ServerOptions {
   onRequest?: () => void;
   /** Told how every upload ended (metrics, tests). */
   onUpload?: (event: UploadEvent) => void;
+  /**
+   * Answer an Nx PUT once its body is on disk and store it behind the answer (the agent). Nx waits
+   * for each PUT before it starts the task's dependents, so an inline ingest put chunking, hashing
+   * and compression on the build's critical path. A GET, a second PUT or a report for a hash whose
+   * body is still being stored waits for it; a body that turns out hostile is dropped (logged) rather
+   * than answered 400, so use this only where the client is trusted (a loopback agent). Off by default.
+   */
+  deferIngest?: { spoolDir: string; concurrency?: number };
 }
 
 /** The outcome of one `PUT /v1/cache/{hash}`. */
 export interface UploadEvent {
   hash: string;
   outcome: 'stored' | 'conflict' | 'rejected' | 'failed';
+  /** True when the body was stored after the PUT was answered (`deferIngest`). */
+  deferred?: boolean;
   /** Error code when rejected or failed. */
   code?: string;
   bytesReceived?: number;
@@ -153,6 +170,7 @@ export function createServer(options: ServerOptions): CascacheServer {
     const { hash } = req.params;
     if (!NX_HASH_RE.test(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be a decimal string' });
     try {
+      await pending.get(hash); // a body answered and still being stored
       const key = computeActionKey(['nx', namespace, hash]);
       const hit = options.layered ? await options.layered.lookup(namespace, key) : await options.actionCache.get(namespace, key);
       if (!hit) {
@@ -173,21 +191,17 @@ export function createServer(options: ServerOptions): CascacheServer {
     }
   });
 
-  app.put<{ Params: { hash: string } }>('/v1/cache/:hash', async (req, reply) => {
-    const principal = authorize(req, reply, 'write');
-    if (!principal) return reply;
-    const { hash } = req.params;
-    if (!NX_HASH_RE.test(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be a decimal string' });
+  /**
+   * Stores one Nx body (gzip tar) under `hash`: unpacks, chunks and writes it, then the write-once AC
+   * entry, then journals it for remote tiers. Reports the outcome to the activity log and `onUpload`.
+   * @returns the stored figures, or null on a conflict (the hash was stored meanwhile).
+   * @throws CascacheError E_BAD_INPUT / E_TOO_LARGE / E_INTEGRITY for a hostile body, E_IO.
+   */
+  const storeBody = async (hash: string, writer: string, body: Readable, received: ByteCounter, deferred: boolean) => {
     const key = computeActionKey(['nx', namespace, hash]);
     try {
-      if (await options.actionCache.peek(namespace, key)) {
-        activity.record(hash, { conflicts: 1 });
-        options.onUpload?.({ hash, outcome: 'conflict' });
-        return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored; keys are write-once' });
-      }
-      const received = new ByteCounter(limits.maxCompressedBytes);
       const guard = new InflateGuard(received, limits);
-      const tar = pipeline(req.raw, received, createGunzip(), guard, () => undefined);
+      const tar = pipeline(body, received, createGunzip({ chunkSize: GZIP_CHUNK_BYTES }), guard, () => undefined);
       let result;
       try {
         result = await ingestTar(options.blobs, tar, { limits, extraEntries: NX_EXTRAS_IN });
@@ -196,37 +210,95 @@ export function createServer(options: ServerOptions): CascacheServer {
         const cause = (err as { cause?: unknown }).cause;
         throw isCascacheError(cause) ? cause : err;
       }
-      if (result.manifest.extras?.code === undefined) {
-        options.onUpload?.({ hash, outcome: 'rejected', code: ErrorCodes.BAD_INPUT });
-        return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'an Nx cache entry needs a 4-byte "code" entry' });
-      }
-      const put = await options.actionCache.put(namespace, key, { manifest: result.digest, size: result.logicalBytes, writer: principal.name });
+      if (result.manifest.extras?.code === undefined) throw new CascacheError(ErrorCodes.BAD_INPUT, 'an Nx cache entry needs a 4-byte "code" entry');
+      const put = await options.actionCache.put(namespace, key, { manifest: result.digest, size: result.logicalBytes, writer });
       if (!put.created) {
         activity.record(hash, { conflicts: 1 });
-        options.onUpload?.({ hash, outcome: 'conflict' });
-        return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored' });
+        options.onUpload?.({ hash, outcome: 'conflict', deferred });
+        return null;
       }
       if (options.layered) {
         // Stored locally already; a journal failure must not turn the PUT into an error.
-        await options.layered.recordUpload({ kind: 'ac', namespace, key }).catch((err) => req.log.warn({ err }, 'could not journal the upload to remote tiers'));
+        await options.layered.recordUpload({ kind: 'ac', namespace, key }).catch((err) => app.log.warn({ err }, 'could not journal the upload to remote tiers'));
       }
       activity.record(hash, { stored: 1, bytesReceived: received.bytes, bytesStored: result.newBytes });
-      options.onUpload?.({ hash, outcome: 'stored', bytesReceived: received.bytes, bytesStored: result.newBytes });
-      return reply.code(200).send({ stored: true, digest: result.digest, bytesReceived: received.bytes, bytesStored: result.newBytes });
+      options.onUpload?.({ hash, outcome: 'stored', bytesReceived: received.bytes, bytesStored: result.newBytes, deferred });
+      return { digest: result.digest, bytesReceived: received.bytes, bytesStored: result.newBytes };
     } catch (err) {
       const rejected = isCascacheError(err) && err.code !== ErrorCodes.IO && err.code !== ErrorCodes.UNAVAILABLE;
-      options.onUpload?.({ hash, outcome: isCascacheError(err, ErrorCodes.EXISTS) ? 'conflict' : rejected ? 'rejected' : 'failed', code: isCascacheError(err) ? err.code : undefined });
+      options.onUpload?.({ hash, outcome: isCascacheError(err, ErrorCodes.EXISTS) ? 'conflict' : rejected ? 'rejected' : 'failed', code: isCascacheError(err) ? err.code : undefined, deferred });
+      throw err;
+    }
+  };
+
+  /** Bodies answered and not yet stored (`deferIngest`), by hash. Never rejects. */
+  const pending = new Map<string, Promise<void>>();
+  const ingestSlots = new Limiter(options.deferIngest?.concurrency ?? 1);
+  /** Waits until the given hashes (all, by default) are stored or dropped, at most `timeoutMs`. */
+  const settled = async (hashes?: Iterable<string>, timeoutMs = 60_000): Promise<void> => {
+    const waits = hashes ? [...new Set(hashes)].map((h) => pending.get(h)).filter((p) => p !== undefined) : [...pending.values()];
+    if (waits.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(waits), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+    clearTimeout(timer);
+  };
+  if (options.deferIngest) app.addHook('onClose', async () => settled(undefined, 5 * 60_000));
+
+  app.put<{ Params: { hash: string } }>('/v1/cache/:hash', async (req, reply) => {
+    const principal = authorize(req, reply, 'write');
+    if (!principal) return reply;
+    const { hash } = req.params;
+    if (!NX_HASH_RE.test(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be a decimal string' });
+    const key = computeActionKey(['nx', namespace, hash]);
+    try {
+      if (pending.has(hash) || (await options.actionCache.peek(namespace, key))) {
+        activity.record(hash, { conflicts: 1 });
+        options.onUpload?.({ hash, outcome: 'conflict' });
+        return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored; keys are write-once' });
+      }
+      const received = new ByteCounter(limits.maxCompressedBytes);
+      if (options.deferIngest) {
+        const spool = options.deferIngest.spoolDir;
+        mkdirSync(spool, { recursive: true });
+        const file = join(spool, `nx-${hash}.${randomBytes(6).toString('hex')}.tar.gz`);
+        try {
+          await pipelineAsync(req.raw, received, createWriteStream(file, { flags: 'wx' }));
+        } catch (err) {
+          rmSync(file, { force: true });
+          throw isCascacheError(err) ? err : new CascacheError(ErrorCodes.IO, `spooling the upload failed: ${(err as Error).message}`, { cause: err });
+        }
+        if (pending.has(hash)) {
+          rmSync(file, { force: true });
+          return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored; keys are write-once' });
+        }
+        const job = ingestSlots
+          .run(() => storeBody(hash, principal.name, createReadStream(file), new ByteCounter(limits.maxCompressedBytes), true))
+          .catch((err) => req.log.warn({ err: { code: (err as { code?: string }).code, message: (err as Error).message }, hash }, 'dropped an upload stored behind its answer'))
+          .finally(() => {
+            rmSync(file, { force: true });
+            pending.delete(hash);
+          });
+        pending.set(hash, job.then(() => undefined));
+        return reply.code(200).send({ stored: true, deferred: true });
+      }
+      const r = await storeBody(hash, principal.name, req.raw, received, false);
+      if (!r) return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored' });
+      return reply.code(200).send({ stored: true, ...r });
+    } catch (err) {
       return fail(req, reply, err);
     }
   });
 
-  app.post<{ Body: { hashes?: unknown; since?: unknown } }>('/_cascache/report', async (req, reply) => {
+  app.post<{ Body: { hashes?: unknown; since?: unknown; waitMs?: unknown } }>('/_cascache/report', async (req, reply) => {
     if (!authorize(req, reply, 'read')) return reply;
-    const { hashes, since } = req.body ?? {};
-    if (!Array.isArray(hashes) || !hashes.every((h) => typeof h === 'string') || (since !== undefined && !Number.isFinite(since))) {
-      return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"hashes": [string], "since"?: ms}' });
+    const { hashes, since, waitMs } = req.body ?? {};
+    const ms = (v: unknown) => v === undefined || (Number.isFinite(v) && (v as number) >= 0);
+    if (!Array.isArray(hashes) || !hashes.every((h) => typeof h === 'string') || !ms(since) || !ms(waitMs)) {
+      return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"hashes": [string], "since"?: ms, "waitMs"?: ms}' });
     }
-    return { ...activity.report(hashes as string[], (since as number | undefined) ?? 0), totals: activity.totals, uploads: options.layered?.stats ?? null };
+    await settled(hashes as string[], (waitMs as number | undefined) ?? 0);
+    const stillStoring = (hashes as string[]).filter((h) => pending.has(h)).length;
+    return { ...activity.report(hashes as string[], (since as number | undefined) ?? 0), pending: stillStoring, totals: activity.totals, uploads: options.layered?.stats ?? null };
   });
 
   app.post<{ Body: { timeoutMs?: unknown; since?: unknown } }>('/_cascache/flush', async (req, reply) => {
@@ -234,6 +306,7 @@ export function createServer(options: ServerOptions): CascacheServer {
     const { timeoutMs, since } = req.body ?? {};
     const ms = (v: unknown) => v === undefined || (Number.isFinite(v) && (v as number) >= 0);
     if (!ms(timeoutMs) || !ms(since)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"timeoutMs"?: ms, "since"?: ms}' });
+    await settled(undefined, (timeoutMs as number | undefined) ?? 60_000);
     if (!options.layered) return { drained: true, pending: {}, failed: {}, stats: null };
     return options.layered.drain({ timeoutMs: timeoutMs as number | undefined, since: since as number | undefined });
   });

@@ -1,6 +1,6 @@
 import { request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -218,5 +218,66 @@ describe('Nx self-hosted cache API over a real listening server', () => {
     const later = Date.now() + 1;
     const none = await done(fetch(`${base}/_cascache/report`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ hashes: ['100'], since: later }) }));
     expect(await none.json()).toMatchObject({ hashes: 0, hits: 0, stored: 0, bytesReceived: 0 });
+  });
+
+  describe('with deferIngest (the agent)', () => {
+    /** The real store's blobs, with puts held until `open()`: shows what happens before a body is stored. */
+    function gatedBlobs() {
+      let open!: () => void;
+      const gate = new Promise<void>((resolve) => (open = resolve));
+      const blobs = Object.create(store.blobs) as typeof store.blobs;
+      blobs.put = async (...args: Parameters<typeof store.blobs.put>) => {
+        await gate;
+        return store.blobs.put(...args);
+      };
+      return { blobs, open };
+    }
+
+    it('answers a PUT once the body is on disk; a GET meanwhile waits for it and gets the same files', async () => {
+      const { blobs, open } = gatedBlobs();
+      const spoolDir = join(dir, 'spool');
+      await start({ blobs, deferIngest: { spoolDir } });
+      const body = await nxBody([{ header: { name: 'dist/a.js' }, body: 'export const a = 1;\n'.repeat(2000) }]);
+      const res = await put('555', body);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({ stored: true, deferred: true });
+      expect(uploads).toEqual([]); // nothing stored yet: the gate is shut
+      const second = await put('555', body);
+      expect(second.status).toBe(409); // write-once holds while the first is being stored
+      let got = false;
+      const back = get('555').then((r) => ((got = true), r));
+      const stored = nextUpload();
+      open();
+      expect(await stored).toMatchObject({ hash: '555', outcome: 'stored', deferred: true, bytesReceived: body.length });
+      const r = await back;
+      expect(got).toBe(true);
+      expect(r.status).toBe(200);
+      expect(await untar(r.body)).toEqual(await untar(body));
+      expect(await readdir(spoolDir)).toEqual([]); // the spooled body is gone once stored
+    });
+
+    it('drops a hostile body after answering it: no entry, the event says why, the spool is empty', async () => {
+      const spoolDir = join(dir, 'spool');
+      await start({ deferIngest: { spoolDir } });
+      const evil = await nxBody([{ header: { name: '../outside.js' }, body: 'evil' }]);
+      const rejected = nextUpload();
+      expect((await put('666', evil)).status).toBe(200);
+      expect(await rejected).toMatchObject({ hash: '666', outcome: 'rejected', code: 'E_BAD_INPUT', deferred: true });
+      expect((await get('666')).status).toBe(404);
+      expect(await readdir(spoolDir)).toEqual([]);
+    });
+
+    it('reports figures after waiting for bodies still being stored, and says how many still are', async () => {
+      const { blobs, open } = gatedBlobs();
+      await start({ blobs, deferIngest: { spoolDir: join(dir, 'spool') } });
+      const body = await nxBody();
+      expect((await put('777', body)).status).toBe(200);
+      const report = (waitMs: number) =>
+        done(fetch(`${base}/_cascache/report`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ hashes: ['777'], waitMs }) })).then((r) => r.json());
+      expect(await report(0)).toMatchObject({ pending: 1, stored: 0, bytesReceived: 0 });
+      const later = report(60_000);
+      open();
+      expect(await later).toMatchObject({ pending: 0, stored: 1, bytesReceived: body.length });
+    });
   });
 });
