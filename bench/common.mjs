@@ -29,12 +29,13 @@ export function du(dir) {
 /**
  * A copy of an installed workspace sharing its node_modules, with the plugin options given (or none).
  * @param {string} base @param {string} name @param {Record<string, unknown> | null} plugin
+ * @param {import('../e2e/dist/nx-workspace.js').WorkspaceShape} [shape]
  */
-export function variant(base, name, plugin) {
+export function variant(base, name, plugin, shape = 'small') {
   const dir = tempWorkspaceDir(`cascache-bench-${name}-`);
   cpSync(base, dir, { recursive: true, filter: (src) => !src.endsWith('/node_modules') });
   symlinkSync(join(base, 'node_modules'), join(dir, 'node_modules'), 'dir');
-  writeWorkspace(dir, plugin);
+  writeWorkspace(dir, plugin, shape);
   return openWorkspace(dir);
 }
 

@@ -27,10 +27,25 @@ export const GRAPH: Record<string, string[]> = {
 };
 
 /**
+ * Output shapes. `small` (tests, demo): ~13 kB per project. `large` (bench): ~30 MB in all, of which
+ * app-web 20 MB with a 15 MB vendor bundle that no source change touches, as in a real web app.
+ * `tsc` (bench): what `tsc` emits, ~240 small `.js`, `.d.ts` and `.js.map` files per project.
+ */
+export type WorkspaceShape = 'small' | 'large' | 'tsc';
+
+const SHAPES: Record<WorkspaceShape, { vendorBytes: Record<string, number>; appBytes: number; tscModules: number }> = {
+  small: { vendorBytes: {}, appBytes: 0, tscModules: 0 },
+  large: { vendorBytes: { 'app-web': 15_000_000 }, appBytes: 900_000, tscModules: 0 },
+  tsc: { vendorBytes: {}, appBytes: 0, tscModules: 80 },
+};
+
+/**
  * The build every project runs: bundles its sources and its dependencies' outputs into dist/, with
  * the shapes a cache must keep (executable bit, symlink, empty dir, unicode name), and logs the run.
+ * Generated code (the `large` and `tsc` shapes) comes from a PRNG seeded by the project's name: it
+ * compresses like real JavaScript (~4-6x) and does not change when a source does.
  */
-const BUILD_SCRIPT = `
+const buildScript = (shape: WorkspaceShape): string => `const SHAPE = ${JSON.stringify(SHAPES[shape])};
 const fs = require('fs'); const path = require('path');
 const root = process.cwd(); const name = path.basename(root);
 fs.appendFileSync(path.join(root, '..', '..', 'build-log.txt'), name + '\\n');
@@ -51,6 +66,28 @@ fs.writeFileSync('dist/index.d.ts', 'export declare const name: string;\\n');
 fs.writeFileSync('dist/run.sh', '#!/bin/sh\\nnode "$(dirname "$0")/index.js"\\n'); fs.chmodSync('dist/run.sh', 0o755);
 fs.symlinkSync('index.js', 'dist/latest.js');
 fs.writeFileSync('dist/assets/ünï cødé/notes with spaces.txt', 'built ' + name + '\\n');
+const WORDS = 'value options state props context result index items element config handler request response buffer stream module exports require promise resolve reject callback listener event target source output input render update effect memo store action reducer dispatch selector theme style layout router route params query cache entry'.split(' ');
+const seedOf = (s) => { let h = 2166136261; for (const c of s) h = Math.imul(h ^ c.charCodeAt(0), 16777619) >>> 0; return h || 1; };
+function generate(seed, bytes) {
+  let x = seedOf(seed); const out = []; let n = 0;
+  const next = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
+  while (n < bytes) {
+    const a = WORDS[next() % WORDS.length], b = WORDS[next() % WORDS.length], c = WORDS[next() % WORDS.length];
+    const line = 'function ' + a + '_' + (next() % 99991) + '(' + b + ', ' + c + ') { if (!' + b + ') return ' + c + '.' + a + '(' + (next() % 1000) + '); return ' + b + '.' + c + ' ?? ' + JSON.stringify(a + '-' + (next() % 997)) + '; }\\n';
+    out.push(line); n += line.length;
+  }
+  return out.join('');
+}
+if (SHAPE.vendorBytes[name]) fs.writeFileSync('dist/vendor.js', generate('vendor ' + name, SHAPE.vendorBytes[name]));
+if (SHAPE.appBytes) fs.writeFileSync('dist/app.js', generate('app ' + name, name === 'app-web' ? 5 * SHAPE.appBytes : SHAPE.appBytes));
+for (let i = 0; i < SHAPE.tscModules; i++) {
+  const code = generate(name + ' module ' + i, 1500 + (seedOf(name + i) % 2500));
+  fs.mkdirSync('dist/lib/' + (i % 8), { recursive: true });
+  const base = 'dist/lib/' + (i % 8) + '/m' + i;
+  fs.writeFileSync(base + '.js', '"use strict";\\nObject.defineProperty(exports, "__esModule", { value: true });\\n' + code + '//# sourceMappingURL=m' + i + '.js.map\\n');
+  fs.writeFileSync(base + '.d.ts', code.split('\\n').filter(Boolean).slice(0, 12).map((l) => 'export declare ' + l.slice(0, l.indexOf(')') + 1) + ': unknown;').join('\\n') + '\\n');
+  fs.writeFileSync(base + '.js.map', JSON.stringify({ version: 3, file: 'm' + i + '.js', sourceRoot: '', sources: ['../../../src/m' + i + '.ts'], names: [], mappings: generate('map ' + name + i, 600 + (seedOf(name) % 400)).replace(/[^A-Za-z0-9;,]/g, '').slice(0, 900) }));
+}
 console.log('built ' + name + ' (' + bundle.length + ' bytes)');
 `;
 
@@ -67,11 +104,11 @@ export interface Workspace {
   clearBuildLog(): void;
 }
 
-/** Writes the workspace files (no install). */
-export function writeWorkspace(dir: string, pluginOptions: Record<string, unknown> | null): void {
+/** Writes the workspace files (no install); `shape` sets the size and kind of outputs. */
+export function writeWorkspace(dir: string, pluginOptions: Record<string, unknown> | null, shape: WorkspaceShape = 'small'): void {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'e2e-workspace', private: true, workspaces: ['packages/*'], allowScripts: { 'zstd-napi': true, 'better-sqlite3': true, nx: true } }, null, 2));
-  writeFileSync(join(dir, 'build.js'), BUILD_SCRIPT);
+  writeFileSync(join(dir, 'build.js'), buildScript(shape));
   const nxJson: Record<string, unknown> = {
     $schema: './node_modules/nx/schemas/nx-schema.json',
     namedInputs: { default: ['{projectRoot}/src/**/*', '{projectRoot}/package.json', '{workspaceRoot}/build.js'] },
