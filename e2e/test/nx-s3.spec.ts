@@ -1,9 +1,11 @@
 /**
  * Two clones, separate local stores, one S3 (a real s3rver process): real nx 24 with the plugin's
- * `tiers` option. Clone A builds and (as a CI job) waits for its uploads; clone B's first run restores
- * everything from S3; after a one-line change in A, the bytes A uploads are measured and reported.
+ * `tiers` option. Clone A builds and (as a CI job) waits for its uploads, its run record among them;
+ * clone B's first run prefetches A's run and restores everything from S3; after a one-line change in
+ * A, the bytes A uploads are measured and reported.
  */
-import { rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
 import { S3ObjectStore } from '@cascache/core';
 import { join } from 'node:path';
 import { changeOneLine, cloneWorkspace, install, openWorkspace, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace, type Workspace } from '../src/nx-workspace';
@@ -54,6 +56,11 @@ describe('two clones share one S3 tier (real nx, real agents, s3rver)', () => {
     dirs.push(dirA, dirB);
     writeWorkspace(dirA, { idleTimeoutMs: 300_000, tiers: [`s3://${BUCKET}/team?endpoint=${encodeURIComponent(s3.endpoint)}&forcePathStyle=true`] });
     install(dirA, [t.core, t.server, t.nx]);
+    // A git repository on branch main: run records name the branch and commit they built.
+    const git = (...args: string[]) => execFileSync('git', ['-c', 'user.email=e2e@cascache.invalid', '-c', 'user.name=e2e', ...args], { cwd: dirA, stdio: 'ignore' });
+    git('init', '-q', '-b', 'main');
+    git('add', '-A');
+    git('commit', '-qm', 'e2e workspace');
     rmSync(dirB, { recursive: true, force: true });
     cloneWorkspace(dirA, dirB);
     a = openWorkspace(dirA);
@@ -78,11 +85,25 @@ describe('two clones share one S3 tier (real nx, real agents, s3rver)', () => {
     outputsA = snapshotOutputs(a.dir);
   });
 
-  it("clone B's first run restores all 12 outputs from S3, byte for byte, building nothing", () => {
+  it("A's run is shared in the bucket: its branch, commit and the 12 entries it produced", async () => {
+    const runs = [...(await bucket()).keys()].filter((k) => k.startsWith('team/v1/runs/nx/'));
+    expect(runs).toHaveLength(1);
+  });
+
+  it("clone B's first run prefetches A's run and restores all 12 outputs from S3, byte for byte, building nothing", async () => {
     const r = b.nx(['run-many', '-t', 'build'], env);
     expect(b.buildLog()).toEqual([]);
     expect(r.stdout).toMatch(/12 tasks, 12 from cascache/);
     expect(snapshotOutputs(b.dir)).toEqual(outputsA);
+    // B's agent found A's run on main (same commit) and fetched what it lists, as Nx asked or before.
+    const info = JSON.parse(readFileSync(join(b.dir, '.cascache', 'agent.json'), 'utf8'));
+    let state: { running: boolean; report: Record<string, unknown> | null } = { running: true, report: null };
+    for (const end = Date.now() + 30_000; state.running && Date.now() < end; ) {
+      state = (await (await fetch(`http://127.0.0.1:${info.port}/_cascache/prefetch`, { headers: { authorization: `Bearer ${info.token}` } })).json()) as typeof state;
+      if (state.running) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(state.report).toMatchObject({ entries: 12, missing: 0, run: { branch: 'main', commit: expect.stringMatching(/^[0-9a-f]{40}$/) } });
+    expect((state.report!.local as number) + (state.report!.fetched as number)).toBe(12);
   });
 
   it('after a one-line change in A, A uploads only what changed (measured and reported)', async () => {

@@ -3,6 +3,7 @@
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { LayeredStore, openLocalStore, openRemoteTier } from '@cascache/core';
 import { ExitCodes } from '../src';
 import { startS3Server, type S3Server } from '../../../tools/s3rver';
 import { cli } from './support/run-cli';
@@ -137,5 +138,31 @@ describe('cascache with --remote s3://', () => {
     } finally {
       process.env.CASCACHE_SECRET = secret;
     }
+  });
+
+  it('warm fetches what the newest run of a branch produced, so a later get needs no remote', async () => {
+    const built = await build('a', '--remote', remote, '--json');
+    expect(built.code).toBe(0);
+    const { key } = JSON.parse(built.stdout);
+    // Machine a shares a run record for that entry, as the Nx agent does after a run.
+    const local = await openLocalStore({ root: join(dir, 'a'), secret: Buffer.from(process.env.CASCACHE_SECRET!) });
+    const layered = new LayeredStore({ local, remotes: [openRemoteTier({ url: remote })], secret: Buffer.from(process.env.CASCACHE_SECRET!), sync: true });
+    await layered.recordRun({ tool: 'nx', namespace: 'cli', branch: 'main', commit: null, targets: ['build'], startTime: Date.now(), keys: [key] });
+    await layered.close();
+    local.close();
+
+    const warm = await cli('warm', '--branch', 'feature/x', '--branch', 'main', '--store-dir', join(dir, 'b'), '--remote', remote, '--json');
+    expect(warm.code).toBe(0);
+    const report = JSON.parse(warm.stdout);
+    expect(report).toMatchObject({ entries: 1, fetched: 1, local: 0, missing: 0, run: { tool: 'nx', branch: 'main', targets: ['build'] } });
+    expect(report.bytes).toBeGreaterThanOrEqual(5 * 9000);
+    // Everything is local now: a get with no remote at all is a hit, byte for byte.
+    expect((await get('b')).code).toBe(0);
+    same(join(dir, 'expected'), join(dir, 'ui/dist'));
+    const again = await cli('warm', '--branch', 'main', '--store-dir', join(dir, 'b'), '--remote', remote);
+    expect(again.stderr).toMatch(/1 entries, 0 fetched, 1 already here, 0 missing/);
+
+    expect((await cli('warm', '--branch', 'nothing-here', '--store-dir', join(dir, 'c'), '--remote', remote)).code).toBe(ExitCodes.MISS);
+    expect((await cli('warm', '--store-dir', join(dir, 'c'))).code).toBe(ExitCodes.USAGE);
   });
 });

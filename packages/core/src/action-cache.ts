@@ -30,7 +30,8 @@ export const MIN_SECRET_BYTES = 32;
 /** Largest AC entry accepted from a store, in bytes. */
 export const MAX_AC_ENTRY_BYTES = 64 * 1024;
 
-const NAMESPACE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** Valid AC namespaces: 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit. */
+export const NAMESPACE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /**
  * Checks a namespace name: 1-64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.

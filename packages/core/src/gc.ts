@@ -86,7 +86,7 @@ async function pendingUploads(store: LocalStore): Promise<{ entries: Set<string>
   const roots: Digest[] = [];
   for (const r of await new UploadJournal(store.root).protectedRecords()) {
     if (r.kind === 'ac') entries.add(`${r.namespace}/${r.key}`);
-    else roots.push(r.digest);
+    else if (r.kind === 'root') roots.push(r.digest);
   }
   return { entries, roots };
 }

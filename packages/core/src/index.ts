@@ -104,7 +104,10 @@ export { DEFAULT_PACK_TARGET_BYTES, PACK_INDEX_FORMAT, PackStore, TREE_FORMAT, t
 export { ObjectAcStore, type ObjectAcStoreOptions } from './remote/object-ac';
 export { openRemoteTier, parseRemoteUrl, parseTierConfigs, withDefaultToken, type OpenTierOptions, type RemoteLocation, type RemoteTier, type TierAcStore, type TierBlobStore, type TierConfig } from './remote/tier';
 export { tierId, UploadJournal, type JournalItem, type JournalRecord } from './remote/journal';
-export { LayeredStore, type DrainReport, type LayeredEvent, type LayeredStoreOptions, type UploadStats } from './layered';
+export { LayeredStore, type DrainReport, type FetchTally, type LayeredEvent, type LayeredStoreOptions, type UploadStats } from './layered';
+export type { SharedRun } from './remote/runs';
+export { defaultBranch, gitState, type GitState } from './git';
+export { findRun, prefetchRun, type FoundRun, type PrefetchReport, type RunQuery } from './prefetch';
 export { CircuitBreaker } from './remote/breaker';
 export { decodeFrameRecords, encodeFrameRecord, FRAME_STREAM_TYPE } from './remote/frame-stream';
 export { HttpAcStore, HttpBlobStore, HttpTierClient, type HttpTierOptions } from './remote/http-tier';

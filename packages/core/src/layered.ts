@@ -24,6 +24,7 @@ import { Limiter } from './limiter';
 import type { LocalStore } from './local-store';
 import { manifestChunks, parseManifest } from './manifest';
 import { UploadJournal, type JournalItem, type JournalRecord } from './remote/journal';
+import { encodeSharedRun, runObjectKey, type SharedRun } from './remote/runs';
 import type { RemoteTier } from './remote/tier';
 import { fetchBlob, getManifest, putManifest } from './tree';
 
@@ -60,6 +61,12 @@ export interface DrainReport {
   stats: UploadStats;
 }
 
+/** Blobs and raw bytes a lookup fetched from remote tiers into the local one, added up by the caller. */
+export interface FetchTally {
+  blobs: number;
+  bytes: number;
+}
+
 /** Options for {@link LayeredStore}. */
 export interface LayeredStoreOptions {
   local: LocalStore;
@@ -92,6 +99,7 @@ export class LayeredStore {
   private readonly opts: LayeredStoreOptions;
   private readonly limiter: Map<string, Limiter> = new Map();
   private readonly inflight = new Map<string, Promise<void>>();
+  private readonly lookups = new Map<string, Promise<AcHit | null>>();
   private readonly lastWarning = new Map<string, number>();
   private readonly backoff = new Map<string, number>();
   private readonly remembered = new Set<string>();
@@ -127,6 +135,11 @@ export class LayeredStore {
     for (const t of this.writable()) this.limiter.set(t.name, new Limiter(options.concurrency ?? 2));
   }
 
+  /** The secret remote entries and run records are verified and signed with. */
+  get secret(): Uint8Array | null {
+    return this.opts.secret;
+  }
+
   private cacheOf(tier: RemoteTier): ActionCache {
     return this.caches[this.remotes.indexOf(tier)]!;
   }
@@ -141,7 +154,17 @@ export class LayeredStore {
    * Never throws for a remote's failure (a warning and the next tier); a miss everywhere is null.
    * @throws `E_BAD_INPUT` for a malformed namespace or key; local `E_IO` propagates.
    */
-  async lookup(namespace: string, key: Digest): Promise<AcHit | null> {
+  async lookup(namespace: string, key: Digest, fetched?: FetchTally): Promise<AcHit | null> {
+    // Single-flight: a prefetch and the tool's own request for one key share one download.
+    const id = `${namespace}/${key}`;
+    const running = this.lookups.get(id);
+    if (running) return running;
+    const p = this.lookupOnce(namespace, key, fetched).finally(() => this.lookups.delete(id));
+    this.lookups.set(id, p);
+    return p;
+  }
+
+  private async lookupOnce(namespace: string, key: Digest, fetched?: FetchTally): Promise<AcHit | null> {
     const local = await this.local.actionCache.get(namespace, key);
     if (local) return local;
     for (let i = 0; i < this.remotes.length; i++) {
@@ -152,7 +175,7 @@ export class LayeredStore {
         // The manifest came with the hit: keep it rather than fetch it again (canonical JSON, so
         // re-encoding yields the same digest; if it ever did not, fetchTree fetches it).
         await putManifest(this.local.blobs, hit.manifest);
-        if (!(await this.fetchTree(hit.entry.manifest, i))) continue;
+        if (!(await this.fetchTree(hit.entry.manifest, i, fetched))) continue;
         const value = { manifest: hit.entry.manifest, size: hit.entry.size, writer: hit.entry.writer };
         try {
           await this.local.actionCache.put(namespace, key, value);
@@ -177,7 +200,7 @@ export class LayeredStore {
    * remotes in order, each blob verified. `from` limits the search to one remote (by position).
    * @returns true when the tree is complete locally.
    */
-  async fetchTree(manifestDigest: Digest, from?: number): Promise<boolean> {
+  async fetchTree(manifestDigest: Digest, from?: number, fetched?: FetchTally): Promise<boolean> {
     const tiers = from === undefined ? this.remotes.map((t, i) => [t, i] as const) : [[this.remotes[from]!, from] as const];
     let manifest = await getManifest(this.local.blobs, manifestDigest).catch(() => null);
     if (!manifest) {
@@ -214,6 +237,10 @@ export class LayeredStore {
         this.warnError(tier.name, err);
       }
       if (blobs > 0) this.opts.onEvent?.({ type: 'promoted', tier: tier.name, blobs, bytes });
+      if (fetched) {
+        fetched.blobs += blobs;
+        fetched.bytes += bytes;
+      }
       const now = await this.local.blobs.has(missing);
       missing = missing.filter((d) => !now.has(d));
     }
@@ -237,6 +264,15 @@ export class LayeredStore {
   }
 
   /** Starts the write-behind workers (one per writable tier); replays what the journal holds. */
+  /**
+   * Journals a run record for every writable remote (uploaded after the entries journaled before
+   * it, signed with the store's secret), so other machines can prefetch what the run produced.
+   * Never throws for a remote's failure. @throws `E_IO` when the journal cannot be written.
+   */
+  async recordRun(run: SharedRun): Promise<void> {
+    await this.recordUpload({ kind: 'run', run });
+  }
+
   start(): void {
     if (this.workers.length > 0 || this.closed) return;
     this.workers = this.writable().map((tier) => this.worker(tier));
@@ -365,10 +401,13 @@ export class LayeredStore {
     };
     // What each record needs: its tree, read from the local tier.
     const work: Array<{ item: JournalItem; manifest: Digest; manifestBytes: Buffer; chunks: Digest[]; send: () => Promise<number> }> = [];
+    const runs: Array<{ item: JournalItem; run: SharedRun }> = [];
     for (const item of items) {
       const r = item.record;
       try {
-        if (r.kind === 'ac') {
+        if (r.kind === 'run') {
+          runs.push({ item, run: r.run });
+        } else if (r.kind === 'ac') {
           const entry = await this.local.actionCache.peek(r.namespace, r.key);
           const bytes = entry ? await this.local.entries.get(r.namespace, r.key) : null;
           if (!entry || !bytes) {
@@ -454,6 +493,16 @@ export class LayeredStore {
         }
       }
     }
+    // Run records last: they name entries, which are in the tier by now (or will be, journaled).
+    for (const { item, run } of runs) {
+      try {
+        if (tier.entries.putRun && this.opts.secret) stats.bytesSent += await tier.entries.putRun(runObjectKey(run), encodeSharedRun(run, this.opts.secret));
+        await finish(item);
+      } catch (err) {
+        if (retryable(err)) failure ??= err;
+        else await setAside(item, err);
+      }
+    }
     if (stats.records > 0 || stats.bytesSent > 0) {
       add(this.stats, stats);
       this.recent.push({ at: Date.now(), stats });
@@ -528,6 +577,7 @@ function add(into: UploadStats, s: UploadStats): void {
 }
 
 function describeRecord(r: JournalRecord): string {
+  if (r.kind === 'run') return `run record of ${r.run.tool} on ${r.run.branch ?? 'no branch'}`;
   return r.kind === 'ac' ? `action-cache entry ${r.namespace}/${r.key}` : `store root ${r.digest}`;
 }
 

@@ -8,8 +8,10 @@ import {
   computeActionKey,
   ErrorCodes,
   ingestDirectory,
+  findRun,
   LayeredStore,
   materializeToDirectory,
+  prefetchRun,
   MemoryObjectStore,
   openRemoteTier,
   type LayeredEvent,
@@ -94,6 +96,54 @@ describe('LayeredStore', () => {
     // The three outputs repeat one set of files: every byte of the first two is saved.
     const bytesOf = async (src: string) => (await Promise.all((await readdir(src)).map(async (f) => (await readFile(join(src, f))).length))).reduce((x, y) => x + y, 0);
     expect(b.store.stats.bytesDeduplicated).toBe((await bytesOf(srcs[0]!)) + (await bytesOf(srcs[1]!)));
+  });
+
+  describe('shared run records and prefetch', () => {
+    const COMMIT = 'c'.repeat(40);
+    async function publishRun(objects: MemoryObjectStore, branch: string, names: string[], startTime: number) {
+      const a = await machine(`pub-${branch}-${startTime}`, [tier(objects)], { sync: true });
+      const keys = [];
+      for (const name of names) keys.push((await build(a.local, a.store, await tree(`${name}-${startTime}`, 4, name), `${name}@${branch}`)).key);
+      await a.store.recordRun({ tool: 'nx', namespace: NS, branch, commit: COMMIT, targets: ['build'], startTime, keys });
+      return keys;
+    }
+
+    it('a second machine finds the newest run of its branch and fetches all it produced before asking', async () => {
+      const objects = new MemoryObjectStore();
+      await publishRun(objects, 'main', ['old'], 1_000);
+      const keys = await publishRun(objects, 'main', ['app', 'lib', 'ui'], 2_000);
+      const b = await machine('b', [tier(objects)]);
+      // No run on the feature branch yet: the default branch's newest run is the relevant one.
+      const found = await findRun(b.store, { tool: 'nx', branches: ['feature/x', 'main'] });
+      expect(found?.run).toMatchObject({ branch: 'main', startTime: 2_000, keys });
+      const progress: number[] = [];
+      const report = await prefetchRun(b.store, found!, { onProgress: (done) => progress.push(done) });
+      expect(report).toMatchObject({ entries: 3, local: 0, fetched: 3, missing: 0 });
+      expect(report.bytes).toBeGreaterThan(3 * 4 * 20_000 * 0.9);
+      expect(progress.sort()).toEqual([1, 2, 3]);
+      // The tool's own lookups are now local hits: no remote call at all.
+      const gets = objects.calls.get;
+      for (const key of keys) expect(await b.local.actionCache.get(NS, key)).not.toBeNull();
+      expect(objects.calls.get).toBe(gets);
+      // Again: everything is local.
+      expect(await prefetchRun(b.store, found!)).toMatchObject({ local: 3, fetched: 0, bytes: 0 });
+    });
+
+    it('skips run records whose MAC does not verify: tampered, or signed with another secret', async () => {
+      const objects = new MemoryObjectStore();
+      await publishRun(objects, 'main', ['app'], 1_000);
+      const tampered = await publishRun(objects, 'main', ['lib'], 2_000);
+      const newest = [...objects.objects.keys()].filter((k) => k.startsWith('v1/runs/')).sort()[0]!;
+      const record = JSON.parse(objects.objects.get(newest)!.body.toString());
+      expect(record.keys).toEqual(tampered);
+      record.keys = [computeActionKey(['poison'])];
+      objects.objects.get(newest)!.body = Buffer.from(JSON.stringify(record));
+      const b = await machine('b', [tier(objects)]);
+      expect((await findRun(b.store, { tool: 'nx', branches: ['main'] }))?.run.startTime).toBe(1_000);
+      const other = new LayeredStore({ local: b.local, remotes: b.store.remotes as RemoteTier[], secret: Buffer.alloc(32, 9) });
+      closeBeforeRemoval(other);
+      expect(await findRun(other, { tool: 'nx', branches: ['main'] })).toBeNull();
+    });
   });
 
   it('a second machine restores a remote hit without listing the bucket, and keeps it locally', async () => {

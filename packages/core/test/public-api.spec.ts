@@ -63,6 +63,7 @@ describe('@cascache/core public API', () => {
   "createManifest",
   "decodeBlob",
   "decodeFrameRecords",
+  "defaultBranch",
   "descriptorChunker",
   "digestFile",
   "digestOf",
@@ -73,9 +74,11 @@ describe('@cascache/core public API', () => {
   "executeGc",
   "executeRemoteGc",
   "fetchBlob",
+  "findRun",
   "formatBytes",
   "gearEntry",
   "getManifest",
+  "gitState",
   "indexStats",
   "ingestDirectory",
   "ingestTar",
@@ -98,6 +101,7 @@ describe('@cascache/core public API', () => {
   "planEvict",
   "planGc",
   "planRemoteGc",
+  "prefetchRun",
   "putManifest",
   "readAll",
   "readBlobHeader",
@@ -120,12 +124,14 @@ describe('@cascache/core public API', () => {
     const pkg = JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8'));
     // `./format` is the light entry for hot paths that only print figures (the Nx plugin's hooks):
     // the main entry loads the native modules, ~40 ms.
-    expect(Object.keys(pkg.exports)).toEqual(['.', './format', './package.json']);
+    expect(Object.keys(pkg.exports)).toEqual(['.', './format', './git', './package.json']);
   });
 
-  it('keeps the ./format entry light: it imports nothing but errors', () => {
+  it('keeps the ./format and ./git entries light: errors and node built-ins only', () => {
     const code = readFileSync(join(__dirname, '..', 'src', 'format.ts'), 'utf8');
     expect([...code.matchAll(/from '([^']+)'/g)].map((m) => m[1])).toEqual(['./errors']);
+    const git = readFileSync(join(__dirname, '..', 'src', 'git.ts'), 'utf8');
+    expect([...git.matchAll(/from '([^']+)'/g)].map((m) => m[1]).every((m) => m!.startsWith('node:'))).toBe(true);
     expect([...readFileSync(join(__dirname, '..', 'src', 'errors.ts'), 'utf8').matchAll(/from '([^']+)'/g)]).toEqual([]);
   });
 

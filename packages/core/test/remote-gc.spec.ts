@@ -143,6 +143,25 @@ describe('remote GC', () => {
     expect(await restores(objects, 'after', small)).toBe(true);
   });
 
+  it('expires shared run records older than 30 days, but the newest 5 of each branch', async () => {
+    const objects = new MemoryObjectStore();
+    const m = await machine('a', objects);
+    const day = 86_400_000;
+    const now = 100 * day;
+    for (const [branch, count] of [['main', 8], ['old-feature', 2]] as const) {
+      for (let i = 0; i < count; i++) await m.store.recordRun({ tool: 'nx', namespace: 'default', branch, commit: null, targets: ['build'], startTime: now - i * 10 * day, keys: [] });
+    }
+    // Object stores date objects by when they were written: backdate them as the runs' start times.
+    for (const [key, o] of objects.objects) if (key.startsWith('v1/runs/')) o.mtimeMs = 9_999_999_999_999 - Number(key.split('/').pop()!.slice(0, 13));
+    const plan = await planRemoteGc(tier(objects), { now });
+    // main: 8 runs 0..70 days old; the newest 5 stay, of the other 3 (50, 60, 70 days) all are past 30 days.
+    expect(plan.runs).toHaveLength(3);
+    const result = await executeRemoteGc(tier(objects), plan);
+    expect(result.deletedRuns).toBe(3);
+    const left = [...objects.objects.keys()].filter((k) => k.startsWith('v1/runs/'));
+    expect(left).toHaveLength(7);
+  });
+
   it('leaves packs younger than the grace period alone', async () => {
     const objects = new MemoryObjectStore();
     const a = await machine('a', objects);

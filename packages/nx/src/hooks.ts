@@ -15,6 +15,7 @@
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { agentConfig, ensureAgent, type AgentInfo, type EnsureAgentOptions } from './agent';
+import { defaultBranch, gitState, type GitState } from '@cascache/core/git';
 import { resolveStoreDir, type CascacheNxOptions } from './options';
 
 /** Set alongside Nx's variables so a later run can tell our setting from a user's. */
@@ -48,7 +49,7 @@ interface PostContext {
   endTime?: number;
 }
 
-let agentFromPre: { info: AgentInfo; storeDir: string } | undefined;
+let agentFromPre: { info: AgentInfo; storeDir: string; git?: GitState } | undefined;
 
 /** The agent a run needs, or null when the plugin is off or the user points Nx at their own server. */
 function agentSettings(options: CascacheNxOptions | undefined, workspaceRoot: string): { storeDir: string; ensure: EnsureAgentOptions; secretEnv: string; droppedTiers: boolean } | null {
@@ -109,6 +110,14 @@ export async function preTasksExecution(options: CascacheNxOptions | undefined, 
     process.env[TOKEN] = options?.readOnly ? info.readOnlyToken : info.token;
     process.env[OURS] = url;
     agentFromPre = { info, storeDir };
+    if (settings.ensure.tiers) {
+      // Fetch what the last run of this branch (else the default branch) produced, while Nx hashes
+      // its tasks; the agent answers at once and Nx's lookups join the downloads.
+      const git = gitState(context.workspaceRoot, process.env);
+      agentFromPre.git = git;
+      const branches = [...new Set([git.branch, defaultBranch(options?.defaultBranch, context.workspaceRoot)])];
+      await callAgent(info, '/_cascache/prefetch', { tool: 'nx', branches, ...(git.commit ? { commit: git.commit } : {}) }, 1000);
+    }
   } catch (err) {
     console.warn(`cascache: the local agent could not start (${(err as Error).message}); this run uses Nx's local cache only. Details: ${join(storeDir, 'agent.log')}`);
   }
@@ -180,6 +189,8 @@ export function uploadLine(r: FlushReport): string {
 }
 
 const isCi = (env: NodeJS.ProcessEnv) => env.CI === 'true' || env.CI === '1';
+/** Task statuses after which the output has an entry: served from a cache, or built and stored. */
+const PRODUCED = new Set(['remote-cache', 'local-cache', 'local-cache-kept-existing', 'success']);
 
 export async function postTasksExecution(options: CascacheNxOptions | undefined, context: PostContext): Promise<void> {
   if (options?.disabled || process.env.CASCACHE_DISABLE === '1') return;
@@ -211,6 +222,13 @@ export async function postTasksExecution(options: CascacheNxOptions | undefined,
   };
   console.log(summaryLine(summary));
   const hasTiers = Boolean((options?.tiers?.length || process.env.CASCACHE_TIERS) && process.env[options?.signingSecretEnv ?? 'CASCACHE_SECRET']);
+  if (hasTiers && !options?.readOnly) {
+    // Share what this run produced, so the next fresh machine on this branch can prefetch it.
+    const git = agent.git ?? gitState(context.workspaceRoot, process.env);
+    const produced = results.filter((r) => r.task.hash && r.task.cache !== false && PRODUCED.has(r.status)).map((r) => r.task.hash as string);
+    const targets = [...new Set(results.map((r) => r.task.id.split(':')[1]).filter((t): t is string => Boolean(t)))];
+    await callAgent(agent.info, '/_cascache/run', { tool: 'nx', branch: git.branch, commit: git.commit, targets, startTime: Math.round(context.startTime ?? Date.now()), hashes: produced }, 5000);
+  }
   const uploadWaitMs = options?.ciUploadWaitMs ?? 120_000;
   if (hasTiers && !options?.readOnly && isCi(process.env) && uploadWaitMs > 0) {
     const flushed = await callAgent<FlushReport>(agent.info, '/_cascache/flush', { timeoutMs: uploadWaitMs, since: context.startTime }, uploadWaitMs + 5000);

@@ -25,6 +25,11 @@ export interface CascacheNxOptions {
   idleTimeoutMs?: number;
   /** Evict automatically when the store grows past this size, e.g. `10GiB` (least recently used first). */
   maxSize?: string;
+  /**
+   * The branch whose runs a branch with no runs of its own prefetches from (remote tiers). Default:
+   * nx.json's `defaultBase`, else `main`.
+   */
+  defaultBranch?: string;
   /** Turn the plugin off without removing it. */
   disabled?: boolean;
 }

@@ -13,6 +13,7 @@
  *   those Nx hashes (since a time, for one run's figures), after waiting up to `waitMs` for bodies
  *   still being stored (`pending`: how many still are), plus upload totals to remote tiers.
  * - cascache's chunk API under `/cas/v1/` (chunk-api.ts), with `chunkApi`.
+ * - Run records and prefetch, `/_cascache/run` and `/_cascache/prefetch` (runs-api.ts).
  * - `POST /_cascache/flush` `{timeoutMs?: ms}`: waits until the upload journal is drained (or the
  *   timeout passes) and reports what was sent and what dedup saved; for CI jobs that must not end
  *   with uploads pending.
@@ -49,6 +50,7 @@ import {
 import { Authorizer, type Access, type Principal, type TokenConfig } from './auth';
 import { registerChunkApi } from './chunk-api';
 import { ActivityLog } from './report';
+import { registerRunsApi } from './runs-api';
 import { ByteCounter, DEFAULT_UPLOAD_LIMITS, InflateGuard, type UploadLimits } from './upload-guard';
 
 /** Options for {@link createServer}. */
@@ -159,6 +161,7 @@ export function createServer(options: ServerOptions): CascacheServer {
   };
 
   if (options.chunkApi) registerChunkApi(app, { ...options.chunkApi, authorize, fail });
+  registerRunsApi(app, { layered: options.layered, namespace, authorize, fail });
 
   app.get('/healthz', async (req, reply) => {
     if (req.headers.authorization && !auth.check(req.headers.authorization, 'read').ok) return reply.code(401).send({ error: 'unauthorized' });

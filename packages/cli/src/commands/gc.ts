@@ -52,7 +52,7 @@ async function remoteGc(io: Io, tier: RemoteTier, flags: StoreFlags & { dryRun?:
   io.stdout.write(
     `cascache: ${tier.name}: ${verb} drop ${plan.entries.length} entries and ${plan.trees.length} dead trees, condemn ${plan.condemn.length} dead packs ` +
       `and repack ${plan.repack.length} (${formatBytes(plan.condemnedBytes)}, freed by a pass after the grace period), ` +
-      `delete ${plan.deletePacks.length} packs condemned earlier (${formatBytes(plan.freedBytes)}); ${plan.liveTrees.length} live trees, ${formatBytes(plan.liveBytes)} live\n`,
+      `delete ${plan.deletePacks.length} packs condemned earlier (${formatBytes(plan.freedBytes)}) and ${plan.runs.length} run records older than 30 days; ${plan.liveTrees.length} live trees, ${formatBytes(plan.liveBytes)} live\n`,
   );
   if (result) io.stdout.write(`cascache: ${tier.name}: deleted ${result.deletedPacks} packs, freed ${formatBytes(result.freedBytes)}; repacked ${result.repackedPacks}, condemned ${result.condemnedPacks}\n`);
 }

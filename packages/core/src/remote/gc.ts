@@ -28,6 +28,8 @@ export interface RemoteGcOptions {
   graceMs?: number;
   /** Repack a pack whose live bytes are under this fraction of it. Default 0.5. */
   repackBelow?: number;
+  /** Delete shared run records written longer ago than this, ms, but the newest 5 of each tool and branch. Default 30 days. */
+  runsOlderThanMs?: number;
   /** Clock, ms (tests). */
   now?: number;
 }
@@ -49,7 +51,12 @@ export interface RemoteGcPlan {
   /** Live trees (their manifest digests) and the bytes of live chunks. */
   liveTrees: Digest[];
   liveBytes: number;
+  /** Expired shared run records (object keys). */
+  runs: string[];
 }
+
+/** Run records kept per tool and branch whatever their age: prefetch needs the newest. */
+const KEEP_RUNS_PER_BRANCH = 5;
 
 function packTier(tier: RemoteTier): { blobs: PackStore; entries: ObjectAcStore } {
   if (!(tier.blobs instanceof PackStore) || !(tier.entries instanceof ObjectAcStore)) {
@@ -67,7 +74,17 @@ export async function planRemoteGc(tier: RemoteTier, options: RemoteGcOptions = 
   const { blobs, entries } = packTier(tier);
   const now = options.now ?? Date.now();
   const grace = options.graceMs ?? 3_600_000;
-  const plan: RemoteGcPlan = { now, entries: [], trees: [], condemn: [], deletePacks: [], repack: [], revive: [], freedBytes: 0, condemnedBytes: 0, liveTrees: [], liveBytes: 0 };
+  const plan: RemoteGcPlan = { now, entries: [], trees: [], condemn: [], deletePacks: [], repack: [], revive: [], freedBytes: 0, condemnedBytes: 0, liveTrees: [], liveBytes: 0, runs: [] };
+  // Shared run records expire: only prefetch reads them, and it wants recent ones.
+  const byBranch = new Map<string, Array<{ key: string; mtimeMs: number }>>();
+  for await (const r of entries.listAllRuns()) {
+    const prefix = r.key.slice(0, r.key.lastIndexOf('/'));
+    byBranch.set(prefix, [...(byBranch.get(prefix) ?? []), r]);
+  }
+  for (const runs of byBranch.values()) {
+    runs.sort((a, b) => (a.key < b.key ? -1 : 1)); // newest first, by construction of the key
+    for (const r of runs.slice(KEEP_RUNS_PER_BRANCH)) if (now - r.mtimeMs > (options.runsOlderThanMs ?? 30 * 86_400_000)) plan.runs.push(r.key);
+  }
 
   const liveTrees = new Set<Digest>();
   for await (const e of entries.list()) {
@@ -123,6 +140,7 @@ export async function planRemoteGc(tier: RemoteTier, options: RemoteGcOptions = 
 /** What {@link executeRemoteGc} did. */
 export interface RemoteGcResult {
   deletedEntries: number;
+  deletedRuns: number;
   deletedTrees: number;
   condemnedPacks: number;
   deletedPacks: number;
@@ -139,8 +157,9 @@ export interface RemoteGcResult {
  */
 export async function executeRemoteGc(tier: RemoteTier, plan: RemoteGcPlan): Promise<RemoteGcResult> {
   const { blobs, entries } = packTier(tier);
-  const result: RemoteGcResult = { deletedEntries: 0, deletedTrees: 0, condemnedPacks: 0, deletedPacks: 0, repackedPacks: 0, rewrittenTrees: 0, freedBytes: 0 };
+  const result: RemoteGcResult = { deletedEntries: 0, deletedRuns: 0, deletedTrees: 0, condemnedPacks: 0, deletedPacks: 0, repackedPacks: 0, rewrittenTrees: 0, freedBytes: 0 };
   for (const e of plan.entries) if (await entries.delete(e.namespace, e.key)) result.deletedEntries++;
+  for (const r of plan.runs) if (await entries.deleteRun(r)) result.deletedRuns++;
   if (plan.repack.length > 0) {
     const moving = new Set(plan.repack.map((r) => r.pack));
     // Live chunks of the packs being repacked: those some loaded tree names.

@@ -4,7 +4,7 @@
  * is acknowledged and removed only after the remote has everything:
  *
  * ```
- * <local>/v1/journal/<tier id>/<ms>-<random>.json         {"kind":"ac","namespace","key"} | {"kind":"root","digest"}
+ * <local>/v1/journal/<tier id>/<ms>-<random>.json         {"kind":"ac","namespace","key"} | {"kind":"root","digest"} | {"kind":"run","run"}
  * <local>/v1/journal/<tier id>/failed/<same name>          records that failed permanently, with the reason
  * ```
  * A record names an AC entry or a store root, not bytes: the blobs stay in the local tier, so the
@@ -20,9 +20,11 @@ import { writeFileAtomic } from '../atomic-write';
 import { digestOf, isDigest, type Digest } from '../digest';
 import { toIoError } from '../errors';
 import { LAYOUT_VERSION } from '../store/fs';
+import { checkRun, type SharedRun } from './runs';
 
 /** One pending upload. */
-export type JournalRecord = { kind: 'ac'; namespace: string; key: Digest } | { kind: 'root'; digest: Digest };
+/** What to upload: an AC entry and its tree, a store root and its tree, or a run record (runs.ts). */
+export type JournalRecord = { kind: 'ac'; namespace: string; key: Digest } | { kind: 'root'; digest: Digest } | { kind: 'run'; run: SharedRun };
 
 /** A record as read back, with its file name (its identity in the journal). */
 export interface JournalItem {
@@ -140,6 +142,10 @@ export class UploadJournal {
         return { kind: 'ac', namespace: r.namespace, key: r.key };
       }
       if (r.kind === 'root' && isDigest(r.digest)) return { kind: 'root', digest: r.digest };
+      if (r.kind === 'run') {
+        const run = checkRun(r.run);
+        return run ? { kind: 'run', run } : null;
+      }
       return null;
     } catch {
       return null;

@@ -4,6 +4,7 @@
  * ```
  * <prefix>/v1/ac/<namespace>/<key>     the signed entry JSON, byte-identical to the local tier's
  * <prefix>/v1/roots/<digest>.json      a store root record (`cascache store add`)
+ * <prefix>/v1/runs/<tool>/<branch>/...  shared run records (runs.ts)
  * ```
  * The bytes are opaque here; {@link ActionCache} verifies signatures on read. An entry names its
  * tree's manifest, whose tree object (pack-store.ts) says where every chunk is; `onRead` lets the
@@ -16,10 +17,15 @@
 import { assertNamespace, MAX_AC_ENTRY_BYTES, type AcStore } from '../action-cache';
 import { assertDigest, isDigest, type Digest } from '../digest';
 import type { StoreRoot } from '../roots';
+import { CascacheError, ErrorCodes } from '../errors';
 import type { ObjectStore } from './object-store';
 
 const acKey = (namespace: string, key: Digest) => `v1/ac/${namespace}/${key}`;
 const rootKey = (digest: Digest) => `v1/roots/${digest}.json`;
+/** `v1/runs/<tool>/<branch id>/<inverted start>-<random>.json` (runs.ts). */
+const RUN_KEY_RE = /^v1\/runs\/[a-z0-9][a-z0-9._-]{0,63}\/(-|[0-9a-f]{16})\/[0-9]{13}-[0-9a-f]{8}\.json$/;
+/** Largest run record read: 100,000 keys of 67 bytes, plus the rest. */
+const MAX_RUN_RECORD_BYTES = 8 * 1024 * 1024;
 
 /** Options for {@link ObjectAcStore}. */
 export interface ObjectAcStoreOptions {
@@ -84,6 +90,39 @@ export class ObjectAcStore implements AcStore {
     const body = Buffer.from(JSON.stringify(root));
     await this.objects.put(rootKey(root.digest), body);
     return body.length;
+  }
+
+  async putRun(objectKey: string, bytes: Buffer): Promise<number> {
+    if (!RUN_KEY_RE.test(objectKey)) throw new CascacheError(ErrorCodes.BAD_INPUT, `not a run record key: ${objectKey}`);
+    await this.objects.put(objectKey, bytes);
+    return bytes.length;
+  }
+
+  async listRuns(prefix: string, limit: number): Promise<string[]> {
+    const keys: string[] = [];
+    // Listings come sorted from S3 and GCS, but not from every store: collect a bounded page, sort.
+    for await (const o of this.objects.list(prefix)) {
+      if (RUN_KEY_RE.test(o.key)) keys.push(o.key);
+      if (keys.length >= Math.max(limit, 1000)) break;
+    }
+    return keys.sort().slice(0, limit);
+  }
+
+  async getRun(objectKey: string): Promise<Buffer | null> {
+    if (!RUN_KEY_RE.test(objectKey)) return null;
+    const bytes = await this.objects.get(objectKey);
+    return bytes && bytes.length <= MAX_RUN_RECORD_BYTES ? bytes : null;
+  }
+
+  /** Every shared run record, in no particular order (GC). */
+  async *listAllRuns(): AsyncIterable<{ key: string; mtimeMs: number }> {
+    for await (const o of this.objects.list('v1/runs/')) if (RUN_KEY_RE.test(o.key)) yield { key: o.key, mtimeMs: o.mtimeMs ?? Number.NaN }; // unknown age: kept
+  }
+
+  /** Deletes a run record; true when something was deleted. */
+  async deleteRun(objectKey: string): Promise<boolean> {
+    if (!RUN_KEY_RE.test(objectKey)) return false;
+    return this.objects.delete(objectKey);
   }
 
   /** A store root record, or null (also for a malformed one). */

@@ -56,12 +56,18 @@ export interface TierBlobStore extends BlobStore {
   writeTree(manifest: Digest, manifestBytes: Buffer): Promise<number>;
 }
 
-/** The entry side of a tier: AC entries and store roots. */
+/** The entry side of a tier: AC entries, store roots and, on object stores, shared run records. */
 export interface TierAcStore extends AcStore {
   /** Uploads a store root record. @returns bytes sent. */
   putRoot(root: StoreRoot): Promise<number>;
   /** A store root record, or null. */
   getRoot(digest: Digest): Promise<StoreRoot | null>;
+  /** Uploads a signed run record under its object key (runs.ts). Absent: the tier keeps no runs. @returns bytes sent. */
+  putRun?(objectKey: string, bytes: Buffer): Promise<number>;
+  /** Object keys under a run prefix, sorted (newest first, by construction), at most `limit`. */
+  listRuns?(prefix: string, limit: number): Promise<string[]>;
+  /** A run record's bytes (not yet verified), or null. */
+  getRun?(objectKey: string): Promise<Buffer | null>;
 }
 
 /** A remote tier: blobs, AC entries and roots, behind one circuit breaker. */
