@@ -63,8 +63,18 @@ describe('two clones share one S3 tier (real nx, real agents, s3rver)', () => {
     git('commit', '-qm', 'e2e workspace');
     rmSync(dirB, { recursive: true, force: true });
     cloneWorkspace(dirA, dirB);
-    a = openWorkspace(dirA);
-    b = openWorkspace(dirB);
+    // Two machines: each clone gets its own home, or Nx 24 would share its local cache between
+    // clones of one repository (~/.nx/<repo>/cache) and B would never ask cascache.
+    const home = () => {
+      const h = tempWorkspaceDir('cascache-home-');
+      dirs.push(h);
+      return { HOME: h };
+    };
+    const envA = home();
+    const envB = home();
+    const ws = (w: Workspace, extra: Record<string, string>): Workspace => ({ ...w, nx: (args, e = {}) => w.nx(args, { ...extra, ...e }) });
+    a = ws(openWorkspace(dirA), envA);
+    b = ws(openWorkspace(dirB), envB);
     env = { CI: 'true', CASCACHE_SECRET: SECRET, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' };
   });
 

@@ -18,8 +18,9 @@ export interface GitState {
 const CI_BRANCH_VARS = ['GITHUB_HEAD_REF', 'GITHUB_REF_NAME', 'CI_COMMIT_REF_NAME', 'BUILDKITE_BRANCH', 'CIRCLE_BRANCH', 'BITBUCKET_BRANCH', 'BRANCH_NAME'];
 
 export function gitState(workspaceRoot: string, env: NodeJS.ProcessEnv): GitState {
-  const r = spawnSync('git', ['rev-parse', '--abbrev-ref', 'HEAD', 'HEAD'], { cwd: workspaceRoot, encoding: 'utf8', timeout: 2000, stdio: ['ignore', 'pipe', 'ignore'] });
-  const [ref, sha] = r.status === 0 ? r.stdout.trim().split('\n') : [];
+  // `--abbrev-ref` applies to the arguments after it: the full SHA first, then the branch name.
+  const r = spawnSync('git', ['rev-parse', 'HEAD', '--abbrev-ref', 'HEAD'], { cwd: workspaceRoot, encoding: 'utf8', timeout: 2000, stdio: ['ignore', 'pipe', 'ignore'] });
+  const [sha, ref] = r.status === 0 ? r.stdout.trim().split('\n') : [];
   const fromCi = CI_BRANCH_VARS.map((v) => env[v]).find((v) => typeof v === 'string' && v.length > 0) ?? null;
   return {
     branch: ref && ref !== 'HEAD' ? ref : fromCi,
