@@ -27,9 +27,11 @@ export interface ServeConfig {
   tiers: TierConfig[];
   /** Upload to the tiers before answering a PUT, instead of write-behind. */
   syncUploads: boolean;
+  /** Bytes of hot Nx bodies kept whole on disk and served as files; 0 turns it off. */
+  hotBodiesBytes: number;
 }
 
-const DEFAULTS = { host: '127.0.0.1', port: 7380, namespace: 'default', gzipLevel: 1, allowUnauthenticated: false };
+const DEFAULTS = { host: '127.0.0.1', port: 7380, namespace: 'default', gzipLevel: 1, allowUnauthenticated: false, hotBodiesBytes: 1024 ** 3 };
 
 const splitList = (v: string | undefined): string[] | undefined =>
   v === undefined ? undefined : v.split(',').map((s) => s.trim()).filter(Boolean);
@@ -59,7 +61,7 @@ export function readConfigFile(path: string): Partial<ServeConfig> {
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) bad(`config file ${path} must hold a JSON object`);
   const c = raw as Record<string, unknown>;
-  const known = ['host', 'port', 'storeDir', 'namespace', 'gzipLevel', 'allowUnauthenticated', 'tokens', 'secret', 'maxSize', 'tiers', 'syncUploads'];
+  const known = ['host', 'port', 'storeDir', 'namespace', 'gzipLevel', 'allowUnauthenticated', 'tokens', 'secret', 'maxSize', 'tiers', 'syncUploads', 'hotBodies'];
   for (const k of Object.keys(c)) if (!known.includes(k)) bad(`config file ${path}: unknown key "${k}" (known: ${known.join(', ')})`);
   const tokens = c.tokens as { readWrite?: unknown; readOnly?: unknown } | undefined;
   const strList = (v: unknown, what: string): string[] | undefined => {
@@ -78,6 +80,7 @@ export function readConfigFile(path: string): Partial<ServeConfig> {
     ...(c.maxSize !== undefined ? { maxSizeBytes: parseByteSize(String(c.maxSize)) } : {}),
     ...(c.tiers !== undefined ? { tiers: parseTierConfigs(c.tiers, `config file ${path}`) } : {}),
     ...(c.syncUploads !== undefined ? { syncUploads: c.syncUploads === true } : {}),
+    ...(c.hotBodies !== undefined ? { hotBodiesBytes: parseByteSize(String(c.hotBodies)) } : {}),
     tokens: { readWrite: strList(tokens?.readWrite, 'tokens.readWrite') ?? [], readOnly: strList(tokens?.readOnly, 'tokens.readOnly') ?? [] },
   };
 }
@@ -90,6 +93,7 @@ export interface ServeFlags {
   gzipLevel?: number;
   allowUnauthenticated?: boolean;
   maxSize?: number;
+  hotBodies?: number;
   config?: string;
   remote?: string[];
   syncUploads?: boolean;
@@ -120,6 +124,7 @@ export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv, cw
           ? parseTierConfigs(parseJson(env.CASCACHE_TIERS, 'CASCACHE_TIERS'), 'CASCACHE_TIERS')
           : (file.tiers ?? []), env.CASCACHE_REMOTE_TOKEN),
     syncUploads: flags.syncUploads ?? (env.CASCACHE_SYNC_UPLOADS ? env.CASCACHE_SYNC_UPLOADS === '1' : undefined) ?? file.syncUploads ?? false,
+    hotBodiesBytes: flags.hotBodies ?? file.hotBodiesBytes ?? DEFAULTS.hotBodiesBytes,
   };
   if (!Number.isInteger(cfg.port) || cfg.port < 0 || cfg.port > 65535) bad(`port must be 0-65535, got ${String(cfg.port)}`);
   if (!Number.isInteger(cfg.gzipLevel) || cfg.gzipLevel < 0 || cfg.gzipLevel > 9) bad(`gzip level must be 0-9 (0: no compression, for loopback), got ${String(cfg.gzipLevel)}`);
@@ -150,7 +155,8 @@ export function registerServe(program: Command, io: Io): void {
     .option('--max-size <size>', 'evict automatically above this size on disk, e.g. 10GiB (env CASCACHE_MAX_SIZE)', parseSize)
     .option('--remote <url>', 'a remote tier behind the store, repeatable, fastest first (env CASCACHE_REMOTE)', (v: string, acc: string[] = []) => [...acc, v])
     .option('--sync-uploads', 'upload to remote tiers before answering a PUT (default: write-behind)')
-    .option('--config <file>', 'JSON config file (host, port, storeDir, namespace, gzipLevel, tokens, secret, maxSize, tiers, syncUploads)')
+    .option('--hot-bodies <size>', 'keep this many bytes of recently stored and served bodies whole and serve them as files (default 1GiB; 0: off)', parseSize)
+    .option('--config <file>', 'JSON config file (host, port, storeDir, namespace, gzipLevel, tokens, secret, maxSize, tiers, syncUploads, hotBodies)')
     .addHelpText(
       'after',
       '\nTokens: CASCACHE_TOKENS_RW and CASCACHE_TOKENS_RO (comma-separated) or "tokens" in the config file.\n' +
@@ -172,6 +178,7 @@ export function registerServe(program: Command, io: Io): void {
         maxSizeBytes: cfg.maxSizeBytes ?? undefined,
         tiers: cfg.tiers,
         syncUploads: cfg.syncUploads,
+        hotBodiesBytes: cfg.hotBodiesBytes,
       });
       io.stderr.write(`cascache: serving ${cfg.storeDir} at ${url} ${JSON.stringify(redact(cfg))}\n`);
       await new Promise<void>((resolveClosed) => {

@@ -12,6 +12,8 @@
  * - `CASCACHE_TIERS` (optional): remote tiers, a JSON list of URLs or `{url, level, readOnly,
  *   packTargetBytes}` (the plugin's `tiers` option); uploads are write-behind through the journal.
  * - `CASCACHE_SYNC_UPLOADS=1` (optional): upload before answering each PUT instead.
+ * - `CASCACHE_HOT_BODIES` (optional): bytes of recent Nx bodies kept whole and served as files
+ *   (default 256MiB; `0` turns it off).
  * - `CASCACHE_REMOTE_TOKEN` (optional): bearer token for https:// tiers (team servers).
  *
  * Listens on 127.0.0.1 on a free port and prints one JSON line `{"port","pid"}` on stdout when
@@ -57,6 +59,8 @@ async function main(): Promise<void> {
     gzipLevel: 0,
     // Nx starts a task's dependents only after its PUT is answered: answer once the body is on disk.
     deferIngest: true,
+    // The newest bodies Nx sent, served back as files (a clone on a shared store, nx reset).
+    hotBodiesBytes: process.env.CASCACHE_HOT_BODIES ? parseByteSize(process.env.CASCACHE_HOT_BODIES) : 256 * 1024 ** 2,
     logger: { level: process.env.CASCACHE_LOG_LEVEL ?? 'info', stream: process.stderr },
     onRequest: touch,
     maxSizeBytes: process.env.CASCACHE_MAX_SIZE ? parseByteSize(process.env.CASCACHE_MAX_SIZE) : undefined,

@@ -33,6 +33,8 @@ export interface ListenOptions {
   syncUploads?: boolean;
   /** Store Nx uploads behind their answer (the loopback agent; see ServerOptions.deferIngest). */
   deferIngest?: boolean;
+  /** Bytes of hot bodies kept under `<store>/v1/hot` (see ServerOptions.hotBodies); default 0, off. */
+  hotBodiesBytes?: number;
 }
 
 export interface Listening {
@@ -100,6 +102,7 @@ export async function listen(options: ListenOptions): Promise<Listening> {
       if (e.outcome === 'stored') evictor?.kick();
     },
     deferIngest: options.deferIngest ? { spoolDir: join(options.storeDir, 'v1', 'tmp') } : undefined,
+    hotBodies: options.hotBodiesBytes ? { dir: join(options.storeDir, 'v1', 'hot'), maxBytes: options.hotBodiesBytes } : undefined,
   });
   if (options.maxSizeBytes !== undefined) {
     evictor = new AutoEvictor(store, {

@@ -27,13 +27,14 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { pipeline, type Readable } from 'node:stream';
+import { pipeline, Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline as pipelineAsync } from 'node:stream/promises';
 import { createGzip, createGunzip, constants as zlibConstants } from 'node:zlib';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import {
   CascacheError,
   computeActionKey,
+  DigestStream,
   ErrorCodes,
   ingestTar,
   isCascacheError,
@@ -48,6 +49,7 @@ import {
   type TarLimits,
 } from '@cascache/core';
 import { Authorizer, type Access, type Principal, type TokenConfig } from './auth';
+import { BodyCache } from './body-cache';
 import { registerChunkApi } from './chunk-api';
 import { ActivityLog } from './report';
 import { registerRunsApi } from './runs-api';
@@ -86,6 +88,11 @@ export interface ServerOptions {
    * than answered 400, so use this only where the client is trusted (a loopback agent). Off by default.
    */
   deferIngest?: { spoolDir: string; concurrency?: number };
+  /**
+   * Keep recently stored and served Nx bodies whole on disk, up to `maxBytes`, and answer a GET of
+   * one with a file stream instead of rebuilding its tar (body-cache.ts). Off by default.
+   */
+  hotBodies?: { dir: string; maxBytes: number };
 }
 
 /** The outcome of one `PUT /v1/cache/{hash}`. */
@@ -117,6 +124,22 @@ const NX_EXTRAS_OUT = {
   },
 };
 
+/** Passes bytes through and copies them into `sink` (never failing the stream for the copy's sake). */
+function tee(sink: Writable): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      sink.write(chunk, () => done(null, chunk));
+    },
+    flush(done) {
+      sink.end(() => done());
+    },
+    destroy(err, done) {
+      sink.destroy();
+      done(err);
+    },
+  });
+}
+
 /**
  * zlib's output piece size for GET bodies, bytes. Each piece is a thread-pool round trip; the
  * default 16 KiB made gzip cost more than reading and decompressing the chunks (bench/).
@@ -142,6 +165,8 @@ export function createServer(options: ServerOptions): CascacheServer {
     const tick = options.onRequest;
     app.addHook('onRequest', async () => tick());
   }
+
+  const bodies = options.hotBodies && options.hotBodies.maxBytes > 0 ? new BodyCache(options.hotBodies.dir, options.hotBodies.maxBytes) : null;
 
   const authorize = (req: FastifyRequest, reply: FastifyReply, access: Access): Principal | null => {
     const r = auth.check(req.headers.authorization, access);
@@ -175,6 +200,12 @@ export function createServer(options: ServerOptions): CascacheServer {
     try {
       await pending.get(hash); // a body answered and still being stored
       const key = computeActionKey(['nx', namespace, hash]);
+      // A hot body is served as it was stored, while its entry is still a hit here.
+      const hot = bodies && (await options.actionCache.peek(namespace, key)) ? await bodies.open(`nx-${hash}`) : null;
+      if (hot) {
+        activity.record(hash, { hits: 1, bytesSent: hot.size });
+        return reply.code(200).type('application/octet-stream').send(hot.stream);
+      }
       const hit = options.layered ? await options.layered.lookup(namespace, key) : await options.actionCache.get(namespace, key);
       if (!hit) {
         activity.record(hash, { misses: 1 });
@@ -183,7 +214,8 @@ export function createServer(options: ServerOptions): CascacheServer {
       const tar = await materializeToTar(options.blobs, hit.manifest, { extraEntries: NX_EXTRAS_OUT });
       const sent = new ByteCounter();
       const gzip = createGzip({ level: options.gzipLevel ?? 1, flush: zlibConstants.Z_NO_FLUSH, chunkSize: GZIP_CHUNK_BYTES });
-      const body = pipeline(tar, gzip, sent, (err) => {
+      const stages = bodies ? [gzip, tee(bodies.capture(`nx-${hash}`))] : [gzip];
+      const body = pipeline([tar, ...stages, sent], (err) => {
         if (err) req.log.error({ err }, `streaming ${hash} failed`);
         else activity.record(hash, { bytesSent: sent.bytes });
       });
@@ -264,8 +296,9 @@ export function createServer(options: ServerOptions): CascacheServer {
         const spool = options.deferIngest.spoolDir;
         mkdirSync(spool, { recursive: true });
         const file = join(spool, `nx-${hash}.${randomBytes(6).toString('hex')}.tar.gz`);
+        const spooled = new DigestStream();
         try {
-          await pipelineAsync(req.raw, received, createWriteStream(file, { flags: 'wx' }));
+          await pipelineAsync(req.raw, received, spooled, createWriteStream(file, { flags: 'wx' }));
         } catch (err) {
           rmSync(file, { force: true });
           throw isCascacheError(err) ? err : new CascacheError(ErrorCodes.IO, `spooling the upload failed: ${(err as Error).message}`, { cause: err });
@@ -275,7 +308,11 @@ export function createServer(options: ServerOptions): CascacheServer {
           return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored; keys are write-once' });
         }
         const job = ingestSlots
-          .run(() => storeBody(hash, principal.name, createReadStream(file), new ByteCounter(limits.maxCompressedBytes), true))
+          .run(async () => {
+            const stored = await storeBody(hash, principal.name, createReadStream(file), new ByteCounter(limits.maxCompressedBytes), true);
+            // What Nx sent is the body a GET would rebuild: keep it hot.
+            if (stored && bodies) bodies.keep(`nx-${hash}`, file, spooled.digest(), received.bytes);
+          })
           .catch((err) => req.log.warn({ err: { code: (err as { code?: string }).code, message: (err as Error).message }, hash }, 'dropped an upload stored behind its answer'))
           .finally(() => {
             rmSync(file, { force: true });

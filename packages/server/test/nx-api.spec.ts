@@ -1,12 +1,13 @@
 import { request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import * as tarStream from 'tar-stream';
-import { openLocalStore, readAll, StoreIndex, type LocalStore } from '@cascache/core';
+import { computeActionKey, openLocalStore, readAll, StoreIndex, type LocalStore } from '@cascache/core';
 import { createServer, listen, type CascacheServer, type ServerOptions, type UploadEvent } from '../src';
 
 type Entry = { header: Partial<tarStream.Header> & { name: string }; body?: string | Buffer };
@@ -278,6 +279,64 @@ describe('Nx self-hosted cache API over a real listening server', () => {
       const later = report(60_000);
       open();
       expect(await later).toMatchObject({ pending: 0, stored: 1, bytesReceived: body.length });
+    });
+  });
+
+  describe('with hot bodies', () => {
+    const hotDir = () => join(dir, 'hot');
+    const hotFiles = async () => (await readdir(hotDir())).filter((f) => f.endsWith('.body'));
+
+    it('serves back the very bytes Nx sent once they are stored (the agent), with their length', async () => {
+      await start({ deferIngest: { spoolDir: join(dir, 'spool') }, hotBodies: { dir: hotDir(), maxBytes: 1 << 30 } });
+      const body = await nxBody([{ header: { name: 'dist/a.js' }, body: 'export const a = 1;\n'.repeat(3000) }]);
+      const stored = nextUpload();
+      expect((await put('901', body)).status).toBe(200);
+      await stored;
+      const back = await get('901');
+      expect(back.status).toBe(200);
+      expect(back.body.equals(body)).toBe(true);
+
+      expect(await hotFiles()).toHaveLength(1);
+    });
+
+    it('keeps a body it built for a GET and answers the next GET from it, byte-identical', async () => {
+      await start({ hotBodies: { dir: hotDir(), maxBytes: 1 << 30 } });
+      const body = await nxBody();
+      expect((await put('902', body)).status).toBe(200);
+      const first = await get('902');
+      expect(await untar(first.body)).toEqual(await untar(body));
+      expect(await hotFiles()).toHaveLength(1);
+      const second = await get('902');
+      expect(second.body.equals(first.body)).toBe(true);
+
+    });
+
+    it('rebuilds a damaged hot body from the chunks, and never serves one whose entry is gone', async () => {
+      await start({ hotBodies: { dir: hotDir(), maxBytes: 1 << 30 } });
+      const body = await nxBody();
+      expect((await put('903', body)).status).toBe(200);
+      await get('903');
+      const [file] = await hotFiles();
+      const bytes = await readFile(join(hotDir(), file!));
+      bytes[bytes.length - 5] = bytes[bytes.length - 5]! ^ 0xff;
+      await writeFile(join(hotDir(), file!), bytes);
+      const back = await get('903');
+      expect(back.status).toBe(200);
+      expect(await untar(back.body)).toEqual(await untar(body));
+      // The entry goes (invalidation, GC, eviction): its body is not served any more.
+      await store.actionCache.delete('default', computeActionKey(['nx', 'default', '903']));
+      expect((await get('903')).status).toBe(404);
+    });
+
+    it('stays within its bound, least recently used out', async () => {
+      // Five bodies of ~5.3 kB (incompressible) and room for four.
+      const bodies = await Promise.all([0, 1, 2, 3, 4].map(() => nxBody([{ header: { name: 'dist/x.bin' }, body: randomBytes(5_000) }])));
+      expect(Math.max(...bodies.map((b) => b.length))).toBeLessThan(5_700);
+      await start({ hotBodies: { dir: hotDir(), maxBytes: 4 * 5_700 } });
+      for (const [i, b] of bodies.entries()) expect((await put(String(910 + i), b)).status).toBe(200);
+      for (const h of ['910', '911', '912', '913', '910', '914']) expect((await get(h)).status).toBe(200); // 910 used again before 914 came
+      const kept = (await hotFiles()).map((f) => f.split('.')[0]);
+      expect(kept.sort()).toEqual(['nx-910', 'nx-912', 'nx-913', 'nx-914']);
     });
   });
 });

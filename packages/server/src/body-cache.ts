@@ -1,0 +1,162 @@
+/**
+ * Hot bodies: recently stored or served protocol bodies (an Nx tar.gz) kept whole on disk, so a hot
+ * artifact is answered with a file stream instead of a tar rebuilt from chunks and compressed on every
+ * request (bazel-remote answers a hit with one lookup and a sendfile). The chunk store stays the
+ * truth: this is a bounded cache in front of it.
+ *
+ * ```
+ * <dir>/<protocol>-<hash>.<blake3 of the body>.body    a body, named by what it must hash to
+ * <dir>/tmp/                                         bodies being written
+ * ```
+ * - Bounded by `maxBytes`, least recently used out (access order kept in memory, rebuilt from mtimes
+ *   at start). A body larger than a quarter of the bound is not kept.
+ * - A body is hashed before it is served; one that does not match its name (a damaged disk) is
+ *   deleted and reported as absent, so the caller rebuilds it from the chunks.
+ * - The caller serves a body only for a key whose action-cache entry is still a hit, so GC, eviction
+ *   and invalidation of the entry reach its body too.
+ */
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, mkdirSync, promises as fsp, readdirSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
+import { join } from 'node:path';
+import { PassThrough, Writable } from 'node:stream';
+import { digestFile, DigestHasher, isDigest } from '@cascache/core';
+
+const NAME_RE = /^([a-z]+-[0-9A-Za-z]{1,64})\.([0-9a-f]{64})\.body$/;
+
+export class BodyCache {
+  /** Bodies by id (`nx-<hash>`), least recently used first. */
+  private readonly bodies = new Map<string, { file: string; digest: string; size: number }>();
+  private total = 0;
+  private readonly tmp: string;
+
+  /** @param maxBytes bound on the bodies kept, bytes (> 0). */
+  constructor(
+    readonly dir: string,
+    readonly maxBytes: number,
+  ) {
+    this.tmp = join(dir, 'tmp');
+    mkdirSync(this.tmp, { recursive: true });
+    rmSync(this.tmp, { recursive: true, force: true }); // half-written bodies of a process that died
+    mkdirSync(this.tmp, { recursive: true });
+    const found: Array<{ id: string; file: string; digest: string; size: number; mtime: number }> = [];
+    for (const name of readdirSync(dir)) {
+      const m = NAME_RE.exec(name);
+      if (!m || !isDigest(m[2])) continue;
+      try {
+        const st = statSync(join(dir, name));
+        found.push({ id: m[1]!, file: join(dir, name), digest: m[2]!, size: st.size, mtime: st.mtimeMs });
+      } catch {
+        /* removed meanwhile */
+      }
+    }
+    for (const b of found.sort((x, y) => x.mtime - y.mtime)) this.add(b.id, b);
+    this.trim();
+  }
+
+  /** Bytes of bodies kept. */
+  get bytes(): number {
+    return this.total;
+  }
+
+  /**
+   * A kept body as a stream, after checking it hashes to its name; null when absent or damaged
+   * (then deleted). Marks it recently used.
+   */
+  async open(id: string): Promise<{ stream: ReadStream; size: number } | null> {
+    const b = this.bodies.get(id);
+    if (!b) return null;
+    let ok = false;
+    try {
+      ok = (await digestFile(b.file)) === b.digest;
+    } catch {
+      ok = false;
+    }
+    if (!ok) {
+      this.drop(id);
+      return null;
+    }
+    this.bodies.delete(id);
+    this.bodies.set(id, b);
+    void fsp.utimes(b.file, new Date(), new Date()).catch(() => undefined); // recency survives a restart
+    return { stream: createReadStream(b.file, { highWaterMark: 256 * 1024 }), size: b.size };
+  }
+
+  /** Takes a finished body file (moved, not copied) whose bytes hash to `digest`. */
+  keep(id: string, path: string, digest: string, size: number): void {
+    if (size > this.maxBytes / 4 || this.bodies.has(id)) {
+      rmSync(path, { force: true });
+      return;
+    }
+    const file = join(this.dir, `${id}.${digest}.body`);
+    try {
+      renameSync(path, file);
+    } catch {
+      rmSync(path, { force: true });
+      return;
+    }
+    this.add(id, { file, digest, size });
+    this.trim();
+  }
+
+  /**
+   * A sink that copies a body as it is sent and keeps it if it ends whole and within bounds. Never
+   * fails the stream it is fed from: on any error the copy is dropped.
+   */
+  capture(id: string): Writable {
+    if (this.bodies.has(id)) return new PassThrough().resume();
+    const path = join(this.tmp, `${id}.${randomBytes(6).toString('hex')}`);
+    const out = createWriteStream(path);
+    const hasher = new DigestHasher();
+    let size = 0;
+    let failed = false;
+    out.on('error', () => {
+      failed = true;
+    });
+    return new Writable({
+      write: (chunk: Buffer, _enc, done) => {
+        size += chunk.length;
+        if (failed || size > this.maxBytes / 4) {
+          failed = true;
+          done();
+          return;
+        }
+        hasher.update(chunk);
+        if (out.write(chunk)) done();
+        else out.once('drain', () => done());
+      },
+      final: (done) => {
+        out.end(() => {
+          if (failed) rmSync(path, { force: true });
+          else this.keep(id, path, hasher.digest(), size);
+          done();
+        });
+      },
+      destroy: (_err, done) => {
+        out.destroy();
+        rmSync(path, { force: true });
+        done(null);
+      },
+    });
+  }
+
+  /** Forgets and deletes a body. */
+  drop(id: string): void {
+    const b = this.bodies.get(id);
+    if (!b) return;
+    this.bodies.delete(id);
+    this.total -= b.size;
+    rmSync(b.file, { force: true });
+  }
+
+  private add(id: string, b: { file: string; digest: string; size: number }): void {
+    this.bodies.set(id, { file: b.file, digest: b.digest, size: b.size });
+    this.total += b.size;
+  }
+
+  private trim(): void {
+    for (const id of this.bodies.keys()) {
+      if (this.total <= this.maxBytes) break;
+      this.drop(id);
+    }
+  }
+}
