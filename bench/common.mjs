@@ -1,7 +1,7 @@
 // @ts-check
 /** What the Nx benchmarks share: the workspace copies, the naive server process, small statistics. */
 import { spawn } from 'node:child_process';
-import { cpSync, existsSync, readdirSync, statSync, symlinkSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, renameSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import e2eWorkspace from '../e2e/dist/nx-workspace.js';
@@ -59,4 +59,25 @@ export function printRows(rows, width = 52) {
   for (const [what, value, ratio, target, ok] of rows) {
     console.log(`${String(what).padEnd(width)} ${String(value).padStart(12)}   ${String(ratio).padEnd(18)} ${target}${ok === undefined ? '' : ok ? '  ok' : '  MISSED'}`);
   }
+}
+
+/** Stores moved aside by {@link emptyStore}, deleted by {@link deleteMovedStores}. */
+const movedStores = [];
+
+/**
+ * Empties a store directory as a fresh machine has it: by moving it aside, not deleting it. Deleting
+ * thousands of chunk files right before a timed run measures the filesystem's deferred work (ext4
+ * with `discard` on the machines here made the next run's file creates 10x slower), not the cache.
+ * @param {string} dir
+ */
+export function emptyStore(dir) {
+  if (!existsSync(dir)) return;
+  const aside = `${dir}.old-${movedStores.length}`;
+  renameSync(dir, aside);
+  movedStores.push(aside);
+}
+
+/** Deletes what {@link emptyStore} moved aside (after the timed runs). */
+export function deleteMovedStores() {
+  for (const d of movedStores.splice(0)) rmSync(d, { recursive: true, force: true });
 }

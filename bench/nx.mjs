@@ -21,7 +21,7 @@ import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import e2eWorkspace from '../e2e/dist/nx-workspace.js';
 import e2ePack from '../e2e/dist/pack.js';
-import { arg, du, median, printRows, startNaive, variant as copyOf } from './common.mjs';
+import { arg, deleteMovedStores, du, emptyStore, median, printRows, startNaive, variant as copyOf } from './common.mjs';
 
 const { changeOneLine, install, removeOutputs, stopAgent, tempWorkspaceDir, writeWorkspace } = e2eWorkspace;
 const { packAll } = e2ePack;
@@ -64,7 +64,7 @@ function fullHit(ws, env = {}) {
 const coldBuild = {
   cascache: () => {
     stopAgent(casStore);
-    rmSync(casStore, { recursive: true, force: true });
+    emptyStore(casStore);
     cas.nx(['reset']);
     removeOutputs(cas.dir);
     return timed(cas).ms; // agent start included, as on a fresh machine
@@ -154,6 +154,7 @@ try {
 } finally {
   naiveProc.kill();
   stopAgent(casStore);
+  deleteMovedStores();
   for (const ws of [cas, naiveWs, local]) rmSync(ws.dir, { recursive: true, force: true });
   rmSync(base, { recursive: true, force: true });
 }

@@ -13,14 +13,14 @@
  *
  * The S3 server is s3rver (a real S3-protocol server process); real nx 24; our packages from npm
  * pack tarballs; the 12-project workspace of the e2e tests. Options: --builds N (default 20),
- * --rounds N (default 5), --json <file>.
+ * --rounds N (default 5), --shape small|large|tsc (default small), --json <file>.
  */
 import { createRequire } from 'node:module';
 import { appendFileSync, cpSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import e2eWorkspace from '../e2e/dist/nx-workspace.js';
 import e2ePack from '../e2e/dist/pack.js';
-import { arg, median, printRows, startNaive, variant as copyOf } from './common.mjs';
+import { arg, deleteMovedStores, emptyStore, median, printRows, startNaive, variant as copyOf } from './common.mjs';
 
 const require = createRequire(import.meta.url);
 const { startS3Server } = require('../tools/s3rver.js');
@@ -30,6 +30,7 @@ const { packAll } = e2ePack;
 const BUILDS = Number(arg('--builds', '20'));
 const ROUNDS = Number(arg('--rounds', '5'));
 const jsonOut = arg('--json', undefined);
+const SHAPE = /** @type {'small' | 'large' | 'tsc'} */ (arg('--shape', 'small'));
 const BUCKET = 'cascache-bench';
 const NAIVE_BUCKET = 'cascache-bench-naive';
 
@@ -46,10 +47,10 @@ const tiers = [`s3://${BUCKET}/nx?endpoint=${encodeURIComponent(s3.endpoint)}&fo
 const env = { CI: 'true', CASCACHE_SECRET: 'bench-shared-signing-secret-0123456789abcdef', AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' };
 const t = packAll();
 const base = tempWorkspaceDir('cascache-rbench-');
-writeWorkspace(base, null);
+writeWorkspace(base, null, SHAPE);
 install(base, [t.core, t.server, t.nx]);
 /** @param {string} name @param {Record<string, unknown> | null} plugin */
-const variant = (name, plugin) => copyOf(base, name, plugin);
+const variant = (name, plugin) => copyOf(base, name, plugin, SHAPE);
 const casA = variant('a', { idleTimeoutMs: 600_000, tiers });
 const casB = variant('b', { idleTimeoutMs: 600_000, tiers });
 const naiveWs = variant('naive', null);
@@ -115,11 +116,11 @@ try {
   const coldEnv = { ...env, CI: 'false' }; // no upload wait: nothing is uploaded on a full hit anyway
   for (let i = 0; i < ROUNDS; i++) {
     stopAgent(casBStore);
-    rmSync(casBStore, { recursive: true, force: true });
+    emptyStore(casBStore);
     cold.cas.push(fullHit(casB, coldEnv));
     // Where the time goes: Nx's plugin isolation (a worker process per hook) is a fixed cost.
     stopAgent(casBStore);
-    rmSync(casBStore, { recursive: true, force: true });
+    emptyStore(casBStore);
     cold.casNoIsolation.push(fullHit(casB, { ...coldEnv, NX_ISOLATE_PLUGINS: 'false' }));
     cold.naive.push(fullHit(naiveWs, naiveEnv));
     cold.disk.push(fullHit(diskWs, diskEnv));
@@ -142,7 +143,7 @@ try {
     ['full hit, naive remote on S3', `${med.naive.toFixed(0)} ms`, '', '', undefined],
     ['full hit, naive server on local disk', `${med.disk.toFixed(0)} ms`, `cascache x${(med.cas / med.disk).toFixed(2)}`, '', undefined],
   ];
-  console.log(`\nnx 24, 12 projects, S3 on s3rver; ${BUILDS} one-file changes; cold full hits: ${ROUNDS} rounds (median)\n`);
+  console.log(`\nnx 24, 12 projects, shape ${SHAPE}, S3 on s3rver; ${BUILDS} one-file changes; cold full hits: ${ROUNDS} rounds (median)\n`);
   printRows(/** @type {any} */ (rows));
   console.log(`\nper change (cascache/naive bytes): ${perChange.map((c) => `${c.cas}/${c.naive}`).join(' ')}`);
   console.log(`cold full hits: cascache ${cold.cas.map((x) => x.toFixed(0)).join(' ')} | isolation off ${cold.casNoIsolation.map((x) => x.toFixed(0)).join(' ')} | naive S3 ${cold.naive.map((x) => x.toFixed(0)).join(' ')} | naive disk ${cold.disk.map((x) => x.toFixed(0)).join(' ')} ms`);
@@ -151,6 +152,7 @@ try {
   naiveProc.kill();
   diskProc.kill();
   for (const ws of [casA, casB]) stopAgent(join(ws.dir, '.cascache'));
+  deleteMovedStores();
   await s3.close();
   for (const ws of [casA, casB, naiveWs, diskWs]) rmSync(ws.dir, { recursive: true, force: true });
   rmSync(base, { recursive: true, force: true });
