@@ -34,9 +34,17 @@ export class BodyCache {
     readonly dir: string,
     readonly maxBytes: number,
   ) {
-    this.tmp = join(dir, 'tmp');
-    mkdirSync(this.tmp, { recursive: true });
-    rmSync(this.tmp, { recursive: true, force: true }); // half-written bodies of a process that died
+    // Each process writes in its own folder; folders an hour old are from processes that died.
+    const tmpRoot = join(dir, 'tmp');
+    mkdirSync(tmpRoot, { recursive: true });
+    for (const name of readdirSync(tmpRoot)) {
+      try {
+        if (Date.now() - statSync(join(tmpRoot, name)).mtimeMs > 3_600_000) rmSync(join(tmpRoot, name), { recursive: true, force: true });
+      } catch {
+        /* removed meanwhile */
+      }
+    }
+    this.tmp = join(tmpRoot, `${process.pid}.${randomBytes(4).toString('hex')}`);
     mkdirSync(this.tmp, { recursive: true });
     const found: Array<{ id: string; file: string; digest: string; size: number; mtime: number }> = [];
     for (const name of readdirSync(dir)) {
@@ -109,9 +117,18 @@ export class BodyCache {
     const hasher = new DigestHasher();
     let size = 0;
     let failed = false;
+    /** A write waiting for the file to drain; released by an error too, so the body never stalls. */
+    let waiting: (() => void) | null = null;
+    const release = (): void => {
+      const w = waiting;
+      waiting = null;
+      w?.();
+    };
     out.on('error', () => {
       failed = true;
+      release();
     });
+    out.on('drain', release);
     return new Writable({
       write: (chunk: Buffer, _enc, done) => {
         size += chunk.length;
@@ -122,14 +139,18 @@ export class BodyCache {
         }
         hasher.update(chunk);
         if (out.write(chunk)) done();
-        else out.once('drain', () => done());
+        else waiting = () => done();
       },
       final: (done) => {
-        out.end(() => {
+        const finish = (): void => {
           if (failed) rmSync(path, { force: true });
           else this.keep(id, path, hasher.digest(), size);
           done();
-        });
+        };
+        if (failed) {
+          out.destroy();
+          finish();
+        } else out.end(finish);
       },
       destroy: (_err, done) => {
         out.destroy();
