@@ -8,25 +8,33 @@
  * <dir>/<protocol>-<hash>.<blake3 of the body>.body    a body, named by what it must hash to
  * <dir>/tmp/                                         bodies being written
  * ```
- * - Bounded by `maxBytes`, least recently used out (access order kept in memory, rebuilt from mtimes
- *   at start). A body larger than a quarter of the bound is not kept.
- * - A body is hashed before it is served; one that does not match its name (a damaged disk) is
- *   deleted and reported as absent, so the caller rebuilds it from the chunks.
+ * - Bounded by `maxBytes`, least recently used out (access order kept in memory, rebuilt from write
+ *   times at start). A body larger than a quarter of the bound is not kept.
+ * - A body is hashed before it is first served by a process, and again whenever its file's size or
+ *   mtime changed; one that does not match its name (a damaged disk) is deleted and reported as
+ *   absent, so the caller rebuilds it from the chunks. Bodies up to 1 MiB are then served from
+ *   memory (64 MiB in all, least recently used back to files).
  * - The caller serves a body only for a key whose action-cache entry is still a hit, so GC, eviction
  *   and invalidation of the entry reach its body too.
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, mkdirSync, promises as fsp, readdirSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
-import { digestFile, DigestHasher, isDigest } from '@cascache/core';
+import { digestFile, DigestHasher, digestOf, isDigest } from '@cascache/core';
 
 const NAME_RE = /^([a-z]+-[0-9A-Za-z]{1,64})\.([0-9a-f]{64})\.body$/;
+/** Bodies up to this size are served from memory once read, bytes. */
+const MEMORY_BODY_BYTES = 1024 * 1024;
+/** Memory all such bodies may take together, bytes. */
+const MEMORY_BYTES = 64 * 1024 * 1024;
 
 export class BodyCache {
   /** Bodies by id (`nx-<hash>`), least recently used first. */
-  private readonly bodies = new Map<string, { file: string; digest: string; size: number }>();
+  private readonly bodies = new Map<string, { file: string; digest: string; size: number; checked?: string; bytes?: Buffer }>();
   private total = 0;
+  /** Bytes of bodies held in memory. */
+  private memory = 0;
   private readonly tmp: string;
 
   /** @param maxBytes bound on the bodies kept, bytes (> 0). */
@@ -70,23 +78,71 @@ export class BodyCache {
    * A kept body as a stream, after checking it hashes to its name; null when absent or damaged
    * (then deleted). Marks it recently used.
    */
-  async open(id: string): Promise<{ stream: ReadStream; size: number } | null> {
+  async open(id: string): Promise<{ stream: ReadStream | Buffer; size: number } | null> {
     const b = this.bodies.get(id);
     if (!b) return null;
-    let ok = false;
-    try {
-      ok = (await digestFile(b.file)) === b.digest;
-    } catch {
-      ok = false;
+    if (b.bytes) {
+      this.bodies.delete(id);
+      this.bodies.set(id, b);
+      return { stream: b.bytes, size: b.size };
     }
-    if (!ok) {
+    if (b.size <= MEMORY_BODY_BYTES) return this.load(id, b);
+    // Bodies are never rewritten (renamed into place whole): hashed once per process, and again
+    // only if the file's size or mtime changed since.
+    let st;
+    try {
+      st = statSync(b.file);
+    } catch {
       this.drop(id);
       return null;
     }
+    if (b.checked !== `${st.size}:${st.mtimeMs}`) {
+      let ok = false;
+      try {
+        ok = st.size === b.size && (await digestFile(b.file)) === b.digest;
+      } catch {
+        ok = false;
+      }
+      if (!ok) {
+        this.drop(id);
+        return null;
+      }
+      b.checked = `${st.size}:${st.mtimeMs}`;
+    }
     this.bodies.delete(id);
     this.bodies.set(id, b);
-    void fsp.utimes(b.file, new Date(), new Date()).catch(() => undefined); // recency survives a restart
-    return { stream: createReadStream(b.file, { highWaterMark: 256 * 1024 }), size: b.size };
+    return { stream: createReadStream(b.file, { highWaterMark: Math.min(256 * 1024, Math.max(16 * 1024, b.size)) }), size: b.size };
+  }
+
+  /**
+   * Reads a small body into memory (verified), where it is served from next time without a file
+   * operation: per GET, a file stream costs an open, a stat, reads and a close on the thread pool.
+   */
+  private load(id: string, b: { file: string; digest: string; size: number; bytes?: Buffer }): { stream: Buffer; size: number } | null {
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(b.file);
+    } catch {
+      this.drop(id);
+      return null;
+    }
+    if (bytes.length !== b.size || digestOf(bytes) !== b.digest) {
+      this.drop(id);
+      return null;
+    }
+    b.bytes = bytes;
+    this.memory += bytes.length;
+    // Memory is bounded too: the least recently used bodies go back to being files.
+    for (const [other, o] of this.bodies) {
+      if (this.memory <= MEMORY_BYTES) break;
+      if (o.bytes && other !== id) {
+        this.memory -= o.bytes.length;
+        o.bytes = undefined;
+      }
+    }
+    this.bodies.delete(id);
+    this.bodies.set(id, b);
+    return { stream: bytes, size: b.size };
   }
 
   /** Takes a finished body file (moved, not copied) whose bytes hash to `digest`. */
@@ -166,6 +222,7 @@ export class BodyCache {
     if (!b) return;
     this.bodies.delete(id);
     this.total -= b.size;
+    if (b.bytes) this.memory -= b.bytes.length;
     rmSync(b.file, { force: true });
   }
 

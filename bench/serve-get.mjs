@@ -1,0 +1,103 @@
+// @ts-check
+/**
+ * Team-server GETs under load: `cascache serve` (with and without hot bodies) against the naive
+ * server (one tar.gz file per hash, bench/naive-server.mjs), each a process of its own, the same
+ * ~100 kB Nx body stored in both, then `wrk` (Debian's package) on GET /v1/cache/<hash> with 64
+ * connections, one server at a time. Loopback only; every run is bounded by --duration.
+ *
+ * Options: --duration <s> (default 30), --connections N (default 64), --json <file>.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { gzipSync } from 'node:zlib';
+import core from '@cascache/core';
+import { arg, printRows, startNaive } from './common.mjs';
+
+const DURATION = Number(arg('--duration', '30'));
+const CONNECTIONS = Number(arg('--connections', '64'));
+const jsonOut = arg('--json', undefined);
+const HASH = '1234567890123';
+const TOKEN = 'bench-token-0123456789abcdef0123456789';
+
+/** A ~100 kB Nx body: a bundle, a map, a .d.ts, terminalOutput and code, as Nx's client packs them. */
+async function nxBody() {
+  const tarStream = (await import('tar-stream')).default;
+  const pack = tarStream.pack();
+  // Compresses like minified JS (~3x): identifiers and constants vary, the shape repeats.
+  let js = '';
+  let x = 2463534242;
+  const next = () => ((x ^= x << 13), (x ^= x >>> 17), (x ^= x << 5), (x >>>= 0));
+  for (let i = 0; js.length < 300_000; i++) js += `function f${next().toString(36)}(a,b){return a.${next().toString(36)}(${next() % 1000})||b.${next().toString(36)}}\n`;
+  pack.entry({ name: 'dist/app/main.js' }, js);
+  pack.entry({ name: 'dist/app/main.d.ts' }, 'export declare function f0(a: number[], b: number): number[];\n');
+  pack.entry({ name: 'terminalOutput' }, '> built app\n');
+  pack.entry({ name: 'code' }, Buffer.alloc(4));
+  pack.finalize();
+  return gzipSync(await core.readAll(/** @type {any} */ (pack), 1 << 28));
+}
+
+/** Starts `cascache serve` as its own process. @param {string} store @param {string[]} extra */
+async function startServe(store, extra) {
+  const bin = join(import.meta.dirname ?? '.', '..', 'packages', 'cli', 'dist', 'bin.js');
+  const proc = spawn(process.execPath, [bin, 'serve', '--port', '0', '--store-dir', store, ...extra], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, CASCACHE_TOKENS_RW: TOKEN, CASCACHE_LOG_LEVEL: 'warn' },
+  });
+  const url = await new Promise((resolve, reject) => {
+    createInterface({ input: /** @type {any} */ (proc.stderr) }).on('line', (l) => {
+      const m = /serving .* at (http:\/\/\S+)/.exec(l);
+      if (m) resolve(m[1]);
+    });
+    proc.once('exit', (code) => reject(new Error(`cascache serve exited with ${code}`)));
+  });
+  return { url: /** @type {string} */ (url), proc };
+}
+
+/** wrk on one URL: requests/s and latency percentiles (ms). @param {string} url */
+function wrk(url) {
+  const out = execFileSync('wrk', ['-t2', `-c${CONNECTIONS}`, `-d${DURATION}s`, '--latency', '-H', `Authorization: Bearer ${TOKEN}`, url], { encoding: 'utf8', timeout: (DURATION + 30) * 1000 });
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
+  const pct = (/** @type {string} */ p) => {
+    const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
+    return m ? Number(m[1]) * { us: 0.001, ms: 1, s: 1000 }[/** @type {'ms'} */ (m[2])] : NaN;
+  };
+  const errors = /Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? '0';
+  return { rps, p50: pct('50'), p99: pct('99'), errors: Number(errors) };
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'cascache-serve-bench-'));
+const procs = [];
+try {
+  const body = await nxBody();
+  const naive = await startNaive(join(dir, 'naive'));
+  procs.push(naive.proc);
+  const hot = await startServe(join(dir, 'hot'), []);
+  procs.push(hot.proc);
+  const cold = await startServe(join(dir, 'cold'), ['--hot-bodies', '0']);
+  procs.push(cold.proc);
+  for (const base of [naive.url, hot.url, cold.url]) {
+    const r = await fetch(`${base}/v1/cache/${HASH}`, { method: 'PUT', body, headers: { authorization: `Bearer ${TOKEN}` } });
+    if (r.status !== 200) throw new Error(`PUT to ${base} answered ${r.status}`);
+    await r.arrayBuffer();
+  }
+  const results = { naive: wrk(`${naive.url}/v1/cache/${HASH}`), hot: wrk(`${hot.url}/v1/cache/${HASH}`), cold: wrk(`${cold.url}/v1/cache/${HASH}`) };
+  const row = (/** @type {string} */ what, /** @type {{ rps: number, p50: number, p99: number, errors: number }} */ r, /** @type {boolean} */ target) => [
+    what,
+    `${r.rps.toFixed(0)} req/s`,
+    `x${(r.rps / results.naive.rps).toFixed(2)}, p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms${r.errors ? `, ${r.errors} errors` : ''}`,
+    target ? '>= 1.0x naive' : '',
+    target ? r.rps >= results.naive.rps : undefined,
+  ];
+  console.log(`\nGET of one ${body.length}-byte Nx body, wrk ${CONNECTIONS} connections, ${DURATION} s each\n`);
+  printRows(
+    /** @type {any} */ ([row('cascache serve (hot bodies, the default)', results.hot, true), row('cascache serve --hot-bodies 0 (tar rebuilt per GET)', results.cold, false), row('naive server (one file per hash)', results.naive, false)]),
+    52,
+  );
+  if (jsonOut) writeFileSync(jsonOut, `${JSON.stringify({ bodyBytes: body.length, connections: CONNECTIONS, duration: DURATION, results }, null, 2)}\n`);
+} finally {
+  for (const p of procs) p.kill();
+  rmSync(dir, { recursive: true, force: true });
+}
