@@ -76,8 +76,10 @@ function agentSettings(options: CascacheNxOptions | undefined, workspaceRoot: st
   };
 }
 
-/** An agent start begun during the graph phase, by its settings' fingerprint. */
-let early: { config: string; agent: Promise<AgentInfo> } | undefined;
+/** An agent start begun during the graph phase, by its settings' fingerprint, with when (ms). */
+let early: { config: string; agent: Promise<AgentInfo>; at: number } | undefined;
+/** An early start older than this is not trusted (the daemon keeps workers between runs): probe again. */
+const EARLY_FRESH_MS = 60_000;
 
 /**
  * Starts (or finds) the agent while Nx computes the project graph, so a cold start (~250 ms: a
@@ -90,7 +92,7 @@ export function startAgentEarly(options: CascacheNxOptions | undefined, workspac
     if (!settings || early) return;
     const agent = ensureAgent(settings.ensure);
     agent.catch(() => undefined); // observed by preTasksExecution
-    early = { config: agentConfig(settings.ensure), agent };
+    early = { config: agentConfig(settings.ensure), agent, at: Date.now() };
   } catch {
     // preTasksExecution tries again and says what went wrong.
   }
@@ -102,7 +104,7 @@ export async function preTasksExecution(options: CascacheNxOptions | undefined, 
   const { storeDir, secretEnv } = settings;
   try {
     if (settings.droppedTiers) console.warn(`cascache: remote tiers need $${secretEnv} (32+ bytes, the same on every machine); this run uses the local store only`);
-    const started = early?.config === agentConfig(settings.ensure) ? early.agent : undefined;
+    const started = early && early.config === agentConfig(settings.ensure) && Date.now() - early.at < EARLY_FRESH_MS ? early.agent : undefined;
     early = undefined;
     const info = await (started ?? ensureAgent(settings.ensure)).catch((err: unknown) => (started ? ensureAgent(settings.ensure) : Promise.reject(err)));
     const url = `http://127.0.0.1:${info.port}`;
