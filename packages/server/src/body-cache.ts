@@ -69,9 +69,9 @@ export class BodyCache {
     this.trim();
   }
 
-  /** Bytes of bodies kept. */
-  get bytes(): number {
-    return this.total;
+  /** Whether a body is kept for `id` (a map lookup: no file is touched). */
+  has(id: string): boolean {
+    return this.bodies.has(id);
   }
 
   /**

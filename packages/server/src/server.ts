@@ -146,6 +146,9 @@ function tee(sink: Writable): Transform {
  */
 const GZIP_CHUNK_BYTES = 256 * 1024;
 
+/** An optional duration or time in a request body: absent, or a finite number >= 0 (ms). */
+const isOptionalMs = (v: unknown): boolean => v === undefined || (Number.isFinite(v) && (v as number) >= 0);
+
 /** Nx task hashes are decimal strings. */
 const NX_HASH_RE = /^[0-9]{1,64}$/;
 
@@ -201,7 +204,8 @@ export function createServer(options: ServerOptions): CascacheServer {
       await pending.get(hash); // a body answered and still being stored
       const key = computeActionKey(['nx', namespace, hash]);
       // A hot body is served as it was stored, while its entry is still a hit here.
-      const hot = bodies && (await options.actionCache.peek(namespace, key)) ? await bodies.open(`nx-${hash}`) : null;
+      const id = `nx-${hash}`;
+      const hot = bodies?.has(id) && (await options.actionCache.peek(namespace, key)) ? await bodies.open(id) : null;
       if (hot) {
         activity.record(hash, { hits: 1, bytesSent: hot.size });
         return reply.code(200).type('application/octet-stream').send(hot.stream);
@@ -286,11 +290,12 @@ export function createServer(options: ServerOptions): CascacheServer {
     if (!NX_HASH_RE.test(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be a decimal string' });
     const key = computeActionKey(['nx', namespace, hash]);
     try {
-      if (pending.has(hash) || (await options.actionCache.peek(namespace, key))) {
+      const conflict = (): FastifyReply => {
         activity.record(hash, { conflicts: 1 });
         options.onUpload?.({ hash, outcome: 'conflict' });
         return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored; keys are write-once' });
-      }
+      };
+      if (pending.has(hash) || (await options.actionCache.peek(namespace, key))) return conflict();
       const received = new ByteCounter(limits.maxCompressedBytes);
       if (options.deferIngest) {
         const spool = options.deferIngest.spoolDir;
@@ -304,8 +309,9 @@ export function createServer(options: ServerOptions): CascacheServer {
           throw isCascacheError(err) ? err : new CascacheError(ErrorCodes.IO, `spooling the upload failed: ${(err as Error).message}`, { cause: err });
         }
         if (pending.has(hash)) {
+          // Another PUT of this hash finished spooling first.
           rmSync(file, { force: true });
-          return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored; keys are write-once' });
+          return conflict();
         }
         const job = ingestSlots
           .run(async () => {
@@ -332,8 +338,7 @@ export function createServer(options: ServerOptions): CascacheServer {
   app.post<{ Body: { hashes?: unknown; since?: unknown; waitMs?: unknown } }>('/_cascache/report', async (req, reply) => {
     if (!authorize(req, reply, 'read')) return reply;
     const { hashes, since, waitMs } = req.body ?? {};
-    const ms = (v: unknown) => v === undefined || (Number.isFinite(v) && (v as number) >= 0);
-    if (!Array.isArray(hashes) || !hashes.every((h) => typeof h === 'string') || !ms(since) || !ms(waitMs)) {
+    if (!Array.isArray(hashes) || !hashes.every((h) => typeof h === 'string') || !isOptionalMs(since) || !isOptionalMs(waitMs)) {
       return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"hashes": [string], "since"?: ms, "waitMs"?: ms}' });
     }
     await settled(hashes as string[], (waitMs as number | undefined) ?? 0);
@@ -344,11 +349,12 @@ export function createServer(options: ServerOptions): CascacheServer {
   app.post<{ Body: { timeoutMs?: unknown; since?: unknown } }>('/_cascache/flush', async (req, reply) => {
     if (!authorize(req, reply, 'read')) return reply;
     const { timeoutMs, since } = req.body ?? {};
-    const ms = (v: unknown) => v === undefined || (Number.isFinite(v) && (v as number) >= 0);
-    if (!ms(timeoutMs) || !ms(since)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"timeoutMs"?: ms, "since"?: ms}' });
-    await settled(undefined, (timeoutMs as number | undefined) ?? 60_000);
+    if (!isOptionalMs(timeoutMs) || !isOptionalMs(since)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"timeoutMs"?: ms, "since"?: ms}' });
+    // One deadline for both waits: the bodies still being stored, then the journal they feed.
+    const deadline = timeoutMs === undefined ? undefined : Date.now() + (timeoutMs as number);
+    await settled(undefined, deadline === undefined ? 60_000 : deadline - Date.now());
     if (!options.layered) return { drained: true, pending: {}, failed: {}, stats: null };
-    return options.layered.drain({ timeoutMs: timeoutMs as number | undefined, since: since as number | undefined });
+    return options.layered.drain({ timeoutMs: deadline === undefined ? undefined : Math.max(0, deadline - Date.now()), since: since as number | undefined });
   });
 
   return app;
