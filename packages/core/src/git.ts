@@ -9,6 +9,9 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+/** A full commit id: 40 hex digits (SHA-1), or 64 (SHA-256 repositories). */
+export const isCommitId = (v: unknown): v is string => typeof v === 'string' && /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(v);
+
 export interface GitState {
   branch: string | null;
   commit: string | null;
@@ -24,7 +27,7 @@ export function gitState(workspaceRoot: string, env: NodeJS.ProcessEnv): GitStat
   const fromCi = CI_BRANCH_VARS.map((v) => env[v]).find((v) => typeof v === 'string' && v.length > 0) ?? null;
   return {
     branch: ref && ref !== 'HEAD' ? ref : fromCi,
-    commit: sha && /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(sha) ? sha : null,
+    commit: isCommitId(sha) ? sha : null,
   };
 }
 

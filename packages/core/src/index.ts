@@ -106,7 +106,7 @@ export { openRemoteTier, parseRemoteUrl, parseTierConfigs, withDefaultToken, typ
 export { tierId, UploadJournal, type JournalItem, type JournalRecord } from './remote/journal';
 export { LayeredStore, type DrainReport, type FetchTally, type LayeredEvent, type LayeredStoreOptions, type UploadStats } from './layered';
 export type { SharedRun } from './remote/runs';
-export { defaultBranch, gitState, type GitState } from './git';
+export { defaultBranch, gitState, isCommitId, type GitState } from './git';
 export { findRun, prefetchRun, type FoundRun, type PrefetchReport, type RunQuery } from './prefetch';
 export { CircuitBreaker } from './remote/breaker';
 export { decodeFrameRecords, encodeFrameRecord, FRAME_STREAM_TYPE } from './remote/frame-stream';

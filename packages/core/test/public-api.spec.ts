@@ -83,6 +83,7 @@ describe('@cascache/core public API', () => {
   "ingestDirectory",
   "ingestTar",
   "isCascacheError",
+  "isCommitId",
   "isDigest",
   "looksCompressed",
   "manifestChunks",

@@ -11,7 +11,7 @@
  *
  * Without remote tiers both POSTs answer 200 and do nothing.
  */
-import { computeActionKey, ErrorCodes, findRun, prefetchRun, type LayeredStore, type PrefetchReport } from '@cascache/core';
+import { computeActionKey, ErrorCodes, findRun, isCommitId, prefetchRun, type LayeredStore, type PrefetchReport } from '@cascache/core';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Access } from './auth';
 
@@ -29,7 +29,6 @@ const KEY_OF: Record<string, (namespace: string, hash: string) => string> = {
 };
 const MAX_HASHES = 100_000;
 const isName = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= 1024;
-const isCommit = (v: unknown): v is string => typeof v === 'string' && /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(v);
 
 export function registerRunsApi(app: FastifyInstance, o: RunsApiOptions): void {
   let running: Promise<void> | null = null;
@@ -43,7 +42,7 @@ export function registerRunsApi(app: FastifyInstance, o: RunsApiOptions): void {
     if (
       !keyOf ||
       !(b.branch === null || isName(b.branch)) ||
-      !(b.commit === null || isCommit(b.commit)) ||
+      !(b.commit === null || isCommitId(b.commit)) ||
       !Array.isArray(b.targets) ||
       !b.targets.every(isName) ||
       !Number.isSafeInteger(b.startTime) ||
@@ -73,7 +72,7 @@ export function registerRunsApi(app: FastifyInstance, o: RunsApiOptions): void {
     if (!o.authorize(req, reply, 'read')) return reply;
     const b = req.body ?? {};
     const branches = b.branches;
-    if (typeof b.tool !== 'string' || !Array.isArray(branches) || branches.length > 8 || !branches.every((x) => x === null || isName(x)) || !(b.commit === undefined || isCommit(b.commit))) {
+    if (typeof b.tool !== 'string' || !Array.isArray(branches) || branches.length > 8 || !branches.every((x) => x === null || isName(x)) || !(b.commit === undefined || isCommitId(b.commit))) {
       return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"tool": string, "branches": [string | null], "commit"?: hex}' });
     }
     const layered = o.layered;

@@ -18,6 +18,7 @@ import { canonicalJson } from '../canonical-json';
 import { digestOf, isDigest, type Digest } from '../digest';
 import { NAMESPACE_RE } from '../action-cache';
 import { CascacheError, ErrorCodes } from '../errors';
+import { isCommitId } from '../git';
 
 /** One run as shared through remote tiers (before signing). */
 export interface SharedRun {
@@ -89,7 +90,7 @@ export function decodeSharedRun(bytes: Uint8Array, secret: Uint8Array): SharedRu
 export function checkRun(run: SharedRun): SharedRun | null {
   if (!run || typeof run.tool !== 'string' || !TOOL_RE.test(run.tool) || typeof run.namespace !== 'string' || !NAMESPACE_RE.test(run.namespace)) return null;
   if (run.branch !== null && (typeof run.branch !== 'string' || run.branch.length === 0 || run.branch.length > 1024)) return null;
-  if (run.commit !== null && (typeof run.commit !== 'string' || !/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(run.commit))) return null;
+  if (run.commit !== null && !isCommitId(run.commit)) return null;
   if (!Array.isArray(run.targets) || !run.targets.every((t) => typeof t === 'string' && t.length <= 256) || run.targets.length > 256) return null;
   if (!Number.isSafeInteger(run.startTime) || run.startTime < 0 || run.startTime > MAX_START) return null;
   if (!Array.isArray(run.keys) || run.keys.length > MAX_RUN_KEYS || !run.keys.every((k) => isDigest(k))) return null;
