@@ -58,11 +58,11 @@ export async function findRun(layered: LayeredStore, query: RunQuery): Promise<F
   const secret = layered.secret;
   if (!secret) return null;
   for (const tier of layered.remotes) {
-    const { listRuns, getRun } = tier.entries;
-    if (!listRuns || !getRun) continue;
+    const entries = tier.entries;
+    if (!entries.listRuns || !entries.getRun) continue;
     try {
       const read = async (key: string): Promise<FoundRun | null> => {
-        const bytes = await getRun.call(tier.entries, key);
+        const bytes = await entries.getRun!(key);
         const run = bytes && decodeSharedRun(bytes, secret);
         return run && run.tool === query.tool ? { tier: tier.name, key, run } : null;
       };
@@ -72,7 +72,7 @@ export async function findRun(layered: LayeredStore, query: RunQuery): Promise<F
         continue;
       }
       for (const branch of query.branches) {
-        const keys = await listRuns.call(tier.entries, runPrefix(query.tool, branch), RECENT_RUNS);
+        const keys = await entries.listRuns(runPrefix(query.tool, branch), RECENT_RUNS);
         let newest: FoundRun | null = null;
         for (const key of keys) {
           const found = await read(key);

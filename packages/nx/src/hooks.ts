@@ -223,7 +223,8 @@ export async function postTasksExecution(options: CascacheNxOptions | undefined,
     stillStoring: figures?.pending ?? 0,
   };
   console.log(summaryLine(summary));
-  const hasTiers = Boolean((options?.tiers?.length || process.env.CASCACHE_TIERS) && process.env[options?.signingSecretEnv ?? 'CASCACHE_SECRET']);
+  // The same tiers the agent was started with (none without the secret).
+  const hasTiers = Boolean(agentSettings(options, context.workspaceRoot)?.ensure.tiers);
   if (hasTiers && !options?.readOnly) {
     // Share what this run produced, so the next fresh machine on this branch can prefetch it.
     const git = agent.git ?? gitState(context.workspaceRoot, process.env);
