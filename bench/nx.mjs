@@ -92,7 +92,7 @@ try {
     times.coldNaive.push(coldBuild.naive());
     times.coldLocal.push(coldBuild.local());
     if (i === 0) {
-      storedCold = du(join(casStore, 'v1', 'blobs')) + du(join(casStore, 'v1', 'ac'));
+      storedCold = du(join(casStore, 'v1', 'blobs')) + du(join(casStore, 'v1', 'packs')) + du(join(casStore, 'v1', 'ac'));
       bodiesCold = du(naiveStore);
     }
   }
@@ -120,13 +120,13 @@ try {
   local.nx(['daemon', '--stop']);
 
   // One-line change in a leaf library: what does each remote store?
-  const casBefore = du(join(casStore, 'v1', 'blobs')) + du(join(casStore, 'v1', 'ac'));
+  const casBefore = du(join(casStore, 'v1', 'blobs')) + du(join(casStore, 'v1', 'packs')) + du(join(casStore, 'v1', 'ac'));
   const naiveBefore = du(naiveStore);
   changeOneLine(cas.dir);
   changeOneLine(naiveWs.dir);
   cas.nx(['run-many', '-t', 'build']);
   naiveWs.nx(['run-many', '-t', 'build'], naiveEnv);
-  const casDelta = du(join(casStore, 'v1', 'blobs')) + du(join(casStore, 'v1', 'ac')) - casBefore;
+  const casDelta = du(join(casStore, 'v1', 'blobs')) + du(join(casStore, 'v1', 'packs')) + du(join(casStore, 'v1', 'ac')) - casBefore;
   const naiveDelta = du(naiveStore) - naiveBefore;
 
   const m = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));

@@ -216,10 +216,12 @@ export async function planEvict(store: LocalStore, options: EvictOptions): Promi
 export async function executeGc(store: LocalStore, plan: GcPlan): Promise<GcResult> {
   let deletedEntries = 0;
   for (const e of plan.entries) if (await store.entries.delete(e.namespace, e.key)) deletedEntries++;
+  // One call: a pack holding several of them is rewritten once (store/packs.ts).
+  const removed = await store.blobs.deleteMany(plan.blobs.map((b) => b.digest));
   let deletedBlobs = 0;
   let freedBytes = 0;
   for (const b of plan.blobs) {
-    if (await store.blobs.delete(b.digest)) {
+    if (removed.has(b.digest)) {
       deletedBlobs++;
       freedBytes += b.storedSize;
     }

@@ -31,9 +31,11 @@ export {
   type EncodeOptions,
 } from './codec';
 export { canonicalJson } from './canonical-json';
-export type { BlobInfo, BlobStore, PutOptions, PutResult, StoreObserver } from './store/types';
+export type { BatchingBlobStore, BlobInfo, BlobStore, PutOptions, PutResult, StoreObserver } from './store/types';
+export { inBatch } from './store/types';
 export { MemoryBlobStore, type MemoryBlobStoreOptions } from './store/memory';
 export { FsBlobStore, LAYOUT_VERSION, type FsBlobStoreOptions } from './store/fs';
+export { PACK_MIN_BLOBS, PACK_TARGET_BYTES } from './store/packs';
 export { FsAcStore } from './store/fs-ac';
 export {
   assertSafePath,

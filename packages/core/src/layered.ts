@@ -226,16 +226,22 @@ export class LayeredStore {
       if (missing.length === 0) break;
       let blobs = 0;
       let bytes = 0;
-      try {
-        await tier.blobs.loadTree(manifestDigest);
-        for await (const b of tier.blobs.fetchMany(missing)) {
-          await this.local.blobs.put(b.digest, b.bytes);
-          blobs++;
-          bytes += b.bytes.length;
+      // One batch: the fetched chunks go into one local pack, sealed before the entry is written.
+      // A remote failing half way is not the batch failing: what arrived verified is kept.
+      await this.local.blobs.withBatch(async (local) => {
+        try {
+          await tier.blobs.loadTree(manifestDigest);
+          for await (const b of tier.blobs.fetchMany(missing)) {
+            // fetchMany verified the frame against its digest: keep it rather than compress again.
+            if (b.frame) this.local.blobs.adoptFrame(b.digest, b.frame, b.bytes.length);
+            else await local.put(b.digest, b.bytes);
+            blobs++;
+            bytes += b.bytes.length;
+          }
+        } catch (err) {
+          this.warnError(tier.name, err);
         }
-      } catch (err) {
-        this.warnError(tier.name, err);
-      }
+      });
       if (blobs > 0) this.opts.onEvent?.({ type: 'promoted', tier: tier.name, blobs, bytes });
       if (fetched) {
         fetched.blobs += blobs;

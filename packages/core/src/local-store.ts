@@ -92,7 +92,10 @@ export async function openLocalStore(options: LocalStoreOptions): Promise<LocalS
   const blobs = new FsBlobStore({ root: options.root, level: options.level, onCorrupt: options.onCorrupt, observer });
   const entries = new FsAcStore(options.root, observer);
   const actionCache = new ActionCache({ entries, blobs, secret: options.secret, writer: options.writer, onWarning: options.onWarning });
-  return { root: options.root, descriptor, blobs, entries, actionCache, roots: new RootStore(options.root, observer), index, close: () => index?.close() };
+  return { root: options.root, descriptor, blobs, entries, actionCache, roots: new RootStore(options.root, observer), index, close: () => {
+      blobs.close();
+      index?.close();
+    } };
 }
 
 /** The chunker parameters recorded in a descriptor. */

@@ -30,7 +30,7 @@ import {
   type ManifestExtras,
 } from './manifest';
 import { yieldToEventLoop } from './store/fs';
-import type { BlobStore } from './store/types';
+import { inBatch, type BlobStore } from './store/types';
 import { coalesce, readAll } from './streams';
 
 /** Figures from one ingest. */
@@ -233,7 +233,12 @@ export interface DirectoryIngestOptions extends IngestOptions {
  * @throws CascacheError `E_BAD_INPUT` for unsupported file types (sockets, devices, FIFOs) or links
  * that escape the root; `E_IO` for filesystem failures.
  */
-export async function ingestDirectory(store: BlobStore, root: string, options: DirectoryIngestOptions = {}): Promise<IngestResult> {
+export function ingestDirectory(store: BlobStore, root: string, options: DirectoryIngestOptions = {}): Promise<IngestResult> {
+  // One batch: a local store appends the new chunks to one pack (store/packs.ts).
+  return inBatch(store, (s) => ingestDirectoryInto(s, root, options));
+}
+
+async function ingestDirectoryInto(store: BlobStore, root: string, options: DirectoryIngestOptions): Promise<IngestResult> {
   const writer = new ChunkWriter(store, options);
   const entries: ManifestEntry[] = [];
   const files: Array<{ path: string; abs: string; mode: number; size: number }> = [];
@@ -304,7 +309,12 @@ export async function ingestDirectory(store: BlobStore, root: string, options: D
  * @throws CascacheError `E_BAD_INPUT` for hostile or unsupported entries, `E_TOO_LARGE` past
  * `limits`, `E_BAD_INPUT` for a truncated or corrupt archive.
  */
-export async function ingestTar(store: BlobStore, tar: AsyncIterable<Uint8Array>, options: TarIngestOptions = {}): Promise<IngestResult> {
+export function ingestTar(store: BlobStore, tar: AsyncIterable<Uint8Array>, options: TarIngestOptions = {}): Promise<IngestResult> {
+  // One batch: a local store appends the new chunks to one pack, and drops them if the tar is rejected.
+  return inBatch(store, (s) => ingestTarInto(s, tar, options));
+}
+
+async function ingestTarInto(store: BlobStore, tar: AsyncIterable<Uint8Array>, options: TarIngestOptions): Promise<IngestResult> {
   const limits = { ...DEFAULT_TAR_LIMITS, ...options.limits };
   const writer = new ChunkWriter(store, options);
   const entries = new Map<string, ManifestEntry>();

@@ -31,7 +31,7 @@ describe('gc and evict', () => {
 
   async function age(digests: string[], ms: number): Promise<void> {
     const t = new Date(Date.now() - ms);
-    for (const d of digests) await utimes(store.blobs.pathOf(d), t, t);
+    for (const d of digests) await utimes(store.blobs.fileOf(d)!, t, t);
   }
 
   async function ageEntry(key: string, ms: number): Promise<void> {

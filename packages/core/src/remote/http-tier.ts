@@ -28,7 +28,7 @@ import type { BlobInfo, PutOptions, PutResult } from '../store/types';
 import type { CircuitBreaker } from './breaker';
 import { decodeFrameRecords, encodeFrameRecord, FRAME_STREAM_TYPE } from './frame-stream';
 import type { PackUploadResult } from './pack-store';
-import type { TierAcStore, TierBlobStore } from './tier';
+import type { FetchedBlob, TierAcStore, TierBlobStore } from './tier';
 
 /** Options for {@link HttpTierClient}. */
 export interface HttpTierOptions {
@@ -138,7 +138,7 @@ export class HttpBlobStore implements TierBlobStore {
     return Buffer.from(await res.arrayBuffer());
   }
 
-  async *fetchMany(digests: Iterable<Digest>): AsyncGenerator<{ digest: Digest; bytes: Buffer }> {
+  async *fetchMany(digests: Iterable<Digest>): AsyncGenerator<FetchedBlob> {
     const all = [...new Set(digests)];
     for (let i = 0; i < all.length; i += BATCH_DIGESTS) {
       const res = await this.client.request('POST', '/cas/v1/blobs:read', { body: JSON.stringify({ digests: all.slice(i, i + BATCH_DIGESTS) }), headers: { 'content-type': 'application/json' } });
@@ -150,7 +150,7 @@ export class HttpBlobStore implements TierBlobStore {
           if (isCascacheError(err, ErrorCodes.INTEGRITY)) continue; // the caller sees it missing
           throw err;
         }
-        yield { digest, bytes };
+        yield { digest, bytes, frame };
       }
     }
   }

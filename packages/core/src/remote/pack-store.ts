@@ -30,6 +30,7 @@ import { Limiter } from '../limiter';
 import { readAll } from '../streams';
 import type { BlobInfo, BlobStore, PutOptions, PutResult } from '../store/types';
 import type { ObjectStore } from './object-store';
+import type { FetchedBlob } from './tier';
 
 /** Format tag of pack index objects. */
 export const PACK_INDEX_FORMAT = 'cascache.pack-index/v1';
@@ -169,7 +170,7 @@ export class PackStore implements BlobStore {
    * Yields each blob found, verified; absent ones are skipped and damaged ones reported through
    * `onCorrupt` and skipped, so the caller compares what arrived with what it asked for.
    */
-  async *fetchMany(digests: Iterable<Digest>): AsyncGenerator<{ digest: Digest; bytes: Buffer }> {
+  async *fetchMany(digests: Iterable<Digest>): AsyncGenerator<FetchedBlob> {
     const wanted: Digest[] = [];
     for (const d of new Set(digests)) {
       const held = this.inline.get(d);
@@ -227,14 +228,15 @@ export class PackStore implements BlobStore {
         }
         for (const m of r.members) {
           const rel = m.loc.offset - r.offset;
+          const frame = buf.subarray(rel, rel + m.loc.length);
           let bytes: Buffer;
           try {
-            bytes = this.decode(m.digest, m.loc, buf.subarray(rel, rel + m.loc.length));
+            bytes = this.decode(m.digest, m.loc, frame);
           } catch (err) {
             if (isCascacheError(err, ErrorCodes.INTEGRITY)) continue;
             throw err;
           }
-          yield { digest: m.digest, bytes };
+          yield { digest: m.digest, bytes, frame };
         }
       }
     } finally {

@@ -40,12 +40,23 @@ export interface TierConfig {
   packTargetBytes?: number;
 }
 
+/** One blob from `fetchMany`: raw bytes, verified, and the frame they were decoded from. */
+export interface FetchedBlob {
+  digest: Digest;
+  bytes: Buffer;
+  frame?: Buffer;
+}
+
 /** The blob side of a tier: a BlobStore with batched transfer and tree objects. */
 export interface TierBlobStore extends BlobStore {
   /** A blob's raw bytes, verified, or null. */
   getBuffer(digest: Digest): Promise<Buffer | null>;
-  /** Many blobs with few requests; absent or damaged ones are skipped (the caller compares). */
-  fetchMany(digests: Iterable<Digest>): AsyncGenerator<{ digest: Digest; bytes: Buffer }>;
+  /**
+   * Many blobs with few requests; absent or damaged ones are skipped (the caller compares). Each
+   * comes with the verified frame it was decoded from when the tier has one, so a local tier can
+   * keep that frame instead of compressing the bytes again.
+   */
+  fetchMany(digests: Iterable<Digest>): AsyncGenerator<FetchedBlob>;
   /** Uploads many blobs, skipping present ones; each is checked against its digest first. */
   putMany(blobs: AsyncIterable<{ digest: Digest; bytes: Uint8Array }> | Iterable<{ digest: Digest; bytes: Uint8Array }>): Promise<PackUploadResult>;
   /** True when the tier holds the tree of `manifest` (the manifest and, by upload order, its chunks). */

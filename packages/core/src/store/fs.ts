@@ -1,11 +1,19 @@
 /**
- * Local filesystem BlobStore: one file per blob, sharded by the first two hex digits.
+ * Local filesystem BlobStore: loose files, one per blob, sharded by the first two hex digits, and
+ * pack files holding the blobs of one batch (store/packs.ts).
  *
  * ```
  * <root>/v1/blobs/ab/abcdef...   framed blob (see codec.ts)
+ * <root>/v1/packs/<digest>.pack  framed blobs of one batch, with their index (packs.ts)
  * <root>/v1/tmp/                 writes in progress (never read)
- * <root>/v1/quarantine/          blobs found corrupt, kept for inspection, never served
+ * <root>/v1/quarantine/          blobs and packs found corrupt, kept for inspection, never served
  * ```
+ *
+ * `put` writes a loose file and is durable when it resolves. Inside `withBatch(fn)` puts append to
+ * this process's open pack instead; the pack is sealed (durable, visible to other processes) when
+ * the batch ends, and dropped if the batch fails while no other batch is open, so a rejected upload
+ * leaves nothing behind. Callers write an action-cache entry only after the batch that stored its
+ * blobs has ended (tree.ts and layered.ts do).
  *
  * Writes follow cacache `lib/content/write.js`: hash the bytes, compare with the claimed digest,
  * write the frame to a unique temp file, rename it into place, clean up in `finally`. A partial file
@@ -20,14 +28,15 @@
  * so a server stays responsive.
  */
 import { randomBytes } from 'node:crypto';
-import { accessSync, closeSync, mkdirSync, openSync, promises as fsp, readFileSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, mkdirSync, openSync, promises as fsp, readFileSync, readSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { BLOB_HEADER_BYTES, decodeBlob, encodeBlob, MAX_BLOB_BYTES, readBlobHeader, type BlobHeader } from '../codec';
 import { assertContentDigest, assertDigest, isDigest, type Digest } from '../digest';
 import { CascacheError, ErrorCodes, isCascacheError, toIoError } from '../errors';
 import { readAll } from '../streams';
-import type { BlobInfo, BlobStore, PutOptions, PutResult, StoreObserver } from './types';
+import { PackSet, type PackLocation } from './packs';
+import type { BatchingBlobStore, BlobInfo, BlobStore, PutOptions, PutResult, StoreObserver } from './types';
 
 /** Format directory name under a store root. A format change is a new directory. */
 export const LAYOUT_VERSION = 'v1';
@@ -38,13 +47,16 @@ export interface FsBlobStoreOptions {
   root: string;
   /** zstd level for new blobs (0 = raw). Default 3. */
   level?: number;
-  /** Called when a corrupt blob is quarantined (the store itself never logs). */
+  /**
+   * Called when a corrupt blob is quarantined, or a pack whose index cannot be read is moved aside
+   * (then `digest` is the pack's name). The store itself never logs.
+   */
   onCorrupt?: (event: { digest: Digest; quarantinedAs: string; error: CascacheError }) => void;
   /** Told about every blob written, deleted or quarantined (the store index). */
   observer?: StoreObserver;
 }
 
-export class FsBlobStore implements BlobStore {
+export class FsBlobStore implements BatchingBlobStore {
   readonly name: string;
   readonly root: string;
   private readonly blobsDir: string;
@@ -54,6 +66,9 @@ export class FsBlobStore implements BlobStore {
   private readonly onCorrupt?: FsBlobStoreOptions['onCorrupt'];
   private readonly observer?: StoreObserver;
   private readonly madeDirs = new Set<string>();
+  private readonly packs: PackSet;
+  private readonly batchView: BlobStore;
+  private batches = 0;
 
   constructor(options: FsBlobStoreOptions) {
     this.root = options.root;
@@ -65,21 +80,104 @@ export class FsBlobStore implements BlobStore {
     this.level = options.level ?? 3;
     this.onCorrupt = options.onCorrupt;
     this.observer = options.observer;
+    this.packs = new PackSet({
+      dir: join(base, 'packs'),
+      tmpDir: this.tmpDir,
+      quarantineDir: this.quarantineDir,
+      writeLoose: (digest, frame) => this.writeLoose(digest, frame),
+      onSealed: (blobs, mtimeMs) => {
+        for (const b of blobs) this.observer?.blobWritten({ digest: b.digest, storedSize: b.length, rawSize: b.rawSize, codec: b.codec, mtimeMs });
+      },
+      onBadPack: (name, movedTo, reason) =>
+        this.onCorrupt?.({
+          digest: name,
+          quarantinedAs: movedTo ?? join(base, 'packs', `${name}.pack`),
+          error: new CascacheError(ErrorCodes.INTEGRITY, `pack ${name} cannot be read (${reason}); its blobs are misses until stored again`),
+        }),
+    });
+    this.batchView = new BatchView(this);
   }
 
-  /** Path of a blob's file (whether or not it exists). */
+  /** Path of a blob's loose file (whether or not it exists). */
   pathOf(digest: Digest): string {
     return join(this.blobsDir, digest.slice(0, 2), digest);
   }
 
+  /**
+   * The file holding a blob: its sealed pack, or its loose file; null when neither holds it (a blob
+   * only in this process's open pack has no file yet).
+   */
+  fileOf(digest: Digest): string | null {
+    assertDigest(digest);
+    const packed = this.packs.locate(digest);
+    if (packed) return this.packs.pathOf(packed);
+    return existsSyncChecked(this.pathOf(digest)) ? this.pathOf(digest) : null;
+  }
+
   async has(digests: Iterable<Digest>): Promise<Set<Digest>> {
     const found = new Set<Digest>();
+    const missing: Digest[] = [];
     let n = 0;
     for (const d of new Set(digests)) {
-      if (isDigest(d) && existsSyncChecked(this.pathOf(d))) found.add(d);
+      if (!isDigest(d)) continue;
+      if (this.packs.locate(d) || existsSyncChecked(this.pathOf(d))) found.add(d);
+      else missing.push(d);
       if (++n % YIELD_EVERY === 0) await yieldToEventLoop();
     }
+    // Another process may have sealed a pack since this one last looked.
+    if (missing.length > 0 && this.packs.refresh()) for (const d of missing) if (this.packs.locate(d)) found.add(d);
     return found;
+  }
+
+  /**
+   * Runs `fn` with a view of this store whose puts append to a pack (see the module comment), and
+   * seals that pack when `fn` resolves. When `fn` rejects and no other batch is open, what it put is
+   * dropped. @throws what `fn` throws; CascacheError `E_IO` when the pack cannot be sealed.
+   */
+  async withBatch<T>(fn: (store: BlobStore) => Promise<T>): Promise<T> {
+    this.batches++;
+    let ok = false;
+    try {
+      const out = await fn(this.batchView);
+      ok = true;
+      return out;
+    } finally {
+      this.batches--;
+      if (ok || this.batches > 0) this.packs.seal();
+      else this.packs.discard();
+    }
+  }
+
+  /**
+   * Stores a frame that the caller has already decoded and verified against `digest` (a remote
+   * tier's `fetchMany` does), in the open batch's pack, without compressing again. Must be called
+   * inside `withBatch`; a frame that is not a valid frame of those bytes is the caller's bug, and
+   * is caught, as any damage is, when the blob is read.
+   * @returns true when stored, false when already present.
+   */
+  adoptFrame(digest: Digest, frame: Buffer, rawSize: number): boolean {
+    if (this.batches === 0) throw new CascacheError(ErrorCodes.BAD_INPUT, 'adoptFrame outside a batch');
+    if (frame.length < BLOB_HEADER_BYTES || Number(frame.readBigUInt64BE(8)) !== rawSize) throw new CascacheError(ErrorCodes.INTEGRITY, `frame of ${digest} does not declare ${rawSize} bytes`);
+    // The caller found it missing just before (a loose copy written since would only be a duplicate).
+    if (this.packs.locate(digest)) return false;
+    this.packs.append(digest, frame);
+    return true;
+  }
+
+  /** A put inside a batch: appended to the open pack. */
+  async putPacked(digest: Digest, body: Uint8Array | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
+    assertDigest(digest);
+    if (this.packs.locate(digest) || existsSyncChecked(this.pathOf(digest))) {
+      if (body instanceof Readable) body.destroy();
+      return { created: false, storedBytes: 0 };
+    }
+    const raw = await readAll(body, MAX_BLOB_BYTES);
+    assertContentDigest(digest, raw);
+    // A concurrent put of the same digest may have appended it while this one read its body.
+    if (this.packs.locate(digest)) return { created: false, storedBytes: 0 };
+    const frame = encodeBlob(raw, { level: this.level, compressible: options.compressible });
+    this.packs.append(digest, frame);
+    return { created: true, storedBytes: frame.length };
   }
 
   async get(digest: Digest): Promise<Readable | null> {
@@ -93,18 +191,41 @@ export class FsBlobStore implements BlobStore {
    */
   async getBuffer(digest: Digest): Promise<Buffer | null> {
     assertDigest(digest);
+    const packed = await this.getPacked(digest);
+    if (packed !== undefined) return packed;
     const path = this.pathOf(digest);
     let frame: Buffer;
     try {
       frame = readFileSync(path);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw toIoError(err, `reading blob ${digest}`);
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toIoError(err, `reading blob ${digest}`);
+      if (!this.packs.refresh()) return null;
+      return (await this.getPacked(digest)) ?? null;
     }
     try {
       return decodeBlob(frame, digest);
     } catch (err) {
       if (isCascacheError(err, ErrorCodes.INTEGRITY)) await this.quarantine(digest, path, err);
+      throw err;
+    }
+  }
+
+  /** A packed blob, verified; undefined when no pack holds it. */
+  private async getPacked(digest: Digest): Promise<Buffer | null | undefined> {
+    let loc = this.packs.locate(digest);
+    if (!loc) return undefined;
+    let frame = this.packs.readFrame(loc);
+    if (frame === null) {
+      // Another process rewrote that pack (GC): look again.
+      this.packs.refresh();
+      loc = this.packs.locate(digest);
+      frame = loc ? this.packs.readFrame(loc) : null;
+      if (!loc || frame === null) return undefined;
+    }
+    try {
+      return decodeBlob(frame, digest);
+    } catch (err) {
+      if (isCascacheError(err, ErrorCodes.INTEGRITY)) await this.quarantinePacked(digest, frame, err);
       throw err;
     }
   }
@@ -115,12 +236,15 @@ export class FsBlobStore implements BlobStore {
    */
   header(digest: Digest): BlobHeader | null {
     assertDigest(digest);
+    const loc: PackLocation | undefined = this.packs.locate(digest);
+    const packed = loc && this.packs.readHeader(loc);
+    if (packed) return readBlobHeader(packed);
     let fd: number;
     try {
       fd = openSync(this.pathOf(digest), 'r');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw toIoError(err, `reading blob ${digest}`);
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toIoError(err, `reading blob ${digest}`);
+      return this.packs.refresh() && this.packs.locate(digest) ? this.header(digest) : null;
     }
     try {
       const buf = Buffer.alloc(BLOB_HEADER_BYTES);
@@ -132,32 +256,55 @@ export class FsBlobStore implements BlobStore {
 
   async put(digest: Digest, body: Uint8Array | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
     assertDigest(digest);
-    const final = this.pathOf(digest);
-    if (existsSyncChecked(final)) {
+    // Only durable copies count: this process's open pack may still be dropped.
+    if (this.packs.hasSealed(digest) || existsSyncChecked(this.pathOf(digest))) {
       if (body instanceof Readable) body.destroy();
       return { created: false, storedBytes: 0 };
     }
     const raw = await readAll(body, MAX_BLOB_BYTES);
     assertContentDigest(digest, raw);
     const frame = encodeBlob(raw, { level: this.level, compressible: options.compressible });
-    await this.writeAtomically(final, frame, digest);
-    this.observer?.blobWritten({ digest, storedSize: frame.length, rawSize: raw.length, codec: frame[5]!, mtimeMs: Date.now() });
+    this.writeLoose(digest, frame);
     return { created: true, storedBytes: frame.length };
   }
 
   async delete(digest: Digest): Promise<boolean> {
-    assertDigest(digest);
-    try {
-      await fsp.unlink(this.pathOf(digest));
-      this.observer?.blobDeleted(digest);
-      return true;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw toIoError(err, `deleting blob ${digest}`);
+    return (await this.deleteMany([digest])).size > 0;
+  }
+
+  /**
+   * Removes blobs: loose files are unlinked, and each pack holding any of them is rewritten without
+   * them (store/packs.ts). Returns the digests that were removed. @throws CascacheError `E_IO`.
+   */
+  async deleteMany(digests: Iterable<Digest>): Promise<Set<Digest>> {
+    const wanted = new Set<Digest>();
+    for (const d of digests) wanted.add(assertDigest(d));
+    const removed = this.packs.remove(wanted);
+    let n = 0;
+    for (const d of wanted) {
+      try {
+        unlinkSync(this.pathOf(d));
+        removed.add(d);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toIoError(err, `deleting blob ${d}`);
+      }
+      if (++n % YIELD_EVERY === 0) await yieldToEventLoop();
     }
+    for (const d of removed) this.observer?.blobDeleted(d);
+    return removed;
+  }
+
+  /** Closes the pack files this process holds open. Sealed data needs no closing. */
+  close(): void {
+    this.packs.close();
   }
 
   async *list(): AsyncIterable<BlobInfo> {
+    const seen = new Set<Digest>();
+    for (const b of this.packs.list()) {
+      seen.add(b.digest);
+      yield b;
+    }
     let shards: string[];
     try {
       shards = (await fsp.readdir(this.blobsDir)).sort();
@@ -176,7 +323,7 @@ export class FsBlobStore implements BlobStore {
         throw toIoError(err, `listing ${dir}`);
       }
       for (const name of names) {
-        if (!isDigest(name) || !name.startsWith(shard)) continue;
+        if (!isDigest(name) || !name.startsWith(shard) || seen.has(name)) continue;
         try {
           const st = await fsp.stat(join(dir, name));
           yield { digest: name, storedSize: st.size, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs };
@@ -187,7 +334,13 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  private async writeAtomically(final: string, frame: Buffer, digest: Digest): Promise<void> {
+  /** Writes a loose blob file (temp file, then rename) and tells the observer. */
+  private writeLoose(digest: Digest, frame: Buffer): void {
+    this.writeAtomically(this.pathOf(digest), frame, digest);
+    this.observer?.blobWritten({ digest, storedSize: frame.length, rawSize: Number(frame.readBigUInt64BE(8)), codec: frame[5]!, mtimeMs: Date.now() });
+  }
+
+  private writeAtomically(final: string, frame: Buffer, digest: Digest): void {
     this.ensureDirSync(this.tmpDir);
     const tmp = join(this.tmpDir, `${digest}.${randomBytes(6).toString('hex')}`);
     let renamed = false;
@@ -225,6 +378,20 @@ export class FsBlobStore implements BlobStore {
     this.onCorrupt?.({ digest, quarantinedAs, error });
   }
 
+  /** A packed blob found corrupt: a copy of its frame goes to quarantine, the pack is rewritten without it. */
+  private async quarantinePacked(digest: Digest, frame: Buffer, error: CascacheError): Promise<void> {
+    this.ensureDirSync(this.quarantineDir);
+    const quarantinedAs = join(this.quarantineDir, `${digest}.${Date.now()}`);
+    try {
+      writeFileSync(quarantinedAs, frame);
+    } catch {
+      // The copy is for inspection only; removing the blob from service is what matters.
+    }
+    this.packs.remove(new Set([digest]));
+    this.observer?.blobDeleted(digest);
+    this.onCorrupt?.({ digest, quarantinedAs, error });
+  }
+
   private async ensureDir(dir: string): Promise<void> {
     this.ensureDirSync(dir);
   }
@@ -251,5 +418,38 @@ function existsSyncChecked(path: string): boolean {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw toIoError(err, `checking ${path}`);
+  }
+}
+
+/** What a batch's callback sees: the store, with puts appended to the open pack. */
+class BatchView implements BatchingBlobStore {
+  readonly name: string;
+  constructor(private readonly store: FsBlobStore) {
+    this.name = store.name;
+  }
+  has(digests: Iterable<Digest>): Promise<Set<Digest>> {
+    return this.store.has(digests);
+  }
+  get(digest: Digest): Promise<Readable | null> {
+    return this.store.get(digest);
+  }
+  getBuffer(digest: Digest): Promise<Buffer | null> {
+    return this.store.getBuffer(digest);
+  }
+  header(digest: Digest): BlobHeader | null {
+    return this.store.header(digest);
+  }
+  put(digest: Digest, body: Uint8Array | AsyncIterable<Uint8Array>, options?: PutOptions): Promise<PutResult> {
+    return this.store.putPacked(digest, body, options);
+  }
+  delete(digest: Digest): Promise<boolean> {
+    return this.store.delete(digest);
+  }
+  list(): AsyncIterable<BlobInfo> {
+    return this.store.list();
+  }
+  /** Already in a batch: runs `fn` in it. */
+  withBatch<T>(fn: (store: BlobStore) => Promise<T>): Promise<T> {
+    return fn(this);
   }
 }

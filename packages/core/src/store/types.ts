@@ -79,3 +79,17 @@ export interface StoreObserver {
   rootWritten(root: { digest: Digest; name: string; size: number; files: number; created: number }): void;
   rootRemoved(digest: Digest): void;
 }
+
+/**
+ * A store that can group the puts of one unit of work (one task output, one fetched tree) into one
+ * pack file (the local store: store/packs.ts). What `fn` put is durable when `withBatch` resolves.
+ */
+export interface BatchingBlobStore extends BlobStore {
+  withBatch<T>(fn: (store: BlobStore) => Promise<T>): Promise<T>;
+}
+
+/** Runs `fn` in a batch when the store has them, else with the store itself. */
+export function inBatch<T>(store: BlobStore, fn: (store: BlobStore) => Promise<T>): Promise<T> {
+  const batching = store as Partial<BatchingBlobStore>;
+  return typeof batching.withBatch === 'function' ? batching.withBatch(fn) : fn(store);
+}
