@@ -14,7 +14,7 @@
  */
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { agentConfig, ensureAgent, type AgentInfo, type EnsureAgentOptions } from './agent';
+import { agentConfig, callAgent, ensureAgent, isCi, uploadLine, type AgentInfo, type EnsureAgentOptions, type FlushReport } from './agent';
 import { defaultBranch, gitState, type GitState } from '@cascache/core/git';
 import { resolveStoreDir, type CascacheNxOptions } from './options';
 
@@ -159,38 +159,7 @@ export function summaryLine(s: RunSummary): string {
   return `cascache: ${parts.join(', ')}; received ${formatBytes(s.bytesReceived)} of outputs, stored ${formatBytes(s.bytesStored)} new${dedup}${storing}`;
 }
 
-async function callAgent<T>(info: AgentInfo, path: string, body: unknown, timeoutMs: number): Promise<T | null> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${info.port}${path}`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${info.token}` },
-      body: JSON.stringify(body),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    return res.ok ? ((await res.json()) as T) : null;
-  } catch {
-    return null;
-  }
-}
 
-interface FlushReport {
-  drained: boolean;
-  pending: Record<string, number>;
-  failed: Record<string, number>;
-  stats: { records: number; packs: number; blobsSent: number; bytesSent: number; blobsDeduplicated: number; bytesDeduplicated: number } | null;
-}
-
-/** `cascache: uploaded 41 kB to remote tiers (1 pack); dedup saved 3.1 MB; 0 uploads pending`. */
-export function uploadLine(r: FlushReport): string {
-  const { formatBytes } = require('@cascache/core/format') as typeof import('@cascache/core/format');
-  const s = r.stats ?? { packs: 0, bytesSent: 0, bytesDeduplicated: 0 };
-  const pending = Object.values(r.pending).reduce((a, b) => a + b, 0);
-  const failed = Object.values(r.failed).reduce((a, b) => a + b, 0);
-  const tail = r.drained ? 'nothing pending' : `${pending} upload(s) still pending (they resume with the next run or \`cascache flush\`)`;
-  return `cascache: uploaded ${formatBytes(s.bytesSent)} to remote tiers (${s.packs} pack${s.packs === 1 ? '' : 's'}); dedup saved ${formatBytes(s.bytesDeduplicated)}; ${tail}${failed ? `; ${failed} set aside after permanent errors (see agent.log)` : ''}`;
-}
-
-const isCi = (env: NodeJS.ProcessEnv) => env.CI === 'true' || env.CI === '1';
 /** Task statuses after which the output has an entry: served from a cache, or built and stored. */
 const PRODUCED = new Set(['remote-cache', 'local-cache', 'local-cache-kept-existing', 'success']);
 

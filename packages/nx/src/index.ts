@@ -19,6 +19,7 @@ export const createDependencies = async (options: CascacheNxOptions | undefined,
   startAgentEarly(options, context.workspaceRoot);
   return [];
 };
-export { preTasksExecution, postTasksExecution, summaryLine, uploadLine, type RunSummary } from './hooks';
+export { preTasksExecution, postTasksExecution, summaryLine, type RunSummary } from './hooks';
+export { uploadLine } from './agent';
 export { ensureAgent, probe, type AgentInfo, type EnsureAgentOptions } from './agent';
 export { resolveStoreDir, type CascacheNxOptions } from './options';

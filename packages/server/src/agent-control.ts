@@ -1,0 +1,237 @@
+/**
+ * One agent per store: a detached `@cascache/server/agent` process on 127.0.0.1, found through
+ * `<store>/agent.json` (port, pid, tokens; mode 0600). The Nx plugin and `cascache turbo` start it
+ * through here (`@cascache/server/agent-control`, node built-ins only, so the Nx plugin's worker
+ * loads nothing heavy). Concurrent runs share it: whoever finds no
+ * healthy agent takes `<store>/agent.lock` (created exclusively), starts one, publishes it, and
+ * releases the lock; the others wait for the file. When the agent is already up, the cost is one
+ * file read and one loopback request.
+ */
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, mkdirSync, openSync, promises as fsp, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+
+export interface AgentInfo {
+  port: number;
+  pid: number;
+  /** Read-write bearer token. */
+  token: string;
+  /** Read-only bearer token (for `readOnly` workspaces). */
+  readOnlyToken: string;
+  startedAt: string;
+  /** Fingerprint of the settings it was started with; a different one means restart it. */
+  config?: string;
+}
+
+export interface EnsureAgentOptions {
+  storeDir: string;
+  /** Signing secret for the agent's store, or undefined for an unsigned local store. */
+  secret?: string;
+  idleTimeoutMs?: number;
+  /** Passed to the agent as CASCACHE_MAX_SIZE (e.g. `10GiB`). */
+  maxSize?: string;
+  /** How long to wait for an agent to come up, ms. Default 15 s. */
+  startTimeoutMs?: number;
+  /** Remote tiers as JSON (passed as CASCACHE_TIERS; the agent validates them). */
+  tiers?: string;
+  /** Upload before answering each PUT. */
+  syncUploads?: boolean;
+}
+
+/** What an agent's behaviour depends on, hashed: tiers, size limit, upload mode, the secret. */
+export function agentConfig(options: EnsureAgentOptions): string {
+  const secret = options.secret ? createHash('sha256').update(options.secret).digest('hex') : '';
+  return createHash('sha256')
+    .update(JSON.stringify([options.tiers ?? '', options.maxSize ?? '', options.syncUploads === true, secret]))
+    .digest('hex')
+    .slice(0, 16);
+}
+
+const STALE_LOCK_MS = 30_000;
+
+/** GET /healthz with the token; true only for our own live agent. */
+export function probe(info: Pick<AgentInfo, 'port' | 'token'>, timeoutMs = 1000): Promise<boolean> {
+  return new Promise((resolvePromise) => {
+    const req = request(
+      { host: '127.0.0.1', port: info.port, path: '/healthz', headers: { authorization: `Bearer ${info.token}` }, timeout: timeoutMs },
+      (res) => {
+        res.resume();
+        resolvePromise(res.statusCode === 200);
+      },
+    );
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolvePromise(false));
+    req.end();
+  });
+}
+
+function readInfo(storeDir: string): AgentInfo | null {
+  try {
+    const info = JSON.parse(readFileSync(join(storeDir, 'agent.json'), 'utf8')) as AgentInfo;
+    return Number.isInteger(info.port) && typeof info.token === 'string' ? info : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Takes the start lock; false when another live process holds it. Breaks locks older than 30 s. */
+function tryLock(lockPath: string): boolean {
+  try {
+    closeSync(openSync(lockPath, 'wx'));
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    try {
+      if (Date.now() - statSync(lockPath).mtimeMs > STALE_LOCK_MS) {
+        unlinkSync(lockPath);
+        return tryLock(lockPath);
+      }
+    } catch {
+      return tryLock(lockPath);
+    }
+    return false;
+  }
+}
+
+/**
+ * Returns a healthy agent for `storeDir`, starting one if needed.
+ * @throws Error when no agent could be started in time (the caller warns and goes on without it).
+ */
+export async function ensureAgent(options: EnsureAgentOptions): Promise<AgentInfo> {
+  const { storeDir } = options;
+  const deadline = Date.now() + (options.startTimeoutMs ?? 15_000);
+  const config = agentConfig(options);
+  const existing = readInfo(storeDir);
+  if (existing && (await probe(existing))) {
+    if ((existing.config ?? agentConfig({ storeDir })) === config) return existing;
+    stopAgent(existing); // started with other settings (tiers changed in nx.json): replace it
+  }
+
+  mkdirSync(storeDir, { recursive: true });
+  const lockPath = join(storeDir, 'agent.lock');
+  while (!tryLock(lockPath)) {
+    // Another run is starting the agent: wait for it to publish agent.json.
+    if (Date.now() > deadline) throw new Error(`timed out waiting for another process to start the agent (lock ${lockPath})`);
+    await new Promise((r) => setTimeout(r, 50));
+    const info = readInfo(storeDir);
+    if (info && info.startedAt !== existing?.startedAt && info.config === config && (await probe(info))) return info;
+  }
+  try {
+    const again = readInfo(storeDir);
+    if (again && again.config === config && (await probe(again))) return again;
+    return await startAgent(options, deadline);
+  } finally {
+    try {
+      unlinkSync(lockPath);
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+async function startAgent(options: EnsureAgentOptions, deadline: number): Promise<AgentInfo> {
+  const { storeDir } = options;
+  const token = randomBytes(24).toString('base64url');
+  const readOnlyToken = randomBytes(24).toString('base64url');
+  const log = openSync(join(storeDir, 'agent.log'), 'a');
+  const child = spawn(process.execPath, [join(__dirname, 'agent-main.js')], {
+    detached: true,
+    stdio: ['ignore', 'pipe', log],
+    env: {
+      ...process.env,
+      CASCACHE_AGENT_TOKEN: token,
+      CASCACHE_AGENT_RO_TOKEN: readOnlyToken,
+      CASCACHE_DIR: storeDir,
+      CASCACHE_SECRET: options.secret ?? '',
+      CASCACHE_AGENT_IDLE_MS: String(options.idleTimeoutMs ?? 30 * 60 * 1000),
+      ...(options.maxSize ? { CASCACHE_MAX_SIZE: options.maxSize } : {}),
+      CASCACHE_TIERS: options.tiers ?? '',
+      CASCACHE_SYNC_UPLOADS: options.syncUploads ? '1' : '',
+    },
+  });
+  closeSync(log);
+  try {
+    const line = await new Promise<string>((resolveLine, reject) => {
+      const rl = createInterface({ input: child.stdout! });
+      const timer = setTimeout(() => reject(new Error('the agent did not report a port in time')), Math.max(1000, deadline - Date.now()));
+      rl.once('line', (l) => {
+        clearTimeout(timer);
+        rl.close();
+        resolveLine(l);
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`the agent exited with code ${code}; see ${join(storeDir, 'agent.log')}`));
+      });
+      child.once('error', reject);
+    });
+    const { port, pid } = JSON.parse(line) as { port: number; pid: number };
+    const info: AgentInfo = { port, pid, token, readOnlyToken, startedAt: new Date().toISOString(), config: agentConfig(options) };
+    const tmp = join(storeDir, `agent.json.${process.pid}.${randomBytes(4).toString('hex')}`);
+    writeFileSync(tmp, `${JSON.stringify(info)}\n`, { mode: 0o600 });
+    renameSync(tmp, join(storeDir, 'agent.json'));
+    return info;
+  } catch (err) {
+    child.kill();
+    throw err;
+  } finally {
+    child.stdout?.destroy();
+    child.unref();
+  }
+}
+
+/** Asks an agent to stop (SIGTERM: it finishes uploads in flight; the journal keeps the rest). */
+function stopAgent(info: AgentInfo): void {
+  try {
+    process.kill(info.pid, 'SIGTERM');
+  } catch {
+    /* already gone */
+  }
+}
+
+/** Removes a published agent file if it names the given pid (used by tests and `agent stop`). */
+export async function forgetAgent(storeDir: string): Promise<void> {
+  await fsp.rm(join(storeDir, 'agent.json'), { force: true });
+}
+
+/**
+ * POSTs JSON to an agent's control route with its read-write token; the parsed answer, or null when
+ * the agent did not answer 2xx within `timeoutMs` (callers report that; they never fail a build on it).
+ */
+export async function callAgent<T>(info: AgentInfo, path: string, body: unknown, timeoutMs: number): Promise<T | null> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${info.port}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${info.token}` },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    return res.ok ? ((await res.json()) as T) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** `POST /_cascache/flush`'s answer. */
+export interface FlushReport {
+  drained: boolean;
+  pending: Record<string, number>;
+  failed: Record<string, number>;
+  stats: { records: number; packs: number; blobsSent: number; bytesSent: number; blobsDeduplicated: number; bytesDeduplicated: number } | null;
+}
+
+/** `cascache: uploaded 41 kB to remote tiers (1 pack); dedup saved 3.1 MB; 0 uploads pending`. */
+export function uploadLine(r: FlushReport): string {
+  const { formatBytes } = require('@cascache/core/format') as typeof import('@cascache/core/format');
+  const s = r.stats ?? { packs: 0, bytesSent: 0, bytesDeduplicated: 0 };
+  const pending = Object.values(r.pending).reduce((a, b) => a + b, 0);
+  const failed = Object.values(r.failed).reduce((a, b) => a + b, 0);
+  const tail = r.drained ? 'nothing pending' : `${pending} upload(s) still pending (they resume with the next run or \`cascache flush\`)`;
+  return `cascache: uploaded ${formatBytes(s.bytesSent)} to remote tiers (${s.packs} pack${s.packs === 1 ? '' : 's'}); dedup saved ${formatBytes(s.bytesDeduplicated)}; ${tail}${failed ? `; ${failed} set aside after permanent errors (see agent.log)` : ''}`;
+}
+
+/** True under CI (`CI=true` or `1`): wait for uploads, the machine may be gone a minute later. */
+export const isCi = (env: NodeJS.ProcessEnv): boolean => env.CI === 'true' || env.CI === '1';
