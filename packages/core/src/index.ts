@@ -61,6 +61,7 @@ export {
   fetchBlob,
   getManifest,
   ingestDirectory,
+  ingestStream,
   ingestTar,
   materializeToDirectory,
   materializeToTar,
@@ -114,3 +115,4 @@ export { CircuitBreaker } from './remote/breaker';
 export { decodeFrameRecords, encodeFrameRecord, FRAME_STREAM_TYPE } from './remote/frame-stream';
 export { HttpAcStore, HttpBlobStore, HttpTierClient, type HttpTierOptions } from './remote/http-tier';
 export { executeRemoteGc, planRemoteGc, type RemoteGcOptions, type RemoteGcPlan, type RemoteGcResult } from './remote/gc';
+export { zstdCompressStream, zstdDecompressStream } from './zstd-stream';

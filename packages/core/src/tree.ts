@@ -303,6 +303,20 @@ async function ingestDirectoryInto(store: BlobStore, root: string, options: Dire
 }
 
 /**
+ * Stores one byte stream as a tree of one file at `path` (mode 0644): for protocol bodies that must
+ * come back byte for byte (a signed Turborepo artifact), chunked and deduplicated like any file.
+ * @throws CascacheError `E_BAD_INPUT` for an unsafe path, `E_TOO_LARGE` past `maxBytes`.
+ */
+export function ingestStream(store: BlobStore, path: string, body: AsyncIterable<Uint8Array>, options: IngestOptions & { maxBytes?: number } = {}): Promise<IngestResult> {
+  assertSafePath(path, 'stream path');
+  return inBatch(store, async (s) => {
+    const writer = new ChunkWriter(s, options);
+    const { size, chunks } = await writer.writeFile(body, options.maxBytes);
+    return writer.finish([{ path, type: 'file', mode: 0o644, size, chunks }], options.extras);
+  });
+}
+
+/**
  * Builds a manifest and chunk blobs from a tar stream (ustar, pax, GNU long names; gunzip first if
  * needed). Hard links become copies of the file they name; the root entry (`./`) is skipped.
  * Later entries for the same path replace earlier ones, as tar extraction does.

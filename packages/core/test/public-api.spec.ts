@@ -84,6 +84,7 @@ describe('@cascache/core public API', () => {
   "inBatch",
   "indexStats",
   "ingestDirectory",
+  "ingestStream",
   "ingestTar",
   "isCascacheError",
   "isCommitId",
@@ -119,6 +120,8 @@ describe('@cascache/core public API', () => {
   "verifyStore",
   "withDefaultToken",
   "writeFileAtomic",
+  "zstdCompressStream",
+  "zstdDecompressStream",
   "zstdFrameContentSize",
 ]
 `);

@@ -14,11 +14,13 @@ export interface HashActivity {
   bytesStored: number;
   /** Response-body bytes sent (tar.gz). */
   bytesSent: number;
+  /** Hits of the tool's own cache that the tool told about (Turborepo's events). */
+  localHits: number;
 }
 
 export type ActivityTotals = HashActivity & { hashes: number };
 
-const empty = (): HashActivity => ({ hits: 0, misses: 0, stored: 0, conflicts: 0, bytesReceived: 0, bytesStored: 0, bytesSent: 0 });
+const empty = (): HashActivity => ({ hits: 0, misses: 0, stored: 0, conflicts: 0, bytesReceived: 0, bytesStored: 0, bytesSent: 0, localHits: 0 });
 const EVENTS_PER_HASH = 16;
 
 export class ActivityLog {
@@ -39,6 +41,25 @@ export class ActivityLog {
     if (events.length > EVENTS_PER_HASH) events.shift();
     for (const [k, v] of Object.entries(delta) as Array<[keyof HashActivity, number]>) this.totals[k] += v;
     if (this.byHash.size > this.maxHashes) this.byHash.delete(this.byHash.keys().next().value!);
+  }
+
+  /** Ids starting with `prefix` that have figures recorded at or after `since` (ms). */
+  idsWithPrefix(prefix: string, since = 0): string[] {
+    const out: string[] = [];
+    for (const [id, events] of this.byHash) if (id.startsWith(prefix) && events.some((e) => e.at >= since)) out.push(id);
+    return out;
+  }
+
+  /** Per id, its figures recorded at or after `since` (ms). */
+  detail(ids: Iterable<string>, since = 0): Array<HashActivity & { id: string }> {
+    const out: Array<HashActivity & { id: string }> = [];
+    for (const id of new Set(ids)) {
+      const one = this.report([id], since);
+      if (one.hashes === 0) continue;
+      const { hashes: _, ...figures } = one;
+      out.push({ id, ...figures });
+    }
+    return out;
   }
 
   /** Sums the figures of the given hashes recorded at or after `since` (ms; default all). */

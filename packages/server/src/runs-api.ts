@@ -1,7 +1,7 @@
 /**
  * Run records and prefetch, for the agent in front of remote tiers (the Nx plugin's hooks call these):
  *
- * - `POST /_cascache/run` `{tool, branch, commit, targets, startTime, hashes}` (write): after a run,
+ * - `POST /_cascache/run` `{tool, namespace?, branch, commit, targets, startTime, hashes}` (write): after a run,
  *   journals its shared run record (remote/runs.ts) for upload, listing the action keys of those
  *   tool hashes that have an entry here. 200 `{recorded: <keys>}`; 400 for a malformed body.
  * - `POST /_cascache/prefetch` `{tool, branches, commit?}` (read): before a run, starts fetching what
@@ -26,7 +26,10 @@ export interface RunsApiOptions {
 /** Action keys per tool hash, as the protocol adapters compute them. */
 const KEY_OF: Record<string, (namespace: string, hash: string) => string> = {
   nx: (namespace, hash) => computeActionKey(['nx', namespace, hash]),
+  turbo: (team, hash) => computeActionKey(['turbo', team, hash]),
 };
+/** Namespaces (a Turborepo team) follow the action cache's rule. */
+const NAMESPACE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const MAX_HASHES = 100_000;
 const isName = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= 1024;
 
@@ -41,6 +44,7 @@ export function registerRunsApi(app: FastifyInstance, o: RunsApiOptions): void {
     const hashes = b.hashes;
     if (
       !keyOf ||
+      !(b.namespace === undefined || (typeof b.namespace === 'string' && NAMESPACE_RE.test(b.namespace))) ||
       !(b.branch === null || isName(b.branch)) ||
       !(b.commit === null || isCommitId(b.commit)) ||
       !Array.isArray(b.targets) ||
@@ -48,19 +52,20 @@ export function registerRunsApi(app: FastifyInstance, o: RunsApiOptions): void {
       !Number.isSafeInteger(b.startTime) ||
       !Array.isArray(hashes) ||
       hashes.length > MAX_HASHES ||
-      !hashes.every((h) => typeof h === 'string' && /^[0-9a-z]{1,64}$/.test(h))
+      !hashes.every((h) => typeof h === 'string' && /^[A-Za-z0-9_-]{1,128}$/.test(h))
     ) {
-      return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"tool": "nx", "branch", "commit", "targets": [string], "startTime": ms, "hashes": [string]}' });
+      return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"tool": "nx" | "turbo", "namespace"?: string, "branch", "commit", "targets": [string], "startTime": ms, "hashes": [string]}' });
     }
     if (!o.layered) return { recorded: 0 };
     try {
+      const namespace = (b.namespace as string | undefined) ?? o.namespace;
       const keys: string[] = [];
       for (const h of new Set(hashes as string[])) {
-        const key = keyOf(o.namespace, h);
-        if (await o.layered.local.actionCache.peek(o.namespace, key)) keys.push(key);
+        const key = keyOf(namespace, h);
+        if (await o.layered.local.actionCache.peek(namespace, key)) keys.push(key);
       }
       if (keys.length > 0) {
-        await o.layered.recordRun({ tool: b.tool as string, namespace: o.namespace, branch: b.branch as string | null, commit: b.commit as string | null, targets: b.targets as string[], startTime: b.startTime as number, keys });
+        await o.layered.recordRun({ tool: b.tool as string, namespace, branch: b.branch as string | null, commit: b.commit as string | null, targets: b.targets as string[], startTime: b.startTime as number, keys });
       }
       return { recorded: keys.length };
     } catch (err) {

@@ -1,17 +1,15 @@
 /**
  * `createServer(options)`: a Fastify app over a cascache store, built without listening.
  *
- * Routes:
+ * Routes (each protocol an adapter over one artifact service, artifacts.ts):
  * - `GET /healthz`: liveness, store signing mode; a wrong token is 401 (so clients can tell their
  *   own agent from a stranger on the port).
- * - Nx self-hosted cache API, as Nx's client uses it (nrwl/nx
- *   `packages/nx/src/native/cache/http_remote_cache.rs`): `GET /v1/cache/{hash}` -> 200 gzip tar or
- *   404; `PUT /v1/cache/{hash}` -> 200 stored, 409 exists, 403 read-only token, 401 no or bad token,
- *   400 malformed hash or hostile body. Keys are write-once. The tar's `terminalOutput` and `code`
- *   (4-byte big-endian) entries are kept as manifest extras.
- * - `POST /_cascache/report` `{hashes: string[], since?: ms, waitMs?: ms}`: what the server did for
- *   those Nx hashes (since a time, for one run's figures), after waiting up to `waitMs` for bodies
- *   still being stored (`pending`: how many still are), plus upload totals to remote tiers.
+ * - Nx's self-hosted cache API, `/v1/cache/{hash}` (nx-api.ts).
+ * - Turborepo's remote cache API, `/v8/artifacts/...` (turbo-api.ts).
+ * - `POST /_cascache/report` `{hashes: string[] | prefix: string, since?: ms, waitMs?: ms}`: what the
+ *   server did for those Nx hashes, or for every activity id with that prefix (`turbo:<team>:` for a
+ *   Turborepo run, then also per id as `tasks`), since a time (one run's figures), after waiting up
+ *   to `waitMs` for bodies still being stored (`pending`: how many still are), plus upload totals.
  * - cascache's chunk API under `/cas/v1/` (chunk-api.ts), with `chunkApi`.
  * - Run records and prefetch, `/_cascache/run` and `/_cascache/prefetch` (runs-api.ts).
  * - `POST /_cascache/flush` `{timeoutMs?: ms}`: waits until the upload journal is drained (or the
@@ -24,36 +22,17 @@
  * Errors map to statuses here and only here: E_BAD_INPUT/E_TOO_LARGE/E_INTEGRITY on input -> 400,
  * E_EXISTS -> 409, anything else -> 500 (logged); a store failure is never reported as a miss.
  */
-import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, mkdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { pipeline, Transform, type Readable, type Writable } from 'node:stream';
-import { pipeline as pipelineAsync } from 'node:stream/promises';
-import { createGzip, createGunzip, constants as zlibConstants } from 'node:zlib';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
-import {
-  CascacheError,
-  computeActionKey,
-  DigestStream,
-  ErrorCodes,
-  ingestTar,
-  isCascacheError,
-  Limiter,
-  materializeToTar,
-  type AcStore,
-  type ActionCache,
-  type BlobStore,
-  type FsBlobStore,
-  type LayeredStore,
-  type RootStore,
-  type TarLimits,
-} from '@cascache/core';
+import { ErrorCodes, isCascacheError, type AcStore, type ActionCache, type BlobStore, type FsBlobStore, type LayeredStore, type RootStore, type TarLimits } from '@cascache/core';
+import { ArtifactService, type UploadEvent } from './artifacts';
 import { Authorizer, type Access, type Principal, type TokenConfig } from './auth';
 import { BodyCache } from './body-cache';
 import { registerChunkApi } from './chunk-api';
 import { ActivityLog } from './report';
 import { registerRunsApi } from './runs-api';
-import { ByteCounter, DEFAULT_UPLOAD_LIMITS, InflateGuard, type UploadLimits } from './upload-guard';
+import { registerNxApi } from './nx-api';
+import { registerTurboApi } from './turbo-api';
+import { DEFAULT_UPLOAD_LIMITS, type UploadLimits } from './upload-guard';
 
 /** Options for {@link createServer}. */
 export interface ServerOptions {
@@ -95,62 +74,10 @@ export interface ServerOptions {
   hotBodies?: { dir: string; maxBytes: number };
 }
 
-/** The outcome of one `PUT /v1/cache/{hash}`. */
-export interface UploadEvent {
-  hash: string;
-  outcome: 'stored' | 'conflict' | 'rejected' | 'failed';
-  /** True when the body was stored after the PUT was answered (`deferIngest`). */
-  deferred?: boolean;
-  /** Error code when rejected or failed. */
-  code?: string;
-  bytesReceived?: number;
-  bytesStored?: number;
-}
-
-/** Nx stores the task's exit code as 4 big-endian bytes and its terminal output as UTF-8. */
-const NX_EXTRAS_IN = {
-  terminalOutput: (b: Buffer) => b.toString('utf8'),
-  code: (b: Buffer) => {
-    if (b.length !== 4) throw new Error('code entry must be 4 bytes');
-    return b.readUInt32BE(0);
-  },
-};
-const NX_EXTRAS_OUT = {
-  terminalOutput: (v: string | number | boolean) => Buffer.from(String(v), 'utf8'),
-  code: (v: string | number | boolean) => {
-    const b = Buffer.alloc(4);
-    b.writeUInt32BE(Number(v) >>> 0);
-    return b;
-  },
-};
-
-/** Passes bytes through and copies them into `sink` (never failing the stream for the copy's sake). */
-function tee(sink: Writable): Transform {
-  return new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      sink.write(chunk, () => done(null, chunk));
-    },
-    flush(done) {
-      sink.end(() => done());
-    },
-    destroy(err, done) {
-      sink.destroy();
-      done(err);
-    },
-  });
-}
-
-/**
- * zlib's output piece size for GET bodies, bytes. Each piece is a thread-pool round trip; the
- * default 16 KiB made gzip cost more than reading and decompressing the chunks (bench/).
- */
-const GZIP_CHUNK_BYTES = 256 * 1024;
+export type { UploadEvent } from './artifacts';
 
 /** An optional duration or time in a request body: absent, or a finite number >= 0 (ms). */
 const isOptionalMs = (v: unknown): boolean => v === undefined || (Number.isFinite(v) && (v as number) >= 0);
-
-/** Nx task hashes are decimal strings. */
-const NX_HASH_RE = /^[0-9]{1,64}$/;
 
 export type CascacheServer = FastifyInstance & { activity: ActivityLog };
 
@@ -170,6 +97,18 @@ export function createServer(options: ServerOptions): CascacheServer {
   }
 
   const bodies = options.hotBodies && options.hotBodies.maxBytes > 0 ? new BodyCache(options.hotBodies.dir, options.hotBodies.maxBytes) : null;
+  const service = new ArtifactService({
+    blobs: options.blobs,
+    actionCache: options.actionCache,
+    layered: options.layered,
+    limits,
+    bodies,
+    activity,
+    log: app.log,
+    onUpload: options.onUpload,
+    deferIngest: options.deferIngest,
+  });
+  if (options.deferIngest) app.addHook('onClose', async () => service.settled(undefined, 5 * 60_000));
 
   const authorize = (req: FastifyRequest, reply: FastifyReply, access: Access): Principal | null => {
     const r = auth.check(req.headers.authorization, access);
@@ -196,154 +135,29 @@ export function createServer(options: ServerOptions): CascacheServer {
     return { status: 'ok', signing: options.actionCache.signing };
   });
 
-  app.get<{ Params: { hash: string } }>('/v1/cache/:hash', async (req, reply) => {
+  registerNxApi(app, { service, blobs: options.blobs, namespace, activity, limits, gzipLevel: options.gzipLevel ?? 1, authorize, fail });
+  registerTurboApi(app, { service, blobs: options.blobs, activity, limits, layered: options.layered, authorize, fail });
+
+  app.post<{ Body: { hashes?: unknown; prefix?: unknown; since?: unknown; waitMs?: unknown } }>('/_cascache/report', async (req, reply) => {
     if (!authorize(req, reply, 'read')) return reply;
-    const { hash } = req.params;
-    if (!NX_HASH_RE.test(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be a decimal string' });
-    try {
-      await pending.get(hash); // a body answered and still being stored
-      const key = computeActionKey(['nx', namespace, hash]);
-      // A hot body is served as it was stored, while its entry is still a hit here.
-      const id = `nx-${hash}`;
-      const hot = bodies?.has(id) && (await options.actionCache.peek(namespace, key)) ? await bodies.open(id) : null;
-      if (hot) {
-        activity.record(hash, { hits: 1, bytesSent: hot.size });
-        return reply.code(200).type('application/octet-stream').send(hot.stream);
-      }
-      const hit = options.layered ? await options.layered.lookup(namespace, key) : await options.actionCache.get(namespace, key);
-      if (!hit) {
-        activity.record(hash, { misses: 1 });
-        return reply.code(404).send({ error: 'not found' });
-      }
-      const tar = await materializeToTar(options.blobs, hit.manifest, { extraEntries: NX_EXTRAS_OUT });
-      const sent = new ByteCounter();
-      const gzip = createGzip({ level: options.gzipLevel ?? 1, flush: zlibConstants.Z_NO_FLUSH, chunkSize: GZIP_CHUNK_BYTES });
-      const stages = bodies ? [gzip, tee(bodies.capture(`nx-${hash}`))] : [gzip];
-      const body = pipeline([tar, ...stages, sent], (err) => {
-        if (err) req.log.error({ err }, `streaming ${hash} failed`);
-        else activity.record(hash, { bytesSent: sent.bytes });
-      });
-      activity.record(hash, { hits: 1 });
-      return reply.code(200).type('application/octet-stream').send(body);
-    } catch (err) {
-      return fail(req, reply, err);
+    const { hashes, prefix, since, waitMs } = req.body ?? {};
+    const byHashes = Array.isArray(hashes) && hashes.every((h) => typeof h === 'string');
+    const byPrefix = typeof prefix === 'string' && prefix.length > 0 && prefix.length <= 200;
+    if (byHashes === byPrefix || !isOptionalMs(since) || !isOptionalMs(waitMs)) {
+      return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"hashes": [string]} or {"prefix": string}, with "since"?: ms, "waitMs"?: ms' });
     }
-  });
-
-  /**
-   * Stores one Nx body (gzip tar) under `hash`: unpacks, chunks and writes it, then the write-once AC
-   * entry, then journals it for remote tiers. Reports the outcome to the activity log and `onUpload`.
-   * @returns the stored figures, or null on a conflict (the hash was stored meanwhile).
-   * @throws CascacheError E_BAD_INPUT / E_TOO_LARGE / E_INTEGRITY for a hostile body, E_IO.
-   */
-  const storeBody = async (hash: string, writer: string, body: Readable, received: ByteCounter, deferred: boolean) => {
-    const key = computeActionKey(['nx', namespace, hash]);
-    try {
-      const guard = new InflateGuard(received, limits);
-      const tar = pipeline(body, received, createGunzip({ chunkSize: GZIP_CHUNK_BYTES }), guard, () => undefined);
-      let result;
-      try {
-        result = await ingestTar(options.blobs, tar, { limits, extraEntries: NX_EXTRAS_IN });
-      } catch (err) {
-        // Failures inside the pipeline (gzip, limits) surface as the guard's error: report the cause.
-        const cause = (err as { cause?: unknown }).cause;
-        throw isCascacheError(cause) ? cause : err;
-      }
-      if (result.manifest.extras?.code === undefined) throw new CascacheError(ErrorCodes.BAD_INPUT, 'an Nx cache entry needs a 4-byte "code" entry');
-      const put = await options.actionCache.put(namespace, key, { manifest: result.digest, size: result.logicalBytes, writer });
-      if (!put.created) {
-        activity.record(hash, { conflicts: 1 });
-        options.onUpload?.({ hash, outcome: 'conflict', deferred });
-        return null;
-      }
-      if (options.layered) {
-        // Stored locally already; a journal failure must not turn the PUT into an error.
-        await options.layered.recordUpload({ kind: 'ac', namespace, key }).catch((err) => app.log.warn({ err }, 'could not journal the upload to remote tiers'));
-      }
-      activity.record(hash, { stored: 1, bytesReceived: received.bytes, bytesStored: result.newBytes });
-      options.onUpload?.({ hash, outcome: 'stored', bytesReceived: received.bytes, bytesStored: result.newBytes, deferred });
-      return { digest: result.digest, bytesReceived: received.bytes, bytesStored: result.newBytes };
-    } catch (err) {
-      const rejected = isCascacheError(err) && err.code !== ErrorCodes.IO && err.code !== ErrorCodes.UNAVAILABLE;
-      options.onUpload?.({ hash, outcome: isCascacheError(err, ErrorCodes.EXISTS) ? 'conflict' : rejected ? 'rejected' : 'failed', code: isCascacheError(err) ? err.code : undefined, deferred });
-      throw err;
-    }
-  };
-
-  /** Bodies answered and not yet stored (`deferIngest`), by hash. Never rejects. */
-  const pending = new Map<string, Promise<void>>();
-  const ingestSlots = new Limiter(options.deferIngest?.concurrency ?? 1);
-  /** Waits until the given hashes (all, by default) are stored or dropped, at most `timeoutMs`. */
-  const settled = async (hashes?: Iterable<string>, timeoutMs = 60_000): Promise<void> => {
-    const waits = hashes ? [...new Set(hashes)].map((h) => pending.get(h)).filter((p) => p !== undefined) : [...pending.values()];
-    if (waits.length === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.all(waits), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
-    clearTimeout(timer);
-  };
-  if (options.deferIngest) app.addHook('onClose', async () => settled(undefined, 5 * 60_000));
-
-  app.put<{ Params: { hash: string } }>('/v1/cache/:hash', async (req, reply) => {
-    const principal = authorize(req, reply, 'write');
-    if (!principal) return reply;
-    const { hash } = req.params;
-    if (!NX_HASH_RE.test(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be a decimal string' });
-    const key = computeActionKey(['nx', namespace, hash]);
-    try {
-      const conflict = (): FastifyReply => {
-        activity.record(hash, { conflicts: 1 });
-        options.onUpload?.({ hash, outcome: 'conflict' });
-        return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored; keys are write-once' });
-      };
-      if (pending.has(hash) || (await options.actionCache.peek(namespace, key))) return conflict();
-      const received = new ByteCounter(limits.maxCompressedBytes);
-      if (options.deferIngest) {
-        const spool = options.deferIngest.spoolDir;
-        mkdirSync(spool, { recursive: true });
-        const file = join(spool, `nx-${hash}.${randomBytes(6).toString('hex')}.tar.gz`);
-        const spooled = new DigestStream();
-        try {
-          await pipelineAsync(req.raw, received, spooled, createWriteStream(file, { flags: 'wx' }));
-        } catch (err) {
-          rmSync(file, { force: true });
-          throw isCascacheError(err) ? err : new CascacheError(ErrorCodes.IO, `spooling the upload failed: ${(err as Error).message}`, { cause: err });
-        }
-        if (pending.has(hash)) {
-          // Another PUT of this hash finished spooling first.
-          rmSync(file, { force: true });
-          return conflict();
-        }
-        const job = ingestSlots
-          .run(async () => {
-            const stored = await storeBody(hash, principal.name, createReadStream(file), new ByteCounter(limits.maxCompressedBytes), true);
-            // What Nx sent is the body a GET would rebuild: keep it hot.
-            if (stored && bodies) bodies.keep(`nx-${hash}`, file, spooled.digest(), received.bytes);
-          })
-          .catch((err) => req.log.warn({ err: { code: (err as { code?: string }).code, message: (err as Error).message }, hash }, 'dropped an upload stored behind its answer'))
-          .finally(() => {
-            rmSync(file, { force: true });
-            pending.delete(hash);
-          });
-        pending.set(hash, job.then(() => undefined));
-        return reply.code(200).send({ stored: true, deferred: true });
-      }
-      const r = await storeBody(hash, principal.name, req.raw, received, false);
-      if (!r) return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored' });
-      return reply.code(200).send({ stored: true, ...r });
-    } catch (err) {
-      return fail(req, reply, err);
-    }
-  });
-
-  app.post<{ Body: { hashes?: unknown; since?: unknown; waitMs?: unknown } }>('/_cascache/report', async (req, reply) => {
-    if (!authorize(req, reply, 'read')) return reply;
-    const { hashes, since, waitMs } = req.body ?? {};
-    if (!Array.isArray(hashes) || !hashes.every((h) => typeof h === 'string') || !isOptionalMs(since) || !isOptionalMs(waitMs)) {
-      return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"hashes": [string], "since"?: ms, "waitMs"?: ms}' });
-    }
-    await settled(hashes as string[], (waitMs as number | undefined) ?? 0);
-    const stillStoring = (hashes as string[]).filter((h) => pending.has(h)).length;
-    return { ...activity.report(hashes as string[], (since as number | undefined) ?? 0), pending: stillStoring, totals: activity.totals, uploads: options.layered?.stats ?? null };
+    const from = (since as number | undefined) ?? 0;
+    // By prefix (a Turborepo team's activity since a run began), the ids are whatever the server saw.
+    const ids = byHashes ? (hashes as string[]) : activity.idsWithPrefix(prefix as string, from);
+    await service.settled(ids, (waitMs as number | undefined) ?? 0);
+    const stillStoring = service.stillStoring(ids);
+    return {
+      ...activity.report(ids, from),
+      pending: stillStoring,
+      totals: activity.totals,
+      uploads: options.layered?.stats ?? null,
+      ...(byPrefix ? { tasks: activity.detail(ids, from) } : {}),
+    };
   });
 
   app.post<{ Body: { timeoutMs?: unknown; since?: unknown } }>('/_cascache/flush', async (req, reply) => {
@@ -352,7 +166,7 @@ export function createServer(options: ServerOptions): CascacheServer {
     if (!isOptionalMs(timeoutMs) || !isOptionalMs(since)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"timeoutMs"?: ms, "since"?: ms}' });
     // One deadline for both waits: the bodies still being stored, then the journal they feed.
     const deadline = timeoutMs === undefined ? undefined : Date.now() + (timeoutMs as number);
-    await settled(undefined, deadline === undefined ? 60_000 : deadline - Date.now());
+    await service.settled(undefined, deadline === undefined ? 60_000 : deadline - Date.now());
     if (!options.layered) return { drained: true, pending: {}, failed: {}, stats: null };
     return options.layered.drain({ timeoutMs: deadline === undefined ? undefined : Math.max(0, deadline - Date.now()), since: since as number | undefined });
   });

@@ -28,7 +28,7 @@
  * so a server stays responsive.
  */
 import { randomBytes } from 'node:crypto';
-import { accessSync, closeSync, mkdirSync, openSync, promises as fsp, readFileSync, readSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, mkdirSync, openSync, promises as fsp, readFileSync, readSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { BLOB_HEADER_BYTES, decodeBlob, encodeBlob, MAX_BLOB_BYTES, readBlobHeader, type BlobHeader } from '../codec';
@@ -108,10 +108,24 @@ export class FsBlobStore implements BatchingBlobStore {
    * only in this process's open pack has no file yet).
    */
   fileOf(digest: Digest): string | null {
+    return this.locationOf(digest)?.file ?? null;
+  }
+
+  /**
+   * Where a blob's frame is on disk: the file, and the frame's offset and length in bytes in it (a
+   * loose file holds one frame, at 0). Null as for {@link fileOf}. For inspection and tests.
+   */
+  locationOf(digest: Digest): { file: string; offset: number; length: number } | null {
     assertDigest(digest);
     const packed = this.packs.locate(digest);
-    if (packed) return this.packs.pathOf(packed);
-    return existsSyncChecked(this.pathOf(digest)) ? this.pathOf(digest) : null;
+    const packFile = packed && this.packs.pathOf(packed);
+    if (packed && packFile) return { file: packFile, offset: packed.offset, length: packed.length };
+    try {
+      return { file: this.pathOf(digest), offset: 0, length: statSync(this.pathOf(digest)).size };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw toIoError(err, `checking blob ${digest}`);
+    }
   }
 
   async has(digests: Iterable<Digest>): Promise<Set<Digest>> {

@@ -1,0 +1,263 @@
+/**
+ * The artifact service: what every protocol adapter (nx-api.ts, turbo-api.ts) does with a task
+ * output, over one store. Adapters only translate their wire format (gzip or zstd, headers, status
+ * codes); storing, looking up, hot bodies, deferred ingest and the activity log live here, so a new
+ * protocol is a new adapter file, not a fork.
+ *
+ * - `store`: a tar stream in -> chunks and a manifest (one batch: a local pack) -> a write-once
+ *   action-cache entry -> journaled for the remote tiers.
+ * - `find`: an entry (through the remote tiers when there are any), or a hot body.
+ * - `defer`: answer first, store behind the answer (the agent only; see `ServerOptions.deferIngest`).
+ */
+import { createReadStream, createWriteStream, mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { pipeline as pipelineAsync } from 'node:stream/promises';
+import { randomBytes } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import {
+  CascacheError,
+  DigestStream,
+  ErrorCodes,
+  ingestStream,
+  ingestTar,
+  isCascacheError,
+  Limiter,
+  type AcHit,
+  type ActionCache,
+  type BlobStore,
+  type Digest,
+  type LayeredStore,
+  type ManifestExtras,
+  type TarLimits,
+} from '@cascache/core';
+import type { BodyCache } from './body-cache';
+import type { ActivityLog } from './report';
+import { ByteCounter, type UploadLimits } from './upload-guard';
+
+/** The outcome of one upload, whatever its protocol. */
+export interface UploadEvent {
+  /** The protocol's hash (Nx: decimal; Turbo: `turbo:<team>:<hash>`). */
+  hash: string;
+  outcome: 'stored' | 'conflict' | 'rejected' | 'failed';
+  /** True when the body was stored after the upload was answered (`deferIngest`). */
+  deferred?: boolean;
+  /** Error code when rejected or failed. */
+  code?: string;
+  bytesReceived?: number;
+  bytesStored?: number;
+}
+
+export interface ArtifactServiceOptions {
+  blobs: BlobStore;
+  actionCache: ActionCache;
+  layered?: LayeredStore;
+  limits: TarLimits & UploadLimits;
+  bodies: BodyCache | null;
+  activity: ActivityLog;
+  log: FastifyBaseLogger;
+  onUpload?: (event: UploadEvent) => void;
+  deferIngest?: { spoolDir: string; concurrency?: number };
+}
+
+/** One artifact: where its entry lives and what the activity log and hot bodies call it. */
+export interface ArtifactRef {
+  namespace: string;
+  key: Digest;
+  /** Activity-log id (Nx: the hash itself, which the plugin's report asks about). */
+  id: string;
+  /** Hot-body id, `<protocol>-<alphanumerics>` (body-cache.ts). */
+  bodyId: string;
+}
+
+/** What `store` needs besides the tar: how to read the tool's extra entries, and what it requires. */
+export interface StoreRequest {
+  ref: ArtifactRef;
+  writer: string;
+  /** The decompressed tar (or, with `asFile`, the bytes to keep). Errors it emits are reported as their cause. */
+  body: AsyncIterable<Uint8Array>;
+  /** Keep the body as it is, as the one file at this path, instead of unpacking a tar. */
+  asFile?: string;
+  received: ByteCounter;
+  deferred: boolean;
+  /** Tar entries that become manifest extras instead of files (Nx: `terminalOutput`, `code`). */
+  extraEntries?: Record<string, (bytes: Buffer) => string | number | boolean>;
+  /** Extras known from the request itself (Turbo: the duration header). */
+  extras?: ManifestExtras;
+  /** Throws E_BAD_INPUT when the stored manifest lacks something the protocol requires. */
+  validate?: (extras: ManifestExtras) => void;
+}
+
+export interface Stored {
+  digest: Digest;
+  bytesReceived: number;
+  bytesStored: number;
+}
+
+export class ArtifactService {
+  /** Bodies answered and not yet stored (`deferIngest`), by activity id. Never rejects. */
+  private readonly pending = new Map<string, Promise<void>>();
+  private readonly ingestSlots: Limiter;
+
+  constructor(private readonly o: ArtifactServiceOptions) {
+    this.ingestSlots = new Limiter(o.deferIngest?.concurrency ?? 1);
+  }
+
+  get deferring(): boolean {
+    return this.o.deferIngest !== undefined;
+  }
+
+  /** True while a body for this artifact is being stored behind its answer. */
+  isPending(ref: ArtifactRef): boolean {
+    return this.pending.has(ref.id);
+  }
+
+  /** True when the artifact is stored (or being stored): a write-once key may not be written again. */
+  async exists(ref: ArtifactRef): Promise<boolean> {
+    return this.pending.has(ref.id) || Boolean(await this.o.actionCache.peek(ref.namespace, ref.key));
+  }
+
+  /**
+   * A hot body for the artifact, served only while its entry is still a hit here; null otherwise.
+   * Waits for a body of it still being stored first.
+   */
+  async hot(ref: ArtifactRef): Promise<{ stream: Readable | Buffer; size: number } | null> {
+    await this.pending.get(ref.id);
+    const bodies = this.o.bodies;
+    if (!bodies?.has(ref.bodyId) || !(await this.o.actionCache.peek(ref.namespace, ref.key))) return null;
+    return bodies.open(ref.bodyId);
+  }
+
+  /**
+   * The artifact's entry, through the remote tiers when there are any (a remote hit is promoted into
+   * the local store). Null on a miss. @throws CascacheError for store failures (never a miss).
+   */
+  async find(ref: ArtifactRef): Promise<AcHit | null> {
+    await this.pending.get(ref.id);
+    return this.o.layered ? this.o.layered.lookup(ref.namespace, ref.key) : this.o.actionCache.get(ref.namespace, ref.key);
+  }
+
+  /** The artifact's entry in the local store only (no remote lookups). Null on a miss. */
+  async findLocal(ref: ArtifactRef): Promise<AcHit | null> {
+    await this.pending.get(ref.id);
+    return this.o.actionCache.get(ref.namespace, ref.key);
+  }
+
+  /** A writable copy target for the body being served (`keep` it hot), or null without hot bodies. */
+  captureBody(ref: ArtifactRef): Writable | null {
+    return this.o.bodies ? this.o.bodies.capture(ref.bodyId) : null;
+  }
+
+  /**
+   * Stores one artifact: unpacks, chunks and writes the tar, then the write-once AC entry, then
+   * journals it for the remote tiers. Reports the outcome to the activity log and `onUpload`.
+   * @returns the stored figures, or null on a conflict (the key was stored meanwhile).
+   * @throws CascacheError E_BAD_INPUT / E_TOO_LARGE / E_INTEGRITY for a hostile body, E_IO.
+   */
+  async store(r: StoreRequest): Promise<Stored | null> {
+    const { ref, deferred } = r;
+    try {
+      let result;
+      try {
+        result = r.asFile
+          ? await ingestStream(this.o.blobs, r.asFile, r.body, { extras: r.extras, maxBytes: this.o.limits.maxCompressedBytes })
+          : await ingestTar(this.o.blobs, r.body, { limits: this.o.limits, extraEntries: r.extraEntries, extras: r.extras });
+      } catch (err) {
+        // Failures inside the caller's pipeline (decompression, limits) surface as its error: report the cause.
+        const cause = (err as { cause?: unknown }).cause;
+        throw isCascacheError(cause) ? cause : err;
+      }
+      r.validate?.(result.manifest.extras ?? {});
+      const put = await this.o.actionCache.put(ref.namespace, ref.key, { manifest: result.digest, size: result.logicalBytes, writer: r.writer });
+      if (!put.created) {
+        this.o.activity.record(ref.id, { conflicts: 1 });
+        this.o.onUpload?.({ hash: ref.id, outcome: 'conflict', deferred });
+        return null;
+      }
+      if (this.o.layered) {
+        // Stored locally already; a journal failure must not turn the upload into an error.
+        await this.o.layered.recordUpload({ kind: 'ac', namespace: ref.namespace, key: ref.key }).catch((err) => this.o.log.warn({ err }, 'could not journal the upload to remote tiers'));
+      }
+      this.o.activity.record(ref.id, { stored: 1, bytesReceived: r.received.bytes, bytesStored: result.newBytes });
+      this.o.onUpload?.({ hash: ref.id, outcome: 'stored', bytesReceived: r.received.bytes, bytesStored: result.newBytes, deferred });
+      return { digest: result.digest, bytesReceived: r.received.bytes, bytesStored: result.newBytes };
+    } catch (err) {
+      const rejected = isCascacheError(err) && err.code !== ErrorCodes.IO && err.code !== ErrorCodes.UNAVAILABLE;
+      this.o.onUpload?.({
+        hash: ref.id,
+        outcome: isCascacheError(err, ErrorCodes.EXISTS) ? 'conflict' : rejected ? 'rejected' : 'failed',
+        code: isCascacheError(err) ? err.code : undefined,
+        deferred,
+      });
+      throw err;
+    }
+  }
+
+  /** Records a conflict (a write-once key written again). */
+  conflict(ref: ArtifactRef): void {
+    this.o.activity.record(ref.id, { conflicts: 1 });
+    this.o.onUpload?.({ hash: ref.id, outcome: 'conflict' });
+  }
+
+  /**
+   * Spools a request body to disk, then stores it behind the answer with `store(file)`, one body at
+   * a time; `find`, `hot` and `exists` of the artifact wait for it meanwhile. Kept hot when stored.
+   * @returns false when another upload of the artifact finished spooling first (a conflict).
+   * @throws CascacheError `E_IO` when spooling fails; `E_TOO_LARGE` past the upload limit.
+   */
+  async defer(ref: ArtifactRef, body: Readable, received: ByteCounter, store: (file: string) => Promise<Stored | null>): Promise<boolean> {
+    const spool = this.o.deferIngest!.spoolDir;
+    mkdirSync(spool, { recursive: true });
+    const file = join(spool, `${ref.bodyId}.${randomBytes(6).toString('hex')}.body`);
+    const spooled = new DigestStream();
+    try {
+      await pipelineAsync(body, received, spooled, createWriteStream(file, { flags: 'wx' }));
+    } catch (err) {
+      rmSync(file, { force: true });
+      throw isCascacheError(err) ? err : new CascacheError(ErrorCodes.IO, `spooling the upload failed: ${(err as Error).message}`, { cause: err });
+    }
+    if (this.pending.has(ref.id)) {
+      rmSync(file, { force: true });
+      return false;
+    }
+    const job = this.ingestSlots
+      .run(async () => {
+        const stored = await store(file);
+        // What the client sent is the body a GET would rebuild: keep it hot.
+        if (stored && this.o.bodies) this.o.bodies.keep(ref.bodyId, file, spooled.digest(), received.bytes);
+      })
+      .catch((err) => this.o.log.warn({ err: { code: (err as { code?: string }).code, message: (err as Error).message }, hash: ref.id }, 'dropped an upload stored behind its answer'))
+      .finally(() => {
+        rmSync(file, { force: true });
+        this.pending.delete(ref.id);
+      });
+    this.pending.set(
+      ref.id,
+      job.then(() => undefined),
+    );
+    return true;
+  }
+
+  /** A fresh read of a spooled body. */
+  static open(file: string): Readable {
+    return createReadStream(file);
+  }
+
+  /** How many of these activity ids are still being stored. */
+  stillStoring(ids: Iterable<string>): number {
+    let n = 0;
+    for (const id of new Set(ids)) if (this.pending.has(id)) n++;
+    return n;
+  }
+
+  /** Waits until the given artifacts (all, by default) are stored or dropped, at most `timeoutMs`. */
+  async settled(ids?: Iterable<string>, timeoutMs = 60_000): Promise<void> {
+    const waits = ids ? [...new Set(ids)].map((h) => this.pending.get(h)).filter((p) => p !== undefined) : [...this.pending.values()];
+    if (waits.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(waits), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+    clearTimeout(timer);
+  }
+}
+
+export { ByteCounter };

@@ -1,0 +1,152 @@
+/**
+ * Nx's self-hosted remote cache API, as Nx's client uses it (nrwl/nx
+ * `packages/nx/src/native/cache/http_remote_cache.rs`), over the artifact service:
+ * - `GET /v1/cache/{hash}` -> 200 gzip tar, or 404;
+ * - `PUT /v1/cache/{hash}` -> 200 stored, 409 exists (keys are write-once), 403 read-only token,
+ *   401 no or bad token, 400 malformed hash or hostile body.
+ * The tar's `terminalOutput` and `code` (4-byte big-endian) entries are kept as manifest extras.
+ * The action key is `("nx", namespace, hash)`.
+ */
+import { pipeline, Transform, type Writable } from 'node:stream';
+import { createGunzip, createGzip, constants as zlibConstants } from 'node:zlib';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { CascacheError, computeActionKey, ErrorCodes, materializeToTar, type BlobStore } from '@cascache/core';
+import { ArtifactService, type ArtifactRef } from './artifacts';
+import type { Access, Principal } from './auth';
+import type { ActivityLog } from './report';
+import { ByteCounter, InflateGuard, type UploadLimits } from './upload-guard';
+
+/** Nx stores the task's exit code as 4 big-endian bytes and its terminal output as UTF-8. */
+const NX_EXTRAS_IN = {
+  terminalOutput: (b: Buffer) => b.toString('utf8'),
+  code: (b: Buffer) => {
+    if (b.length !== 4) throw new Error('code entry must be 4 bytes');
+    return b.readUInt32BE(0);
+  },
+};
+const NX_EXTRAS_OUT = {
+  terminalOutput: (v: string | number | boolean) => Buffer.from(String(v), 'utf8'),
+  code: (v: string | number | boolean) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(Number(v) >>> 0);
+    return b;
+  },
+};
+
+/**
+ * zlib's output piece size for GET bodies, bytes. Each piece is a thread-pool round trip; the
+ * default 16 KiB made gzip cost more than reading and decompressing the chunks (bench/).
+ */
+export const GZIP_CHUNK_BYTES = 256 * 1024;
+
+/** Nx task hashes are decimal strings. */
+const NX_HASH_RE = /^[0-9]{1,64}$/;
+
+export interface NxApiOptions {
+  service: ArtifactService;
+  blobs: BlobStore;
+  namespace: string;
+  activity: ActivityLog;
+  limits: Required<UploadLimits>;
+  /** gzip level of GET bodies (0 on loopback). */
+  gzipLevel: number;
+  authorize: (req: FastifyRequest, reply: FastifyReply, access: Access) => Principal | null;
+  fail: (req: FastifyRequest, reply: FastifyReply, err: unknown) => FastifyReply;
+}
+
+/** Passes bytes through and copies them into `sink` (never failing the stream for the copy's sake). */
+export function tee(sink: Writable): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      sink.write(chunk, () => done(null, chunk));
+    },
+    flush(done) {
+      sink.end(() => done());
+    },
+    destroy(err, done) {
+      sink.destroy();
+      done(err);
+    },
+  });
+}
+
+export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
+  const { service, activity } = o;
+  const ref = (hash: string): ArtifactRef => ({ namespace: o.namespace, key: computeActionKey(['nx', o.namespace, hash]), id: hash, bodyId: `nx-${hash}` });
+
+  app.get<{ Params: { hash: string } }>('/v1/cache/:hash', async (req, reply) => {
+    if (!o.authorize(req, reply, 'read')) return reply;
+    const { hash } = req.params;
+    if (!NX_HASH_RE.test(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be a decimal string' });
+    try {
+      const r = ref(hash);
+      // A hot body is served as it was stored, while its entry is still a hit here.
+      const hot = await service.hot(r);
+      if (hot) {
+        activity.record(hash, { hits: 1, bytesSent: hot.size });
+        return reply.code(200).type('application/octet-stream').send(hot.stream);
+      }
+      const hit = await service.find(r);
+      if (!hit) {
+        activity.record(hash, { misses: 1 });
+        return reply.code(404).send({ error: 'not found' });
+      }
+      const tar = await materializeToTar(o.blobs, hit.manifest, { extraEntries: NX_EXTRAS_OUT });
+      const sent = new ByteCounter();
+      const gzip = createGzip({ level: o.gzipLevel, flush: zlibConstants.Z_NO_FLUSH, chunkSize: GZIP_CHUNK_BYTES });
+      const capture = service.captureBody(r);
+      const stages = capture ? [gzip, tee(capture as Writable)] : [gzip];
+      const body = pipeline([tar, ...stages, sent], (err) => {
+        if (err) req.log.error({ err }, `streaming ${hash} failed`);
+        else activity.record(hash, { bytesSent: sent.bytes });
+      });
+      activity.record(hash, { hits: 1 });
+      return reply.code(200).type('application/octet-stream').send(body);
+    } catch (err) {
+      return o.fail(req, reply, err);
+    }
+  });
+
+  /** Stores one Nx body (gzip tar). */
+  const storeBody = (r: ArtifactRef, writer: string, body: NodeJS.ReadableStream, received: ByteCounter, deferred: boolean) => {
+    const guard = new InflateGuard(received, o.limits);
+    const tar = pipeline(body, received, createGunzip({ chunkSize: GZIP_CHUNK_BYTES }), guard, () => undefined);
+    return service.store({
+      ref: r,
+      writer,
+      body: tar,
+      received,
+      deferred,
+      extraEntries: NX_EXTRAS_IN,
+      validate: (extras) => {
+        if (extras.code === undefined) throw new CascacheError(ErrorCodes.BAD_INPUT, 'an Nx cache entry needs a 4-byte "code" entry');
+      },
+    });
+  };
+
+  app.put<{ Params: { hash: string } }>('/v1/cache/:hash', async (req, reply) => {
+    const principal = o.authorize(req, reply, 'write');
+    if (!principal) return reply;
+    const { hash } = req.params;
+    if (!NX_HASH_RE.test(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be a decimal string' });
+    const r = ref(hash);
+    try {
+      const conflict = (): FastifyReply => {
+        service.conflict(r);
+        return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored; keys are write-once' });
+      };
+      if (await service.exists(r)) return conflict();
+      const received = new ByteCounter(o.limits.maxCompressedBytes);
+      if (service.deferring) {
+        const ok = await service.defer(r, req.raw, received, (file) => storeBody(r, principal.name, ArtifactService.open(file), new ByteCounter(o.limits.maxCompressedBytes), true));
+        if (!ok) return conflict();
+        return reply.code(200).send({ stored: true, deferred: true });
+      }
+      const stored = await storeBody(r, principal.name, req.raw, received, false);
+      if (!stored) return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored' });
+      return reply.code(200).send({ stored: true, ...stored });
+    } catch (err) {
+      return o.fail(req, reply, err);
+    }
+  });
+}
