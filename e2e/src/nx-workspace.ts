@@ -26,6 +26,17 @@ export const GRAPH: Record<string, string[]> = {
   'app-worker': ['lib-api'],
 };
 
+/** A project and everything that depends on it, transitively, sorted. */
+export function dependentsOf(project: string): string[] {
+  const out = new Set([project]);
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const [p, deps] of Object.entries(GRAPH)) if (!out.has(p) && deps.some((d) => out.has(d))) grew = out.add(p).size > 0;
+  }
+  return [...out].sort();
+}
+
 /**
  * Output shapes. `small` (tests, demo): ~13 kB per project. `large` (bench): ~30 MB in all, of which
  * app-web 20 MB with a 15 MB vendor bundle that no source change touches, as in a real web app.

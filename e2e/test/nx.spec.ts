@@ -5,21 +5,10 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { GRAPH, changeOneLine, cleanEnv, cloneWorkspace, install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace, type Workspace } from '../src/nx-workspace';
+import { GRAPH, changeOneLine, dependentsOf, cleanEnv, cloneWorkspace, install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace, type Workspace } from '../src/nx-workspace';
 import { packAll } from '../src/pack';
 
 const ALL = Object.keys(GRAPH).sort();
-/** lib-core and everything that depends on it, transitively. */
-function dependentsOf(project: string): string[] {
-  const out = new Set([project]);
-  let grew = true;
-  while (grew) {
-    grew = false;
-    for (const [p, deps] of Object.entries(GRAPH)) if (!out.has(p) && deps.some((d) => out.has(d))) grew = out.add(p).size > 0;
-  }
-  return [...out].sort();
-}
-
 function summary(stdout: string): { tasks: number; fromCascache: number; ran: number; received: number; stored: number } {
   const line = stdout.split('\n').find((l) => l.startsWith('cascache: '));
   if (!line) throw new Error(`no cascache summary line in:\n${stdout}`);

@@ -13,6 +13,7 @@ import { registerGc } from './commands/gc';
 import { registerStats } from './commands/stats';
 import { registerStore } from './commands/store';
 import { registerVerify } from './commands/verify';
+import { registerTurbo } from './commands/turbo';
 import { registerWarm } from './commands/warm';
 import { registerServe } from './serve';
 import { parseSize } from './sizes';
@@ -77,6 +78,7 @@ export function createProgram(io: Io, setExitCode: (code: number) => void = () =
   registerGc(program, io);
   registerStats(program, io);
   registerVerify(program, io, setExitCode);
+  registerTurbo(program, io, setExitCode);
   registerFlush(program, io, setExitCode);
   registerWarm(program, io, setExitCode);
   return program;

@@ -26,7 +26,7 @@ export function registerWarm(program: Command, io: Io, setExitCode: (code: numbe
     program
       .command('warm')
       .description('Fetch what the most relevant earlier run produced (shared on the remote tiers) into the local store')
-      .option('--tool <name>', 'whose runs: nx', 'nx')
+      .option('--tool <name>', 'whose runs: nx or turbo', 'nx')
       .option('--branch <name>', 'a branch whose newest run to fetch; repeat to give fallbacks in order (default: the git branch, then the default branch)', (v: string, prev: string[] = []) => [...prev, v])
       .option('--commit <sha>', 'prefer a run of this commit (40 hex digits)')
       .option('--run <key>', 'an exact run record, as a previous warm printed it')
