@@ -6,18 +6,20 @@
 import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanEnv, GRAPH, NX_VERSION, removeOutputs, writeWorkspace } from './nx-workspace';
+import { cleanEnv, GRAPH, NX_VERSION, removeOutputs, writeWorkspace, type WorkspaceShape } from './nx-workspace';
 
 export const TURBO_VERSION = '2.11.11';
 
 export interface TurboWorkspaceOptions {
   /** Also configure the Nx plugin with these options (a repo that uses both tools). */
   nxPlugin?: Record<string, unknown> | null;
+  /** Size and kind of outputs (nx-workspace.ts). Default `small`. */
+  shape?: WorkspaceShape;
 }
 
 /** Writes the workspace files (no install) and commits them to a new git repository on `main`. */
 export function writeTurboWorkspace(dir: string, options: TurboWorkspaceOptions = {}): void {
-  writeWorkspace(dir, options.nxPlugin ?? null, 'small');
+  writeWorkspace(dir, options.nxPlugin ?? null, options.shape ?? 'small');
   const rootPkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as Record<string, unknown>;
   const npmVersion = execFileSync('npm', ['--version'], { encoding: 'utf8', env: cleanEnv() }).trim();
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ ...rootPkg, packageManager: `npm@${npmVersion}` }, null, 2));
@@ -66,13 +68,22 @@ export function removeTurboState(dir: string): void {
  * command fails. stdout and stderr are joined (turbo prints to stdout, cascache its summary to stderr).
  */
 export function cascacheTurbo(dir: string, flags: string[] = [], env: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> & { output: string } {
-  const r = spawnSync(join(dir, 'node_modules', '.bin', 'cascache'), ['turbo', ...flags, '--', join(dir, 'node_modules', '.bin', 'turbo'), 'run', 'build'], {
+  return runChecked(dir, join(dir, 'node_modules', '.bin', 'cascache'), ['turbo', ...flags, '--', join(dir, 'node_modules', '.bin', 'turbo'), 'run', 'build'], env);
+}
+
+/** `turbo run build` alone (pointed at another cache through `TURBO_API` & co. in `env`). */
+export function plainTurbo(dir: string, env: NodeJS.ProcessEnv = {}): SpawnSyncReturns<string> & { output: string } {
+  return runChecked(dir, join(dir, 'node_modules', '.bin', 'turbo'), ['run', 'build'], env);
+}
+
+function runChecked(dir: string, command: string, args: string[], env: NodeJS.ProcessEnv): SpawnSyncReturns<string> & { output: string } {
+  const r = spawnSync(command, args, {
     cwd: dir,
     encoding: 'utf8',
     env: { ...cleanEnv(), TURBO_TELEMETRY_DISABLED: '1', DO_NOT_TRACK: '1', TURBO_NO_UPDATE_NOTIFIER: '1', TURBO_UI: 'false', ...env },
     timeout: 300_000,
   });
   const output = `${r.stdout}\n${r.stderr}`;
-  if (r.status !== 0) throw new Error(`cascache turbo failed (${r.status}):\n${output}`);
+  if (r.status !== 0) throw new Error(`${command} ${args.join(' ')} failed (${r.status}):\n${output}`);
   return Object.assign(r, { output });
 }

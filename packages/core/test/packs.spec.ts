@@ -122,6 +122,34 @@ describe('local pack files', () => {
     expect(files(dir, 'packs')).toEqual([]);
   });
 
+  it('another process removing blobs is seen by the next has(), so nobody deduplicates against them', async () => {
+    const a = new FsBlobStore({ root: dir });
+    const items = blobs(30);
+    await a.withBatch((s) => putAll(s, items));
+    expect((await a.has(items.map((b) => digestOf(b)))).size).toBe(30);
+    await new FsBlobStore({ root: dir }).deleteMany(items.slice(0, 10).map((b) => digestOf(b)));
+    expect((await a.has(items.map((b) => digestOf(b)))).size).toBe(20);
+  });
+
+  it('a blob held by two packs stays found when the one a reader used is rewritten without it', async () => {
+    const shared = blobs(20, 'shared');
+    const extra = blobs(1, 'extra');
+    const reader = new FsBlobStore({ root: dir });
+    const other = new FsBlobStore({ root: dir });
+    await other.has([]); // another process that looked before pack 1 existed
+    await reader.withBatch((s) => putAll(s, [...shared, ...extra])); // pack 1: shared + extra
+    // That process stores the shared blobs again without looking: pack 2 (a duplicate is harmless).
+    await other.withBatch((s) => putAll(s, shared));
+    expect(files(dir, 'packs')).toHaveLength(2);
+    expect((await reader.has(shared.map((b) => digestOf(b)))).size).toBe(20);
+    // A third process deletes `extra`: pack 1 is rewritten, and its shared rows are skipped there,
+    // because that process maps them to pack 2.
+    const gc = new FsBlobStore({ root: dir });
+    await gc.deleteMany([digestOf(extra[0]!)]);
+    expect((await reader.has(shared.map((b) => digestOf(b)))).size).toBe(20);
+    for (const b of shared) expect(await reader.getBuffer(digestOf(b))).toEqual(b);
+  });
+
   it('a damaged frame is quarantined, the rest of its pack still reads, and a re-put repairs it', async () => {
     const corrupt: string[] = [];
     const store = new FsBlobStore({ root: dir, onCorrupt: (e) => corrupt.push(e.digest) });

@@ -132,6 +132,9 @@ export class FsBlobStore implements BatchingBlobStore {
     const found = new Set<Digest>();
     const missing: Digest[] = [];
     let n = 0;
+    // One stat: another process may have removed packs (GC) since this one last looked, and a
+    // writer must not deduplicate against a blob that is gone.
+    this.packs.refresh();
     for (const d of new Set(digests)) {
       if (!isDigest(d)) continue;
       if (this.packs.locate(d) || existsSyncChecked(this.pathOf(d))) found.add(d);

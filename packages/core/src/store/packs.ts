@@ -62,6 +62,9 @@ interface SealedPack {
   readonly name: Digest;
   readonly path: string;
   readonly rows: Digest[];
+  /** Frame offset and length of each row, bytes. */
+  readonly offsets: number[];
+  readonly lengths: number[];
   readonly mtimeMs: number;
 }
 
@@ -179,17 +182,16 @@ export class PackSet {
     const present = new Set<Digest>();
     for (const file of names) {
       const m = PACK_NAME.exec(file);
-      if (!m) continue;
-      const name = m[1]!;
-      present.add(name);
-      if (this.packs.has(name)) continue;
-      if (this.load(name)) changed = true;
+      if (m) present.add(m[1]!);
     }
+    // Vanished packs first: a repacked blob moves from a vanished pack to a new one, and must end
+    // up mapped to the new one.
     for (const name of [...this.packs.keys()]) {
       if (present.has(name)) continue;
       this.forget(this.packs.get(name)!);
       changed = true;
     }
+    for (const name of present) if (!this.packs.has(name) && this.load(name)) changed = true;
     return changed;
   }
 
@@ -263,7 +265,7 @@ export class PackSet {
       const path = join(this.opts.dir, `${name}.pack`);
       mkdirSync(this.opts.dir, { recursive: true });
       renameSync(open.tmpPath!, path);
-      const pack: SealedPack = { name, path, rows: live.map((r) => r.digest), mtimeMs: Date.now() };
+      const pack: SealedPack = { name, path, rows: live.map((r) => r.digest), offsets: live.map((r) => r.offset), lengths: live.map((r) => r.length), mtimeMs: Date.now() };
       // The same bytes sealed twice (a retry) name the same pack: keep one registration.
       const previous = this.packs.get(name);
       if (previous) this.forget(previous);
@@ -364,7 +366,7 @@ export class PackSet {
         this.moveAside(name, path, rows);
         return false;
       }
-      const pack: SealedPack = { name, path, rows: rows.map((r) => r.digest), mtimeMs: st.mtimeMs };
+      const pack: SealedPack = { name, path, rows: rows.map((r) => r.digest), offsets: rows.map((r) => r.offset), lengths: rows.map((r) => r.length), mtimeMs: st.mtimeMs };
       this.packs.set(name, pack);
       for (const r of rows) if (!this.locs.has(r.digest)) this.locs.set(r.digest, { pack, offset: r.offset, length: r.length });
       this.keepFd(name, fd);
@@ -386,13 +388,25 @@ export class PackSet {
     this.opts.onBadPack?.(name, movedTo, reason);
   }
 
+  /** Drops a pack; a blob it held that another loaded pack also holds is mapped to that copy. */
   private forget(pack: SealedPack): void {
     this.packs.delete(pack.name);
-    for (const d of pack.rows) if (this.locs.get(d)?.pack === pack) this.locs.delete(d);
+    const orphans = new Set<Digest>();
+    for (const d of pack.rows) {
+      if (this.locs.get(d)?.pack !== pack) continue;
+      this.locs.delete(d);
+      orphans.add(d);
+    }
     const fd = this.fds.get(pack.name);
     if (fd !== undefined) {
       this.fds.delete(pack.name);
       closeQuietly(fd);
+    }
+    if (orphans.size === 0) return;
+    for (const other of this.packs.values()) {
+      other.rows.forEach((d, i) => {
+        if (orphans.has(d) && !this.locs.has(d)) this.locs.set(d, { pack: other, offset: other.offsets[i]!, length: other.lengths[i]! });
+      });
     }
   }
 
