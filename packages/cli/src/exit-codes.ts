@@ -2,7 +2,7 @@
  * The CLI is the only place that maps error codes to process exit codes. Stable: scripts rely on
  * them (documented in docs/cli.md).
  */
-import { ErrorCodes, isCascacheError, type ErrorCode } from '@cascache/core';
+import { ErrorCodes, isCascacheError, type ErrorCode } from '@cascache/core/errors';
 
 export const ExitCodes = {
   OK: 0,

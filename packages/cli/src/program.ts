@@ -3,10 +3,9 @@
  * their own argv and streams; `bin.ts` is the only file that touches `process`.
  */
 import { createReadStream } from 'node:fs';
-import { Command, CommanderError } from 'commander';
+import type { Command } from 'commander';
 import { chunkStream, DEFAULT_CHUNKER_PARAMS, digestFile, digestOf, validateChunkerParams } from '@cascache/core';
 import { closeCliStores } from './context';
-import { describeError, ExitCodes } from './exit-codes';
 import { registerCache } from './commands/cache';
 import { registerFlush } from './commands/flush';
 import { registerGc } from './commands/gc';
@@ -16,13 +15,10 @@ import { registerVerify } from './commands/verify';
 import { registerTurbo } from './commands/turbo';
 import { registerWarm } from './commands/warm';
 import { registerServe } from './serve';
+import { rootCommand, runProgram, type Io } from './run-program';
 import { parseSize } from './sizes';
 
-/** Where a command writes; the real process streams in production, buffers in tests. */
-export interface Io {
-  stdout: NodeJS.WritableStream;
-  stderr: NodeJS.WritableStream;
-}
+export type { Io } from './run-program';
 
 const VERSION: string = (require('../package.json') as { version: string }).version;
 
@@ -32,14 +28,7 @@ async function write(out: NodeJS.WritableStream, text: string): Promise<void> {
 }
 
 export function createProgram(io: Io, setExitCode: (code: number) => void = () => undefined): Command {
-  const program = new Command('cascache')
-    .description('Content-addressed, chunked, tiered build cache for JavaScript monorepos')
-    .version(VERSION)
-    // Root options only before the subcommand, so `cache build x --version 1.0.0` is the command's own.
-    .enablePositionalOptions()
-    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
-    .exitOverride()
-    .showHelpAfterError('(run with --help for usage)');
+  const program = rootCommand(io).version(VERSION);
 
   const debug = program.command('debug').description('Low-level tools for inspecting digests and chunk boundaries');
 
@@ -89,21 +78,8 @@ export function createProgram(io: Io, setExitCode: (code: number) => void = () =
  * Never throws and never exits: `bin.ts` decides what to do with the code.
  */
 export async function run(argv: string[], io: Io): Promise<number> {
-  let exitCode: number = ExitCodes.OK;
-  const program = createProgram(io, (code) => {
-    exitCode = code;
-  });
   try {
-    await program.parseAsync(argv, { from: 'user' });
-    return exitCode;
-  } catch (err) {
-    if (err instanceof CommanderError) {
-      // --help and --version end here with exit code 0; usage errors were already printed.
-      return err.exitCode === 0 ? ExitCodes.OK : ExitCodes.USAGE;
-    }
-    const { exitCode, message } = describeError(err);
-    io.stderr.write(`cascache: ${message}\n`);
-    return exitCode;
+    return await runProgram((setExitCode) => createProgram(io, setExitCode), argv, io);
   } finally {
     closeCliStores();
   }

@@ -12,12 +12,31 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { CascacheError, defaultBranch, ErrorCodes, formatBytes, gitState } from '@cascache/core';
+// Light entries only: this runs before every turbo command (turbo-main.ts).
+import { CascacheError, ErrorCodes } from '@cascache/core/errors';
+import { formatBytes } from '@cascache/core/format';
+import { defaultBranch, gitState } from '@cascache/core/git';
 import { callAgent, ensureAgent, isCi, uploadLine, type AgentInfo, type FlushReport } from '@cascache/server/agent-control';
-import { resolveCliStoreDir, resolveTiers, type StoreFlags } from '../context';
-import type { Io } from '../program';
+import type { StoreFlags } from '../context';
+import type { Io } from '../run-program';
+
+/** The store commands' context (the store, tiers, config files): loaded only when a run needs it. */
+const context = () => require('../context') as typeof import('../context');
+const usesConfig = (flags: StoreFlags, env: NodeJS.ProcessEnv) => Boolean(flags.config || env.CASCACHE_CONFIG);
+
+/** As every store command resolves it (context.ts), without loading the store when no config file is named. */
+function storeDirOf(flags: StoreFlags, env: NodeJS.ProcessEnv, cwd: string): string {
+  return usesConfig(flags, env) ? context().resolveCliStoreDir(flags, env, cwd) : resolve(cwd, flags.storeDir ?? env.CASCACHE_DIR ?? '.cascache');
+}
+
+/** The configured remote tiers as JSON for the agent, or undefined for none. */
+function tiersOf(flags: StoreFlags, env: NodeJS.ProcessEnv): string | undefined {
+  if (!flags.remote && !env.CASCACHE_REMOTE && !env.CASCACHE_TIERS && !usesConfig(flags, env)) return undefined;
+  const tiers = context().resolveTiers(flags, env);
+  return tiers.length > 0 ? JSON.stringify(tiers) : undefined;
+}
 
 interface TurboFlags extends StoreFlags {
   team: string;
@@ -52,21 +71,16 @@ function withAgentFlags(cmd: Command): Command {
 /** Starts or finds the agent for these flags. @throws CascacheError `E_CONFIG` for a bad team or tiers. */
 async function agentFor(flags: TurboFlags, io: Io): Promise<{ info: AgentInfo; storeDir: string; tiers: boolean }> {
   if (!TEAM_RE.test(flags.team)) throw new CascacheError(ErrorCodes.CONFIG, `--team must be 1-64 characters of A-Z a-z 0-9 . _ -, got ${JSON.stringify(flags.team)}`);
-  const storeDir = resolveCliStoreDir(flags, process.env, process.cwd());
+  const storeDir = storeDirOf(flags, process.env, process.cwd());
   mkdirSync(storeDir, { recursive: true });
   const secret = process.env.CASCACHE_SECRET || undefined;
-  let tiers = resolveTiers(flags, process.env);
-  if (tiers.length > 0 && !secret) {
+  let tiers = tiersOf(flags, process.env);
+  if (tiers && !secret) {
     io.stderr.write('cascache: remote tiers need $CASCACHE_SECRET (32+ bytes, the same on every machine); this run uses the local store only\n');
-    tiers = [];
+    tiers = undefined;
   }
-  const info = await ensureAgent({
-    storeDir,
-    secret,
-    tiers: tiers.length > 0 ? JSON.stringify(tiers) : undefined,
-    maxSize: process.env.CASCACHE_MAX_SIZE || undefined,
-  });
-  return { info, storeDir, tiers: tiers.length > 0 };
+  const info = await ensureAgent({ storeDir, secret, tiers, maxSize: process.env.CASCACHE_MAX_SIZE || undefined });
+  return { info, storeDir, tiers: tiers !== undefined };
 }
 
 /** The variables that point turbo at the agent. */
