@@ -91,6 +91,16 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
     if (typeof extras.turboTag === 'string') h['x-artifact-tag'] = extras.turboTag;
     return h;
   };
+  /**
+   * Response headers of recent artifacts by activity id, so a hot body is answered without reading
+   * its manifest (as Nx's hot path needs no headers). Bounded; oldest out.
+   */
+  const recentHeaders = new Map<string, Record<string, string>>();
+  const remember = (id: string, headers: Record<string, string>): void => {
+    recentHeaders.delete(id);
+    recentHeaders.set(id, headers);
+    if (recentHeaders.size > 10_000) recentHeaders.delete(recentHeaders.keys().next().value!);
+  };
   const rawChunks = (hit: AcHit) => {
     const file = hit.manifest.entries.find((e) => e.path === RAW_BODY_PATH);
     return file?.type === 'file' ? file.chunks : null;
@@ -124,16 +134,23 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
     if (!TURBO_HASH_RE.test(hash)) return badHash(reply);
     const r = ref(team, hash);
     try {
+      const known = recentHeaders.get(r.id);
+      const hot = known ? await service.hot(r) : null;
+      if (known && hot) {
+        activity.record(r.id, { hits: 1, bytesSent: hot.size });
+        return reply.code(200).headers(known).send(hot.stream);
+      }
       const hit = await service.find(r);
       if (!hit) {
         activity.record(r.id, { misses: 1 });
         return reply.code(404).send({ error: 'not found' });
       }
       const headers = headersOf(hit);
-      const hot = await service.hot(r);
-      if (hot) {
-        activity.record(r.id, { hits: 1, bytesSent: hot.size });
-        return reply.code(200).headers(headers).send(hot.stream);
+      remember(r.id, headers);
+      const hotNow = hot ?? (await service.hot(r));
+      if (hotNow) {
+        activity.record(r.id, { hits: 1, bytesSent: hotNow.size });
+        return reply.code(200).headers(headers).send(hotNow.stream);
       }
       const sent = new ByteCounter();
       const raw = rawChunks(hit);
