@@ -1,7 +1,9 @@
 // @ts-check
-/** What the Nx benchmarks share: the workspace copies, the naive server process, small statistics. */
-import { spawn } from 'node:child_process';
-import { cpSync, existsSync, readdirSync, renameSync, rmSync, statSync, symlinkSync } from 'node:fs';
+/** What the benchmarks share: workspace copies, the naive server and turborepo-remote-cache processes, small statistics. */
+import { execFileSync, spawn } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer as createNetServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import e2eWorkspace from '../e2e/dist/nx-workspace.js';
@@ -80,4 +82,48 @@ export function emptyStore(dir) {
 /** Deletes what {@link emptyStore} moved aside (after the timed runs). */
 export function deleteMovedStores() {
   for (const d of movedStores.splice(0)) rmSync(d, { recursive: true, force: true });
+}
+
+/** The turborepo-remote-cache version the Turborepo benches compare against. */
+export const TRC_VERSION = '2.12.0';
+
+/** Installs turborepo-remote-cache from npm into a temp dir and returns the dir. */
+export function installTrc() {
+  const dir = mkdtempSync(join(tmpdir(), 'cascache-trc-'));
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'trc', private: true }));
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (/^npm_(config|lifecycle|package)_/i.test(k)) delete env[k];
+  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', `turborepo-remote-cache@${TRC_VERSION}`], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'], env });
+  return dir;
+}
+
+/** A free loopback port. @returns {Promise<number>} */
+export function freePort() {
+  return new Promise((resolve) => {
+    const srv = createNetServer().listen(0, '127.0.0.1', () => {
+      const port = /** @type {import('node:net').AddressInfo} */ (srv.address()).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts turborepo-remote-cache (installed by {@link installTrc}) as its own process.
+ * @param {string} dir @param {string} token @param {string} team
+ * @param {Record<string, string>} storage its STORAGE_* and S3_* variables
+ */
+export async function startTrc(dir, token, team, storage) {
+  const port = await freePort();
+  const proc = spawn(process.execPath, [join(dir, 'node_modules', 'turborepo-remote-cache', 'dist', 'cli.js')], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, NODE_ENV: 'production', HOST: '127.0.0.1', PORT: String(port), TURBO_TOKEN: token, LOG_LEVEL: 'warn', ...storage },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    const ok = await fetch(`${url}/v8/artifacts/status?slug=${team}`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.ok, () => false);
+    if (ok) break;
+    if (i > 200 || proc.exitCode !== null) throw new Error('turborepo-remote-cache did not start');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { url, proc, env: { TURBO_API: url, TURBO_TOKEN: token, TURBO_TEAM: team } };
 }
