@@ -13,7 +13,13 @@
  *
  * Pending uploads are pinned: an entry or root that the upload journal (remote/journal.ts) still has
  * to send to a remote tier is neither dropped nor evicted, so write-behind never finds its data gone.
+ *
+ * Temp files (`v1/tmp/`) older than the grace period are swept too: what a killed writer left
+ * behind (a pack being written can be 32 MiB). A live writer's temp file is never that old: an open
+ * pack's mtime moves with every append, and spooled uploads live for seconds.
  */
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
 import type { Digest } from './digest';
 import type { LocalStore } from './local-store';
 import { manifestChunks } from './manifest';
@@ -50,12 +56,37 @@ export interface GcPlan {
   inGrace: number;
   /** Entries kept, though old enough or chosen for eviction, because an upload of them is pending. */
   pinned: number;
+  /** Temp files older than the grace period (left by killed writers), with their sizes in bytes. */
+  tmpFiles?: Array<{ name: string; size: number }>;
 }
 
 export interface GcResult {
   deletedEntries: number;
   deletedBlobs: number;
+  /** Bytes of blobs and temp files removed. */
   freedBytes: number;
+  deletedTmpFiles?: number;
+}
+
+/** Files in `v1/tmp/` not modified for `graceMs`. */
+async function staleTmpFiles(store: LocalStore, graceMs: number, now: number): Promise<Array<{ name: string; size: number }>> {
+  const dir = join(store.root, 'v1', 'tmp');
+  let names: string[];
+  try {
+    names = await fsp.readdir(dir);
+  } catch {
+    return [];
+  }
+  const out: Array<{ name: string; size: number }> = [];
+  for (const name of names) {
+    try {
+      const st = await fsp.lstat(join(dir, name));
+      if (st.isFile() && now - st.mtimeMs >= graceMs) out.push({ name, size: st.size });
+    } catch {
+      // Renamed into place or removed meanwhile.
+    }
+  }
+  return out;
 }
 
 interface LiveEntry {
@@ -154,7 +185,8 @@ export async function planGc(store: LocalStore, options: GcOptions = {}): Promis
   const roots = [...(await store.roots.list()).map((r) => r.digest), ...pending.roots];
   const liveManifests = [...kept.map((e) => e.manifest), ...roots];
   const graph = await reach(store, liveManifests);
-  return { entries, ...(await sweep(store, referencedBy(graph, liveManifests), options.graceMs ?? 60 * 60 * 1000, now)), pinned };
+  const graceMs = options.graceMs ?? 60 * 60 * 1000;
+  return { entries, ...(await sweep(store, referencedBy(graph, liveManifests), graceMs, now)), pinned, tmpFiles: await staleTmpFiles(store, graceMs, now) };
 }
 
 export interface EvictOptions {
@@ -216,6 +248,17 @@ export async function planEvict(store: LocalStore, options: EvictOptions): Promi
 export async function executeGc(store: LocalStore, plan: GcPlan): Promise<GcResult> {
   let deletedEntries = 0;
   for (const e of plan.entries) if (await store.entries.delete(e.namespace, e.key)) deletedEntries++;
+  let deletedTmpFiles = 0;
+  let tmpBytes = 0;
+  for (const f of plan.tmpFiles ?? []) {
+    try {
+      await fsp.unlink(join(store.root, 'v1', 'tmp', f.name));
+      deletedTmpFiles++;
+      tmpBytes += f.size;
+    } catch {
+      // Gone already.
+    }
+  }
   // One call: a pack holding several of them is rewritten once (store/packs.ts).
   const removed = await store.blobs.deleteMany(plan.blobs.map((b) => b.digest));
   let deletedBlobs = 0;
@@ -226,5 +269,5 @@ export async function executeGc(store: LocalStore, plan: GcPlan): Promise<GcResu
       freedBytes += b.storedSize;
     }
   }
-  return { deletedEntries, deletedBlobs, freedBytes };
+  return { deletedEntries, deletedBlobs, freedBytes: freedBytes + tmpBytes, deletedTmpFiles };
 }

@@ -57,7 +57,7 @@ describe('gc and evict', () => {
     expect(await store.actionCache.peek('default', old.key)).not.toBeNull();
 
     const done = await executeGc(store, plan);
-    expect(done).toEqual({ deletedEntries: 1, deletedBlobs: plan.blobs.length, freedBytes: plan.freedBytes });
+    expect(done).toEqual({ deletedEntries: 1, deletedBlobs: plan.blobs.length, freedBytes: plan.freedBytes, deletedTmpFiles: 0 });
     expect(await store.actionCache.get('default', keep.key)).not.toBeNull();
     expect(await store.actionCache.peek('default', old.key)).toBeNull();
     expect(await store.blobs.has([digestOf(orphanYoung)])).toEqual(new Set([digestOf(orphanYoung)]));
@@ -151,6 +151,19 @@ describe('gc and evict', () => {
     const withRoot = await planGc(store, { olderThanMs: HOUR, graceMs: 0 });
     expect(withRoot.entries.map((e) => e.key)).toEqual([a.key]);
     expect(withRoot.blobs.map((x) => x.digest)).not.toContain(a.manifest);
+  });
+
+  it('sweeps temp files a killed writer left, older than the grace period, and spares young ones', async () => {
+    const tmp = join(dir, 'store', 'v1', 'tmp');
+    await mkdir(tmp, { recursive: true });
+    await writeFile(join(tmp, 'pack-12345-abcdef.tmp'), Buffer.alloc(4096, 1));
+    await utimes(join(tmp, 'pack-12345-abcdef.tmp'), new Date(Date.now() - 2 * HOUR), new Date(Date.now() - 2 * HOUR));
+    await writeFile(join(tmp, 'nx-1.spool'), 'in progress');
+    const plan = await planGc(store);
+    expect(plan.tmpFiles).toEqual([{ name: 'pack-12345-abcdef.tmp', size: 4096 }]);
+    const result = await executeGc(store, plan);
+    expect(result.deletedTmpFiles).toBe(1);
+    expect(await readdir(tmp)).toEqual(['nx-1.spool']);
   });
 
   it('leaves no temp files behind', async () => {

@@ -17,7 +17,8 @@ function describePlan(plan: GcPlan, dryRun: boolean): string {
     `cascache: ${verb} drop ${plan.entries.length} cache entr${plan.entries.length === 1 ? 'y' : 'ies'}${reasons ? ` (${reasons})` : ''} ` +
     `and delete ${plan.blobs.length} blobs, freeing ${formatBytes(plan.freedBytes)}; ` +
     `keeping ${plan.keptBlobs} blobs, ${formatBytes(plan.keptBytes)}${plan.inGrace ? ` (${plan.inGrace} unreferenced but within the grace period)` : ''}` +
-    `${plan.pinned ? `; kept ${plan.pinned} entr${plan.pinned === 1 ? 'y' : 'ies'} whose upload to a remote tier is pending` : ''}\n`
+    `${plan.pinned ? `; kept ${plan.pinned} entr${plan.pinned === 1 ? 'y' : 'ies'} whose upload to a remote tier is pending` : ''}` +
+    `${plan.tmpFiles?.length ? `; ${verb} remove ${plan.tmpFiles.length} temp file(s) older than the grace period (${formatBytes(plan.tmpFiles.reduce((a, f) => a + f.size, 0))}, left by interrupted writers)` : ''}\n`
   );
 }
 
