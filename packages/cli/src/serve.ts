@@ -19,7 +19,7 @@ export interface ServeConfig {
   namespace: string;
   gzipLevel: number;
   allowUnauthenticated: boolean;
-  tokens: { readWrite: string[]; readOnly: string[] };
+  tokens: { readWrite: string[]; readOnly: string[]; admin: string[] };
   secret: string | null;
   /** Evict automatically above this many bytes; null for no limit. */
   maxSizeBytes: number | null;
@@ -63,7 +63,7 @@ export function readConfigFile(path: string): Partial<ServeConfig> {
   const c = raw as Record<string, unknown>;
   const known = ['host', 'port', 'storeDir', 'namespace', 'gzipLevel', 'allowUnauthenticated', 'tokens', 'secret', 'maxSize', 'tiers', 'syncUploads', 'hotBodies'];
   for (const k of Object.keys(c)) if (!known.includes(k)) bad(`config file ${path}: unknown key "${k}" (known: ${known.join(', ')})`);
-  const tokens = c.tokens as { readWrite?: unknown; readOnly?: unknown } | undefined;
+  const tokens = c.tokens as { readWrite?: unknown; readOnly?: unknown; admin?: unknown } | undefined;
   const strList = (v: unknown, what: string): string[] | undefined => {
     if (v === undefined) return undefined;
     if (!Array.isArray(v) || !v.every((x) => typeof x === 'string' && x.length > 0)) bad(`config file ${path}: ${what} must be a list of non-empty strings`);
@@ -81,7 +81,7 @@ export function readConfigFile(path: string): Partial<ServeConfig> {
     ...(c.tiers !== undefined ? { tiers: parseTierConfigs(c.tiers, `config file ${path}`) } : {}),
     ...(c.syncUploads !== undefined ? { syncUploads: c.syncUploads === true } : {}),
     ...(c.hotBodies !== undefined ? { hotBodiesBytes: parseByteSize(String(c.hotBodies)) } : {}),
-    tokens: { readWrite: strList(tokens?.readWrite, 'tokens.readWrite') ?? [], readOnly: strList(tokens?.readOnly, 'tokens.readOnly') ?? [] },
+    tokens: { readWrite: strList(tokens?.readWrite, 'tokens.readWrite') ?? [], readOnly: strList(tokens?.readOnly, 'tokens.readOnly') ?? [], admin: strList(tokens?.admin, 'tokens.admin') ?? [] },
   };
 }
 
@@ -113,6 +113,7 @@ export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv, cw
     tokens: {
       readWrite: splitList(env.CASCACHE_TOKENS_RW) ?? file.tokens?.readWrite ?? [],
       readOnly: splitList(env.CASCACHE_TOKENS_RO) ?? file.tokens?.readOnly ?? [],
+      admin: splitList(env.CASCACHE_TOKENS_ADMIN) ?? file.tokens?.admin ?? [],
     },
     secret: env.CASCACHE_SECRET ?? file.secret ?? null,
     maxSizeBytes: flags.maxSize ?? (env.CASCACHE_MAX_SIZE ? parseByteSize(env.CASCACHE_MAX_SIZE) : undefined) ?? file.maxSizeBytes ?? null,
@@ -137,7 +138,7 @@ export function redact(cfg: ServeConfig): Record<string, unknown> {
   return {
     ...cfg,
     tiers: cfg.tiers.map((t) => ({ ...t, ...(t.token ? { token: '[redacted]' } : {}) })),
-    tokens: { readWrite: `${cfg.tokens.readWrite.length} token(s)`, readOnly: `${cfg.tokens.readOnly.length} token(s)` },
+    tokens: { readWrite: `${cfg.tokens.readWrite.length} token(s)`, readOnly: `${cfg.tokens.readOnly.length} token(s)`, admin: `${cfg.tokens.admin.length} token(s)` },
     secret: cfg.secret === null ? 'none (unsigned local store)' : '[redacted]',
   };
 }
@@ -159,7 +160,8 @@ export function registerServe(program: Command, io: Io): void {
     .option('--config <file>', 'JSON config file (host, port, storeDir, namespace, gzipLevel, tokens, secret, maxSize, tiers, syncUploads, hotBodies)')
     .addHelpText(
       'after',
-      '\nTokens: CASCACHE_TOKENS_RW and CASCACHE_TOKENS_RO (comma-separated) or "tokens" in the config file.\n' +
+      '\nTokens: CASCACHE_TOKENS_RW and CASCACHE_TOKENS_RO (comma-separated) or "tokens" in the config file;\n' +
+        'CASCACHE_TOKENS_ADMIN (or tokens.admin) only if someone must replace or delete cache entries.\n' +
         'Signing secret: CASCACHE_SECRET (at least 32 bytes) or "secret" in the config file.',
     )
     .action(async (flags: ServeFlags) => {

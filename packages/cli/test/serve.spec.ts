@@ -18,7 +18,7 @@ describe('cascache serve configuration', () => {
     writeFileSync(join(dir, 'c.json'), JSON.stringify({ host: '10.0.0.1', port: 9000, namespace: 'file', tokens: { readWrite: ['file-rw'] } }));
     const cfg = resolveServeConfig({ config: 'c.json', port: 9100 }, { CASCACHE_HOST: '127.0.0.2', CASCACHE_TOKENS_RO: 'a, b' }, dir);
     expect(cfg).toMatchObject({ host: '127.0.0.2', port: 9100, namespace: 'file', gzipLevel: 1, storeDir: join(dir, '.cascache') });
-    expect(cfg.tokens).toEqual({ readWrite: ['file-rw'], readOnly: ['a', 'b'] });
+    expect(cfg.tokens).toEqual({ readWrite: ['file-rw'], readOnly: ['a', 'b'], admin: [] });
     expect(resolveServeConfig({}, {}, dir)).toMatchObject({ host: '127.0.0.1', port: 7380, namespace: 'default', secret: null });
   });
 

@@ -297,6 +297,15 @@ export class ActionCache {
     return `hmac-sha256:${createHmac('sha256', this.secret).update(canonicalJson(entry)).digest('hex')}`;
   }
 
+  /**
+   * Checks stored entry bytes as a reader would (format, signature with this cache's secret, that it
+   * names `namespace` and `key`), without touching the store: the entry, or why it cannot be served.
+   * A team server uses it to accept only entries its readers could serve.
+   */
+  check(namespace: string, key: Digest, bytes: Buffer): AcEntry | AcMissReason {
+    return this.verify(namespace, key, bytes);
+  }
+
   /** The verified entry, or the reason it cannot be served. */
   private verify(namespace: string, key: Digest, bytes: Buffer): AcEntry | AcMissReason {
     const parsed = parseAcEntry(bytes);

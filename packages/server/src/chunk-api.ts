@@ -3,9 +3,12 @@
  * core's `HttpTierClient`; routes and formats are documented there and in docs/server.md).
  *
  * Uploads are hostile input: every frame is decoded and checked against its digest before it is
- * stored, frame streams are bounded per frame and per request, AC entries are bounded and
- * write-once. Reads serve what the local store verified; corruption found on read is
- * `E_INTEGRITY` (500) once, then a miss.
+ * stored, frame streams are bounded per frame and per request. AC entries are bounded, checked as
+ * a reader of this store would check them (format, key, and the signature when the store signs), and
+ * write-once: a read-write token may replace an entry only when the stored one can never be served
+ * (tampered, corrupt, another secret); replacing a valid entry or deleting one needs an admin token,
+ * which nobody has unless configured. Reads serve what the local store verified; corruption found
+ * on read is `E_INTEGRITY` (500) once, then a miss.
  */
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
@@ -23,6 +26,7 @@ import {
   MAX_AC_ENTRY_BYTES,
   readAll,
   type AcStore,
+  type ActionCache,
   type FsBlobStore,
   type RootStore,
   type StoreRoot,
@@ -35,6 +39,8 @@ export interface ChunkApiOptions {
   blobs: FsBlobStore;
   entries: AcStore;
   roots: RootStore;
+  /** Checks uploaded entries as this store's readers would (its secret). */
+  actionCache: ActionCache;
   /** Largest upload request, bytes. Default 256 MiB. */
   maxUploadBytes?: number;
   authorize: (req: FastifyRequest, reply: FastifyReply, access: Access) => unknown;
@@ -157,11 +163,20 @@ export function registerChunkApi(app: FastifyInstance, o: ChunkApiOptions): void
   });
 
   app.put<AcParams>('/cas/v1/ac/:namespace/:key', async (req, reply) => {
-    if (!o.authorize(req, reply, 'write')) return reply;
+    const principal = o.authorize(req, reply, 'write') as { access: Access } | null;
+    if (!principal) return reply;
     try {
       const [namespace, key] = acTarget(req);
       const bytes = await readAll(req.raw, MAX_AC_ENTRY_BYTES);
+      // Only what this store's readers could serve: a body they would reject is never stored.
+      const checked = o.actionCache.check(namespace, key, bytes);
+      if (typeof checked === 'string') return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: `not a servable action-cache entry for this key: ${checked}` });
       if (req.query.replace === '1') {
+        const existing = await o.entries.get(namespace, key);
+        // Write-once: replacing an entry readers can serve takes an admin token.
+        if (existing && typeof o.actionCache.check(namespace, key, existing) !== 'string' && principal.access !== 'admin') {
+          return reply.code(409).type('application/json').send(existing);
+        }
         await o.entries.replace(namespace, key, bytes);
         return reply.code(201).send({ created: true });
       }
@@ -173,7 +188,8 @@ export function registerChunkApi(app: FastifyInstance, o: ChunkApiOptions): void
   });
 
   app.delete<AcParams>('/cas/v1/ac/:namespace/:key', async (req, reply) => {
-    if (!o.authorize(req, reply, 'write')) return reply;
+    // Deleting breaks write-once as much as replacing does.
+    if (!o.authorize(req, reply, 'admin')) return reply;
     try {
       return reply.code((await o.entries.delete(...acTarget(req))) ? 204 : 404).send();
     } catch (err) {

@@ -127,7 +127,7 @@ export function createServer(options: ServerOptions): CascacheServer {
     return reply.code(500).send({ error: isCascacheError(err) ? err.code : 'E_INTERNAL', message: 'the cache failed; see server logs' });
   };
 
-  if (options.chunkApi) registerChunkApi(app, { ...options.chunkApi, authorize, fail });
+  if (options.chunkApi) registerChunkApi(app, { ...options.chunkApi, actionCache: options.actionCache, authorize, fail });
   registerRunsApi(app, { layered: options.layered, namespace, authorize, fail });
 
   app.get('/healthz', async (req, reply) => {

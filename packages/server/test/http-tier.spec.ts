@@ -25,6 +25,7 @@ import { createServer, type CascacheServer } from '../src';
 const SECRET = Buffer.alloc(32, 6);
 const RW = 'rw-token-0123456789';
 const RO = 'ro-token-0123456789';
+const ADMIN = 'admin-token-0123456789';
 
 async function teamServer(): Promise<{ url: string; store: LocalStore; close: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), 'cascache-team-'));
@@ -32,7 +33,7 @@ async function teamServer(): Promise<{ url: string; store: LocalStore; close: ()
   const server: CascacheServer = createServer({
     blobs: store.blobs,
     actionCache: store.actionCache,
-    tokens: { readWrite: [RW], readOnly: [RO] },
+    tokens: { readWrite: [RW], readOnly: [RO], admin: [ADMIN] },
     chunkApi: { blobs: store.blobs, entries: store.entries, roots: store.roots },
   });
   await server.listen({ host: '127.0.0.1', port: 0 });
@@ -111,6 +112,39 @@ describe('two machines share a team server as an HTTP tier', () => {
     await b.layered.recordUpload({ kind: 'ac', namespace: 'default', key: key2 });
     expect(b.warnings.some((w) => w.startsWith('E_CONFIG') && /set aside/.test(w))).toBe(true);
     expect(await team.store.entries.get('default', key2)).toBeNull();
+  });
+
+  it('keeps entries write-once for read-write tokens: replacing a servable entry or deleting one takes an admin token', async () => {
+    const key = computeActionKey(['test', 'write-once']);
+    const other = await openLocalStore({ root: join(dir, 'signer'), secret: SECRET });
+    const entryFor = async (ns: string, manifest: string): Promise<Buffer> => {
+      await other.actionCache.put(ns, key, { manifest, size: 1 });
+      const bytes = (await other.entries.get(ns, key))!;
+      await other.entries.delete(ns, key);
+      return bytes;
+    };
+    const served = await entryFor('default', digestOf('the output main built'));
+    const poison = await entryFor('default', digestOf('a poisoned output'));
+    const url = `${team.url}/cas/v1/ac/default/${key}`;
+    const put = (bytes: Buffer | string, token: string, replace = false) =>
+      fetch(`${url}${replace ? '?replace=1' : ''}`, { method: 'PUT', body: bytes, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream' } });
+    expect((await put(served, RW)).status).toBe(201);
+    expect((await put('garbage', RW, true)).status).toBe(400); // not an entry anyone could serve
+    expect((await put(await entryFor('default', digestOf('x')), RW).then((r) => r.status))).toBe(409);
+    const replaced = await put(poison, RW, true);
+    expect(replaced.status).toBe(409);
+    expect(Buffer.from(await replaced.arrayBuffer())).toEqual(served);
+    expect((await fetch(url, { method: 'DELETE', headers: { authorization: `Bearer ${RW}` } })).status).toBe(403);
+    expect(await team.store.entries.get('default', key)).toEqual(served);
+
+    // An entry readers can never serve (tampered in the store) may be replaced by any writer: that heals it.
+    await team.store.entries.replace('default', key, Buffer.from('{"tampered":true}'));
+    expect((await put(served, RW, true)).status).toBe(201);
+    expect(await team.store.entries.get('default', key)).toEqual(served);
+    // An admin token may do both.
+    expect((await put(poison, ADMIN, true)).status).toBe(201);
+    expect((await fetch(url, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN}` } })).status).toBe(204);
+    other.close();
   });
 
   it('rejects a frame that does not match its digest and stores nothing', async () => {
