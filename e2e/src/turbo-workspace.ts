@@ -83,7 +83,8 @@ function runChecked(dir: string, command: string, args: string[], env: NodeJS.Pr
     env: { ...cleanEnv(), TURBO_TELEMETRY_DISABLED: '1', DO_NOT_TRACK: '1', TURBO_NO_UPDATE_NOTIFIER: '1', TURBO_UI: 'false', ...env },
     timeout: 300_000,
   });
-  const output = `${r.stdout}\n${r.stderr}`;
+  // turbo colours its output under CI (letter by letter in "FULL TURBO"): compare plain text.
+  const output = `${r.stdout}\n${r.stderr}`.replace(/\x1b\[[0-9;]*m/g, '');
   if (r.status !== 0) throw new Error(`${command} ${args.join(' ')} failed (${r.status}):\n${output}`);
   return Object.assign(r, { output });
 }
