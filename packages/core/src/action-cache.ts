@@ -234,6 +234,12 @@ export class ActionCache {
       return { created: true, entry };
     }
     if (existing.manifest === value.manifest) return { created: false, entry: existing };
+    if (!(await this.servable(existing))) {
+      // Its manifest or a chunk is gone (quarantined, evicted): it can never be a hit, so a valid
+      // write may take its place. That is how a store heals; write-once protects only what serves.
+      await this.opts.entries.replace(namespace, key, bytes);
+      return { created: true, entry };
+    }
     throw new CascacheError(ErrorCodes.EXISTS, `action key ${key} in namespace ${namespace} already maps to another output`, {
       details: { namespace, key, existing: existing.manifest, attempted: value.manifest },
     });
@@ -278,6 +284,19 @@ export class ActionCache {
     assertNamespace(namespace);
     assertDigest(key, 'action key');
     return this.opts.entries.delete(namespace, key);
+  }
+
+  /** True when an entry's manifest and every chunk are present (nothing reported, nothing touched). */
+  private async servable(entry: AcEntry): Promise<boolean> {
+    let manifest: Manifest | null;
+    try {
+      manifest = await getManifest(this.opts.blobs, entry.manifest);
+    } catch {
+      return false;
+    }
+    if (!manifest) return false;
+    const chunks = manifestChunks(manifest);
+    return (await this.opts.blobs.has(chunks)).size === new Set(chunks).size;
   }
 
   /** Reads and verifies a stored entry without checking its manifest; null when absent or invalid. */

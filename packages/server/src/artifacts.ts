@@ -112,9 +112,12 @@ export class ArtifactService {
     return this.pending.has(ref.id);
   }
 
-  /** True when the artifact is stored (or being stored): a write-once key may not be written again. */
+  /**
+   * True when the artifact is stored and servable (or being stored): a write-once key may not be
+   * written again. An entry whose manifest or chunks are gone is not: a new upload of it heals it.
+   */
   async exists(ref: ArtifactRef): Promise<boolean> {
-    return this.pending.has(ref.id) || Boolean(await this.o.actionCache.peek(ref.namespace, ref.key));
+    return this.pending.has(ref.id) || (await this.o.actionCache.get(ref.namespace, ref.key)) !== null;
   }
 
   /**

@@ -143,6 +143,35 @@ describe('Nx self-hosted cache API over a real listening server', () => {
     expect(Object.keys(await untar((await get('42')).body))).toContain('dist/libs/a/index.js');
   });
 
+  it('heals: an entry whose chunk is gone is a miss, and the next PUT of that hash repairs or replaces it', async () => {
+    await start();
+    const files: Entry[] = [{ header: { name: 'dist/libs/a/index.js' }, body: Array.from({ length: 4000 }, (_, i) => `export const v${i} = ${i};`).join('\n') }];
+    const body = await nxBody(files);
+    expect((await put('77', body)).status).toBe(200);
+    // One chunk of the stored output is lost (quarantined after damage, say).
+    const hit = await store.actionCache.get('default', computeActionKey(['nx', 'default', '77']));
+    const file = hit!.manifest.entries.find((e) => e.type === 'file');
+    const chunk = file?.type === 'file' ? file.chunks[1]! : '';
+    expect(await store.blobs.deleteMany([chunk])).toEqual(new Set([chunk]));
+    expect((await get('77')).status).toBe(404);
+    // The same output again: the missing chunk is stored again and the entry serves (409: it existed).
+    expect((await put('77', body)).status).toBe(409);
+    const back = await get('77');
+    expect(back.status).toBe(200);
+    expect(await untar(back.body)).toEqual(await untar(body));
+
+    // Different bytes for a hash whose entry cannot be served replace it.
+    expect((await put('78', body)).status).toBe(200);
+    const hit78 = await store.actionCache.get('default', computeActionKey(['nx', 'default', '78']));
+    const f78 = hit78!.manifest.entries.find((e) => e.type === 'file');
+    await store.blobs.deleteMany([f78?.type === 'file' ? f78.chunks[0]! : '']);
+    const other = await nxBody([{ header: { name: 'dist/libs/a/index.js' }, body: 'rebuilt, not byte-identical\n' }]);
+    expect((await put('78', other)).status).toBe(200);
+    expect(await untar((await get('78')).body)).toEqual(await untar(other));
+    // A servable entry stays write-once.
+    expect((await put('78', body)).status).toBe(409);
+  });
+
   it('lets exactly one of two concurrent PUTs of a hash win', async () => {
     await start();
     const statuses = (await Promise.all([put('7', await nxBody()), put('7', await nxBody())])).map((r) => r.status).sort();
