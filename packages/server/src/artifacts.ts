@@ -177,6 +177,8 @@ export class ArtifactService {
         this.o.onUpload?.({ hash: ref.id, outcome: 'conflict', deferred });
         return null;
       }
+      // A hot body kept for this key belonged to the entry this one replaced (a healed key): drop it.
+      this.o.bodies?.drop(ref.bodyId);
       if (this.o.layered) {
         // Stored locally already; a journal failure must not turn the upload into an error.
         await this.o.layered.recordUpload({ kind: 'ac', namespace: ref.namespace, key: ref.key }).catch((err) => this.o.log.warn({ err }, 'could not journal the upload to remote tiers'));

@@ -206,6 +206,8 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
       extras.turboBody = 'raw';
     }
     const r = ref(team, hash);
+    // Headers cached for this key belonged to an entry that could not be served, if any.
+    recentHeaders.delete(r.id);
     const storeBody = (body: NodeJS.ReadableStream, received: ByteCounter, deferred: boolean) => {
       if (extras.turboBody === 'raw') {
         // Signed: the exact bytes, as one chunked file (turbo checks the tag over them).

@@ -144,7 +144,7 @@ describe('Nx self-hosted cache API over a real listening server', () => {
   });
 
   it('heals: an entry whose chunk is gone is a miss, and the next PUT of that hash repairs or replaces it', async () => {
-    await start();
+    await start({ hotBodies: { dir: join(dir, 'v1', 'hot'), maxBytes: 1 << 24 } });
     const files: Entry[] = [{ header: { name: 'dist/libs/a/index.js' }, body: Array.from({ length: 4000 }, (_, i) => `export const v${i} = ${i};`).join('\n') }];
     const body = await nxBody(files);
     expect((await put('77', body)).status).toBe(200);
@@ -162,6 +162,7 @@ describe('Nx self-hosted cache API over a real listening server', () => {
 
     // Different bytes for a hash whose entry cannot be served replace it.
     expect((await put('78', body)).status).toBe(200);
+    expect((await get('78')).status).toBe(200); // now also a hot body
     const hit78 = await store.actionCache.get('default', computeActionKey(['nx', 'default', '78']));
     const f78 = hit78!.manifest.entries.find((e) => e.type === 'file');
     await store.blobs.deleteMany([f78?.type === 'file' ? f78.chunks[0]! : '']);
