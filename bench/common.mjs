@@ -127,3 +127,16 @@ export async function startTrc(dir, token, team, storage) {
   }
   return { url, proc, env: { TURBO_API: url, TURBO_TOKEN: token, TURBO_TEAM: team } };
 }
+
+/** Bytes and objects in an S3 bucket on s3rver. @param {string} endpoint @param {string} bucket */
+export async function bucketBytes(endpoint, bucket) {
+  const { S3ObjectStore } = (await import('@cascache/core')).default;
+  const store = new S3ObjectStore({ bucket, endpoint, forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+  let total = 0;
+  let objects = 0;
+  for await (const o of store.list('')) {
+    total += o.size;
+    objects++;
+  }
+  return { total, objects };
+}

@@ -20,11 +20,10 @@ import { appendFileSync, cpSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import e2eWorkspace from '../e2e/dist/nx-workspace.js';
 import e2ePack from '../e2e/dist/pack.js';
-import { arg, deleteMovedStores, emptyStore, median, printRows, startNaive, variant as copyOf } from './common.mjs';
+import { arg, bucketBytes, deleteMovedStores, emptyStore, median, printRows, startNaive, variant as copyOf } from './common.mjs';
 
 const require = createRequire(import.meta.url);
 const { startS3Server } = require('../tools/s3rver.js');
-const { S3ObjectStore } = require('../packages/core/dist/index.js');
 const { install, openWorkspace, removeOutputs, stopAgent, tempWorkspaceDir, writeWorkspace } = e2eWorkspace;
 const { packAll } = e2ePack;
 const BUILDS = Number(arg('--builds', '20'));
@@ -65,35 +64,26 @@ function change(n) {
   for (const ws of [casA, naiveWs]) appendFileSync(join(ws.dir, 'packages/lib-core/src/m2.js'), `export const build${n} = ${n};\n`);
 }
 
-/** Bytes and objects in a bucket. @param {string} bucket */
-async function bucketBytes(bucket) {
-  const store = new S3ObjectStore({ bucket, endpoint: s3.endpoint, forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
-  let total = 0;
-  let objects = 0;
-  for await (const o of store.list('')) {
-    total += o.size;
-    objects++;
-  }
-  return { total, objects };
-}
+/** Bytes and objects in one of this bench's buckets. @param {string} bucket */
+const bucketBytesOf = (bucket) => bucketBytes(s3.endpoint, bucket);
 
 try {
   // 1. The first build, then one-file changes.
   const first = { cas: uploaded(casA.nx(['run-many', '-t', 'build'], env).stdout), naive: 0 };
   naiveWs.nx(['run-many', '-t', 'build'], naiveEnv);
   diskWs.nx(['run-many', '-t', 'build'], diskEnv);
-  first.naive = (await bucketBytes(NAIVE_BUCKET)).total;
+  first.naive = (await bucketBytesOf(NAIVE_BUCKET)).total;
   /** @type {Array<{ cas: number, naive: number }>} */
   const perChange = [];
   for (let n = 1; n <= BUILDS; n++) {
     change(n);
-    const before = (await bucketBytes(NAIVE_BUCKET)).total;
+    const before = (await bucketBytesOf(NAIVE_BUCKET)).total;
     const cas = uploaded(casA.nx(['run-many', '-t', 'build'], env).stdout);
     naiveWs.nx(['run-many', '-t', 'build'], naiveEnv);
-    perChange.push({ cas, naive: (await bucketBytes(NAIVE_BUCKET)).total - before });
+    perChange.push({ cas, naive: (await bucketBytesOf(NAIVE_BUCKET)).total - before });
   }
-  const naiveObjects = await bucketBytes(NAIVE_BUCKET);
-  const storage = { cas: await bucketBytes(BUCKET), naive: naiveObjects.total };
+  const naiveObjects = await bucketBytesOf(NAIVE_BUCKET);
+  const storage = { cas: await bucketBytesOf(BUCKET), naive: naiveObjects.total };
   // The local-disk naive server, at the final sources, for the full-hit comparison only.
   cpSync(join(casA.dir, 'packages'), join(diskWs.dir, 'packages'), { recursive: true });
   diskWs.nx(['run-many', '-t', 'build'], diskEnv);

@@ -18,11 +18,10 @@ import { join } from 'node:path';
 import e2eWorkspace from '../e2e/dist/nx-workspace.js';
 import e2eTurbo from '../e2e/dist/turbo-workspace.js';
 import e2ePack from '../e2e/dist/pack.js';
-import { arg, deleteMovedStores, emptyStore, installTrc, median, printRows, startTrc, TRC_VERSION } from './common.mjs';
+import { arg, bucketBytes, deleteMovedStores, emptyStore, installTrc, median, printRows, startTrc, TRC_VERSION } from './common.mjs';
 
 const require = createRequire(import.meta.url);
 const { startS3Server } = require('../tools/s3rver.js');
-const { S3ObjectStore } = require('../packages/core/dist/index.js');
 const { stopAgent, tempWorkspaceDir, openWorkspace } = e2eWorkspace;
 const { cascacheTurbo, installTurbo, plainTurbo, removeTurboState, writeTurboWorkspace } = e2eTurbo;
 const { packAll } = e2ePack;
@@ -41,18 +40,6 @@ function copyOf(base, name) {
   cpSync(base, dir, { recursive: true, filter: (src) => !src.endsWith('/node_modules') });
   symlinkSync(join(base, 'node_modules'), join(dir, 'node_modules'), 'dir');
   return openWorkspace(dir);
-}
-
-/** Bytes and objects in a bucket. @param {string} endpoint @param {string} bucket */
-async function bucketBytes(endpoint, bucket) {
-  const store = new S3ObjectStore({ bucket, endpoint, forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
-  let total = 0;
-  let objects = 0;
-  for await (const o of store.list('')) {
-    total += o.size;
-    objects++;
-  }
-  return { total, objects };
 }
 
 /** `cascache: uploaded 41.2 kB to remote tiers ...` -> bytes. @param {string} output */
