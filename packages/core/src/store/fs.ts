@@ -182,19 +182,8 @@ export class FsBlobStore implements BatchingBlobStore {
   }
 
   /** A put inside a batch: appended to the open pack. */
-  async putPacked(digest: Digest, body: Uint8Array | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
-    assertDigest(digest);
-    if (this.packs.locate(digest) || existsSyncChecked(this.pathOf(digest))) {
-      if (body instanceof Readable) body.destroy();
-      return { created: false, storedBytes: 0 };
-    }
-    const raw = await readAll(body, MAX_BLOB_BYTES);
-    assertContentDigest(digest, raw);
-    // A concurrent put of the same digest may have appended it while this one read its body.
-    if (this.packs.locate(digest)) return { created: false, storedBytes: 0 };
-    const frame = encodeBlob(raw, { level: this.level, compressible: options.compressible });
-    this.packs.append(digest, frame);
-    return { created: true, storedBytes: frame.length };
+  putPacked(digest: Digest, body: Uint8Array | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
+    return this.store(digest, body, options, true);
   }
 
   async get(digest: Digest): Promise<Readable | null> {
@@ -271,17 +260,27 @@ export class FsBlobStore implements BatchingBlobStore {
     }
   }
 
-  async put(digest: Digest, body: Uint8Array | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
+  put(digest: Digest, body: Uint8Array | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
+    return this.store(digest, body, options, false);
+  }
+
+  /** Hashes, checks and frames a blob, then appends it to the open pack or writes it loose. */
+  private async store(digest: Digest, body: Uint8Array | AsyncIterable<Uint8Array>, options: PutOptions, packed: boolean): Promise<PutResult> {
     assertDigest(digest);
-    // Only durable copies count: this process's open pack may still be dropped.
-    if (this.packs.hasSealed(digest) || existsSyncChecked(this.pathOf(digest))) {
+    // A loose put is durable when it resolves, so only durable copies count for it: this process's
+    // open pack may still be dropped. A packed put shares the open pack's fate.
+    const inPack = () => (packed ? this.packs.locate(digest) !== undefined : this.packs.hasSealed(digest));
+    if (inPack() || existsSyncChecked(this.pathOf(digest))) {
       if (body instanceof Readable) body.destroy();
       return { created: false, storedBytes: 0 };
     }
     const raw = await readAll(body, MAX_BLOB_BYTES);
     assertContentDigest(digest, raw);
+    // A concurrent packed put of the same digest may have appended it while this one read its body.
+    if (packed && inPack()) return { created: false, storedBytes: 0 };
     const frame = encodeBlob(raw, { level: this.level, compressible: options.compressible });
-    this.writeLoose(digest, frame);
+    if (packed) this.packs.append(digest, frame);
+    else this.writeLoose(digest, frame);
     return { created: true, storedBytes: frame.length };
   }
 
