@@ -19,6 +19,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { canonicalJson } from './canonical-json';
 import { assertDigest, digestOf, isDigest, type Digest } from './digest';
 import { CascacheError, ErrorCodes, isCascacheError } from './errors';
+import { NAMESPACE_RE } from './format';
 import { manifestChunks, type Manifest } from './manifest';
 import type { BlobStore } from './store/types';
 import { getManifest } from './tree';
@@ -30,8 +31,7 @@ export const MIN_SECRET_BYTES = 32;
 /** Largest AC entry accepted from a store, in bytes. */
 export const MAX_AC_ENTRY_BYTES = 64 * 1024;
 
-/** Valid AC namespaces: 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit. */
-export const NAMESPACE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+export { NAMESPACE_RE };
 
 /**
  * Checks a namespace name: 1-64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.

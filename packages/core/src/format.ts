@@ -1,5 +1,11 @@
 import { CascacheError, ErrorCodes } from './errors';
 
+/**
+ * Valid namespaces (an action cache's, a Turborepo team): 1-64 of A-Z a-z 0-9 . _ -, starting with a
+ * letter or digit. Here, in the light entry, so edges that only check names need not load the store.
+ */
+export const NAMESPACE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
 /** Human-readable byte counts in SI units (1 kB = 1000 B), as every cascache summary prints them. */
 export function formatBytes(n: number): string {
   if (n < 1000) return `${n} B`;

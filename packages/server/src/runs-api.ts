@@ -12,6 +12,7 @@
  * Without remote tiers both POSTs answer 200 and do nothing.
  */
 import { computeActionKey, ErrorCodes, findRun, isCommitId, prefetchRun, type LayeredStore, type PrefetchReport } from '@cascache/core';
+import { NAMESPACE_RE } from '@cascache/core/format';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Access } from './auth';
 
@@ -28,8 +29,6 @@ const KEY_OF: Record<string, (namespace: string, hash: string) => string> = {
   nx: (namespace, hash) => computeActionKey(['nx', namespace, hash]),
   turbo: (team, hash) => computeActionKey(['turbo', team, hash]),
 };
-/** Namespaces (a Turborepo team) follow the action cache's rule. */
-const NAMESPACE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const MAX_HASHES = 100_000;
 const isName = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= 1024;
 

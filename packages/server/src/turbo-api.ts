@@ -17,7 +17,7 @@
  * bytes) is stored as it came, as one chunked file, and comes back byte-identical; its chunks are
  * all verified before the answer starts, so damage is a miss, never a body that fails turbo's check.
  */
-import { pipeline, Readable, type Writable } from 'node:stream';
+import { PassThrough, pipeline, Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import {
   computeActionKey,
@@ -33,16 +33,14 @@ import {
   type LayeredStore,
   type ManifestExtras,
 } from '@cascache/core';
+import { NAMESPACE_RE } from '@cascache/core/format';
 import { ArtifactService, type ArtifactRef } from './artifacts';
 import type { Access, Principal } from './auth';
-import { tee } from './nx-api';
 import type { ActivityLog } from './report';
-import { ByteCounter, InflateGuard, type UploadLimits } from './upload-guard';
+import { ByteCounter, inflate, type UploadLimits } from './upload-guard';
 
 /** turbo 2.x sends 16 hex characters; other clients use other alphabets. */
 const TURBO_HASH_RE = /^[A-Za-z0-9_-]{1,128}$/;
-/** Teams become namespaces, so they follow namespace rules. */
-const TEAM_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** The Vercel API bounds the tag at 600 characters. */
 const MAX_TAG_CHARS = 600;
 /** Name of the one file a signed body is stored as. */
@@ -71,7 +69,8 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
   /** The team of a request, or null after answering 400. */
   const teamOf = (req: FastifyRequest<{ Querystring: Query }>, reply: FastifyReply): string | null => {
     const team = req.query.slug ?? req.query.teamId ?? 'default';
-    if (typeof team === 'string' && TEAM_RE.test(team)) return team;
+    // Teams become namespaces, so they follow the namespace rule.
+    if (typeof team === 'string' && NAMESPACE_RE.test(team)) return team;
     void reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'slug/teamId must be 1-64 characters of A-Z a-z 0-9 . _ -' });
     return null;
   };
@@ -147,26 +146,20 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
       }
       const headers = headersOf(hit);
       remember(r.id, headers);
-      const hotNow = hot ?? (await service.hot(r));
+      // Looked for already when the headers were known.
+      const hotNow = known ? hot : await service.hot(r);
       if (hotNow) {
         activity.record(r.id, { hits: 1, bytesSent: hotNow.size });
         return reply.code(200).headers(headers).send(hotNow.stream);
       }
-      const sent = new ByteCounter();
       const raw = rawChunks(hit);
       let body;
       if (raw && hit.manifest.extras?.turboBody === 'raw') {
         // Read and verify every chunk first: a damaged one is a miss now, not a cut body turbo rejects.
         for await (const _ of readChunks(o.blobs, raw)) void _;
-        body = pipeline([Readable.from(readChunks(o.blobs, raw)), sent], (err) => err && req.log.error({ err }, `streaming ${r.id} failed`));
+        body = pipeline([Readable.from(readChunks(o.blobs, raw)), new PassThrough()], (err) => err && req.log.error({ err }, `streaming ${r.id} failed`));
       } else {
-        const tar = await materializeToTar(o.blobs, hit.manifest);
-        const capture = service.captureBody(r);
-        const stages = capture ? [zstdCompressStream(ZSTD_LEVEL), tee(capture as Writable)] : [zstdCompressStream(ZSTD_LEVEL)];
-        body = pipeline([tar, ...stages, sent], (err) => {
-          if (err) req.log.error({ err }, `streaming ${r.id} failed`);
-          else activity.record(r.id, { bytesSent: sent.bytes });
-        });
+        body = service.rebuiltBody(r, await materializeToTar(o.blobs, hit.manifest), zstdCompressStream(ZSTD_LEVEL));
       }
       activity.record(r.id, { hits: 1 });
       return reply.code(200).headers(headers).send(body);
@@ -213,9 +206,7 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
         // Signed: the exact bytes, as one chunked file (turbo checks the tag over them).
         return service.store({ ref: r, writer: principal.name, body: pipeline(body, received, () => undefined), asFile: RAW_BODY_PATH, received, deferred, extras });
       }
-      const guard = new InflateGuard(received, o.limits);
-      const tar = pipeline(body, received, zstdDecompressStream(), guard, () => undefined);
-      return service.store({ ref: r, writer: principal.name, body: tar, received, deferred, extras });
+      return service.store({ ref: r, writer: principal.name, body: inflate(body, received, zstdDecompressStream(), o.limits), received, deferred, extras });
     };
     try {
       if (await service.exists(r)) {

@@ -16,7 +16,7 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 // Light entries only: this runs before every turbo command (turbo-main.ts).
 import { CascacheError, ErrorCodes } from '@cascache/core/errors';
-import { formatBytes } from '@cascache/core/format';
+import { formatBytes, NAMESPACE_RE } from '@cascache/core/format';
 import { defaultBranch, gitState } from '@cascache/core/git';
 import { callAgent, ensureAgent, isCi, uploadLine, type AgentInfo, type FlushReport } from '@cascache/server/agent-control';
 import type { StoreFlags } from '../context';
@@ -57,7 +57,6 @@ interface TurboReport {
   tasks: Array<{ id: string; hits: number; misses: number; stored: number; localHits: number; conflicts: number }>;
 }
 
-const TEAM_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 function withAgentFlags(cmd: Command): Command {
   return cmd
@@ -70,7 +69,8 @@ function withAgentFlags(cmd: Command): Command {
 
 /** Starts or finds the agent for these flags. @throws CascacheError `E_CONFIG` for a bad team or tiers. */
 async function agentFor(flags: TurboFlags, io: Io): Promise<{ info: AgentInfo; storeDir: string; tiers: boolean }> {
-  if (!TEAM_RE.test(flags.team)) throw new CascacheError(ErrorCodes.CONFIG, `--team must be 1-64 characters of A-Z a-z 0-9 . _ -, got ${JSON.stringify(flags.team)}`);
+  // The team is the namespace of turbo's entries.
+  if (!NAMESPACE_RE.test(flags.team)) throw new CascacheError(ErrorCodes.CONFIG, `--team must be 1-64 characters of A-Z a-z 0-9 . _ -, got ${JSON.stringify(flags.team)}`);
   const storeDir = storeDirOf(flags, process.env, process.cwd());
   mkdirSync(storeDir, { recursive: true });
   const secret = process.env.CASCACHE_SECRET || undefined;
