@@ -11,7 +11,7 @@
  */
 import { createReadStream, createWriteStream, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Readable, Writable } from 'node:stream';
+import { pipeline, Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline as pipelineAsync } from 'node:stream/promises';
 import { randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
@@ -146,9 +146,18 @@ export class ArtifactService {
     return this.o.actionCache.get(ref.namespace, ref.key);
   }
 
-  /** A writable copy target for the body being served (`keep` it hot), or null without hot bodies. */
-  captureBody(ref: ArtifactRef): Writable | null {
-    return this.o.bodies ? this.o.bodies.capture(ref.bodyId) : null;
+  /**
+   * A GET body rebuilt from chunks: `tar` through the protocol's `encoder` (gzip, zstd), copied into
+   * a hot body when they are kept, and its bytes recorded as sent once it has all gone out.
+   */
+  rebuiltBody(ref: ArtifactRef, tar: Readable, encoder: Transform): Readable {
+    const sent = new ByteCounter();
+    const capture = this.o.bodies?.capture(ref.bodyId);
+    const stages = capture ? [encoder, tee(capture)] : [encoder];
+    return pipeline([tar, ...stages, sent], (err) => {
+      if (err) this.o.log.error({ err }, `streaming ${ref.id} failed`);
+      else this.o.activity.record(ref.id, { bytesSent: sent.bytes });
+    }) as unknown as Readable;
   }
 
   /**
@@ -266,3 +275,19 @@ export class ArtifactService {
 }
 
 export { ByteCounter };
+
+/** Passes bytes through and copies them into `sink` (never failing the stream for the copy's sake). */
+function tee(sink: Writable): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      sink.write(chunk, () => done(null, chunk));
+    },
+    flush(done) {
+      sink.end(() => done());
+    },
+    destroy(err, done) {
+      sink.destroy();
+      done(err);
+    },
+  });
+}

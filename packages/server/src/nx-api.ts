@@ -7,14 +7,13 @@
  * The tar's `terminalOutput` and `code` (4-byte big-endian) entries are kept as manifest extras.
  * The action key is `("nx", namespace, hash)`.
  */
-import { pipeline, Transform, type Writable } from 'node:stream';
 import { createGunzip, createGzip, constants as zlibConstants } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { CascacheError, computeActionKey, ErrorCodes, materializeToTar, type BlobStore } from '@cascache/core';
 import { ArtifactService, type ArtifactRef } from './artifacts';
 import type { Access, Principal } from './auth';
 import type { ActivityLog } from './report';
-import { ByteCounter, InflateGuard, type UploadLimits } from './upload-guard';
+import { ByteCounter, inflate, type UploadLimits } from './upload-guard';
 
 /** Nx stores the task's exit code as 4 big-endian bytes and its terminal output as UTF-8. */
 const NX_EXTRAS_IN = {
@@ -54,22 +53,6 @@ export interface NxApiOptions {
   fail: (req: FastifyRequest, reply: FastifyReply, err: unknown) => FastifyReply;
 }
 
-/** Passes bytes through and copies them into `sink` (never failing the stream for the copy's sake). */
-export function tee(sink: Writable): Transform {
-  return new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      sink.write(chunk, () => done(null, chunk));
-    },
-    flush(done) {
-      sink.end(() => done());
-    },
-    destroy(err, done) {
-      sink.destroy();
-      done(err);
-    },
-  });
-}
-
 export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
   const { service, activity } = o;
   const ref = (hash: string): ArtifactRef => ({ namespace: o.namespace, key: computeActionKey(['nx', o.namespace, hash]), id: hash, bodyId: `nx-${hash}` });
@@ -92,14 +75,7 @@ export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
         return reply.code(404).send({ error: 'not found' });
       }
       const tar = await materializeToTar(o.blobs, hit.manifest, { extraEntries: NX_EXTRAS_OUT });
-      const sent = new ByteCounter();
-      const gzip = createGzip({ level: o.gzipLevel, flush: zlibConstants.Z_NO_FLUSH, chunkSize: GZIP_CHUNK_BYTES });
-      const capture = service.captureBody(r);
-      const stages = capture ? [gzip, tee(capture as Writable)] : [gzip];
-      const body = pipeline([tar, ...stages, sent], (err) => {
-        if (err) req.log.error({ err }, `streaming ${hash} failed`);
-        else activity.record(hash, { bytesSent: sent.bytes });
-      });
+      const body = service.rebuiltBody(r, tar, createGzip({ level: o.gzipLevel, flush: zlibConstants.Z_NO_FLUSH, chunkSize: GZIP_CHUNK_BYTES }));
       activity.record(hash, { hits: 1 });
       return reply.code(200).type('application/octet-stream').send(body);
     } catch (err) {
@@ -109,12 +85,10 @@ export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
 
   /** Stores one Nx body (gzip tar). */
   const storeBody = (r: ArtifactRef, writer: string, body: NodeJS.ReadableStream, received: ByteCounter, deferred: boolean) => {
-    const guard = new InflateGuard(received, o.limits);
-    const tar = pipeline(body, received, createGunzip({ chunkSize: GZIP_CHUNK_BYTES }), guard, () => undefined);
     return service.store({
       ref: r,
       writer,
-      body: tar,
+      body: inflate(body, received, createGunzip({ chunkSize: GZIP_CHUNK_BYTES }), o.limits),
       received,
       deferred,
       extraEntries: NX_EXTRAS_IN,

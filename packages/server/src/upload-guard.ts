@@ -2,7 +2,7 @@
  * Guards a compressed upload while it streams: caps the compressed bytes, the decompressed bytes,
  * and the decompression ratio (a gzip bomb expands ~1000x; real build outputs compress 3-10x).
  */
-import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline, Transform, type TransformCallback } from 'node:stream';
 import { CascacheError, ErrorCodes } from '@cascache/core';
 
 export interface UploadLimits {
@@ -57,4 +57,13 @@ export class InflateGuard extends Transform {
     }
     done(null, chunk);
   }
+}
+
+/**
+ * The decompressed stream of an upload: `body` counted into `received`, through `decoder` (gunzip,
+ * zstd), bounded by an {@link InflateGuard}. Errors surface on the returned stream.
+ */
+export function inflate(body: NodeJS.ReadableStream, received: ByteCounter, decoder: Transform, limits: Required<UploadLimits>): Transform {
+  const guard = new InflateGuard(received, limits);
+  return pipeline(body, received, decoder, guard, () => undefined);
 }
