@@ -83,6 +83,19 @@ function wrk(url) {
   return { rps, p50: pct('50'), p99: pct('99'), errors: Number(errors) };
 }
 
+/** @typedef {{ rps: number, p50: number, p99: number, errors: number }} WrkResult */
+
+/** A printRows row builder with ratios against `base` (named `baseName` in the target). @param {WrkResult} base @param {string} baseName */
+function rowAgainst(base, baseName) {
+  return (/** @type {string} */ what, /** @type {WrkResult} */ r, /** @type {boolean} */ target) => [
+    what,
+    `${r.rps.toFixed(0)} req/s`,
+    `x${(r.rps / base.rps).toFixed(2)}, p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms${r.errors ? `, ${r.errors} errors` : ''}`,
+    target ? `>= 1.0x ${baseName}` : '',
+    target ? r.rps >= base.rps : undefined,
+  ];
+}
+
 const dir = mkdtempSync(join(tmpdir(), 'cascache-serve-bench-'));
 const procs = [];
 try {
@@ -99,13 +112,7 @@ try {
     await r.arrayBuffer();
   }
   const results = { naive: wrk(`${naive.url}/v1/cache/${HASH}`), hot: wrk(`${hot.url}/v1/cache/${HASH}`), cold: wrk(`${cold.url}/v1/cache/${HASH}`) };
-  const row = (/** @type {string} */ what, /** @type {{ rps: number, p50: number, p99: number, errors: number }} */ r, /** @type {boolean} */ target) => [
-    what,
-    `${r.rps.toFixed(0)} req/s`,
-    `x${(r.rps / results.naive.rps).toFixed(2)}, p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms${r.errors ? `, ${r.errors} errors` : ''}`,
-    target ? '>= 1.0x naive' : '',
-    target ? r.rps >= results.naive.rps : undefined,
-  ];
+  const row = rowAgainst(results.naive, 'naive');
   console.log(`\nGET of one ${body.length}-byte Nx body, wrk ${CONNECTIONS} connections, ${DURATION} s each\n`);
   printRows(
     /** @type {any} */ ([row('cascache serve (hot bodies, the default)', results.hot, true), row('cascache serve --hot-bodies 0 (tar rebuilt per GET)', results.cold, false), row('naive server (one file per hash)', results.naive, false)]),
@@ -125,13 +132,7 @@ try {
   }
   const tpath = `/v8/artifacts/${THASH}?slug=bench`;
   const turbo = { trc: wrk(`${trc.url}${tpath}`), hot: wrk(`${hot.url}${tpath}`), cold: wrk(`${cold.url}${tpath}`) };
-  const trow = (/** @type {string} */ what, /** @type {{ rps: number, p50: number, p99: number, errors: number }} */ r, /** @type {boolean} */ target) => [
-    what,
-    `${r.rps.toFixed(0)} req/s`,
-    `x${(r.rps / turbo.trc.rps).toFixed(2)}, p50 ${r.p50.toFixed(1)} ms, p99 ${r.p99.toFixed(1)} ms${r.errors ? `, ${r.errors} errors` : ''}`,
-    target ? '>= 1.0x trc' : '',
-    target ? r.rps >= turbo.trc.rps : undefined,
-  ];
+  const trow = rowAgainst(turbo.trc, 'trc');
   console.log(`\nGET of one ${tbody.length}-byte Turborepo artifact (tar.zst), wrk ${CONNECTIONS} connections, ${DURATION} s each\n`);
   printRows(
     /** @type {any} */ ([
