@@ -3,8 +3,9 @@
  * from npm pack tarballs, the plugin starting a real agent.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { openLocalStore } from '@cascache/core';
 import { GRAPH, changeOneLine, dependentsOf, cleanEnv, cloneWorkspace, install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace, type Workspace } from '../src/nx-workspace';
 import { packAll } from '../src/pack';
 
@@ -142,5 +143,54 @@ describe('Nx remote caching through cascache (real nx, real agent)', () => {
     // What the agent wrote incrementally equals a rebuild from the files.
     expect(cascache('verify', '--rebuild-index').stdout).toContain('no problems found');
     expect(JSON.parse(cascache('stats', '--json').stdout)).toEqual(stats);
+  });
+
+  it('7. a chunk damaged on disk costs its task the hit, never the run, and that task\'s upload repairs it', async () => {
+    // Nx 24 fails the whole run on a body that ends early, so the agent must find the damage first.
+    stopAgent(storeDir);
+    const store = await openLocalStore({ root: storeDir, secret: null, index: false });
+    // Each project's output and its chunks; one chunk of one bundle is damaged, and every project
+    // whose output holds that chunk (bundles share their dependencies' code) loses its hit.
+    const chunksOf = new Map<string, Set<string>>();
+    let indexChunk: string | undefined;
+    for await (const { namespace, key } of store.entries.list()) {
+      const hit = await store.actionCache.get(namespace, key);
+      const files = (hit?.manifest.entries ?? []).filter((e) => e.type === 'file');
+      const project = files.map((f) => /^packages\/([^/]+)\/dist\//.exec(f.path)?.[1]).find(Boolean);
+      if (project) chunksOf.set(project, new Set(files.flatMap((f) => (f.type === 'file' ? f.chunks : []))));
+      const index = files.find((f) => f.path === 'packages/lib-util/dist/index.js');
+      if (index?.type === 'file') indexChunk = index.chunks[index.chunks.length - 1];
+    }
+    expect([...chunksOf.keys()].sort()).toEqual(ALL);
+    const chunk = indexChunk!;
+    const loc = store.blobs.locationOf(chunk)!;
+    const bytes = readFileSync(loc.file);
+    bytes[loc.offset + loc.length - 1]! ^= 0x01; // the frame's last payload byte
+    writeFileSync(loc.file, bytes);
+    store.close();
+    const damaged = ALL.filter((p) => chunksOf.get(p)!.has(chunk));
+    expect(damaged).toContain('lib-util');
+    expect(damaged.length).toBeLessThan(ALL.length);
+    // The agent also keeps recent bodies whole, verified against their names: damage those too.
+    const hot = join(storeDir, 'v1', 'hot');
+    for (const name of readdirSync(hot).filter((n) => n.endsWith('.body'))) {
+      const body = readFileSync(join(hot, name));
+      body[body.length - 1]! ^= 0x01;
+      writeFileSync(join(hot, name), body);
+    }
+
+    ws.nx(['reset']);
+    removeOutputs(ws.dir);
+    ws.clearBuildLog();
+    const r = ws.nx(['run-many', '-t', 'build']);
+    expect(ws.buildLog()).toEqual(damaged);
+    expect(summary(r.stdout)).toMatchObject({ tasks: 12, fromCascache: 12 - damaged.length, ran: damaged.length });
+    expect(snapshotOutputs(ws.dir)).toEqual(first);
+
+    ws.nx(['reset']);
+    removeOutputs(ws.dir);
+    ws.clearBuildLog();
+    expect(summary(ws.nx(['run-many', '-t', 'build']).stdout)).toMatchObject({ tasks: 12, fromCascache: 12, ran: 0 });
+    expect(snapshotOutputs(ws.dir)).toEqual(first);
   });
 });

@@ -10,6 +10,7 @@
  * - `defer`: answer first, store behind the answer (the agent only; see `ServerOptions.deferIngest`).
  */
 import { createReadStream, createWriteStream, mkdirSync, rmSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline, Transform, type Readable, type Writable } from 'node:stream';
 import { pipeline as pipelineAsync } from 'node:stream/promises';
@@ -58,6 +59,8 @@ export interface ArtifactServiceOptions {
   log: FastifyBaseLogger;
   onUpload?: (event: UploadEvent) => void;
   deferIngest?: { spoolDir: string; concurrency?: number };
+  /** Where GET bodies are assembled before they are answered ({@link ArtifactService.wholeBody}). */
+  spoolDir: string;
 }
 
 /** One artifact: where its entry lives and what the activity log and hot bodies call it. */
@@ -147,8 +150,10 @@ export class ArtifactService {
   }
 
   /**
-   * A GET body rebuilt from chunks: `tar` through the protocol's `encoder` (gzip, zstd), copied into
-   * a hot body when they are kept, and its bytes recorded as sent once it has all gone out.
+   * A GET body rebuilt from chunks, streamed: `tar` through the protocol's `encoder` (gzip, zstd),
+   * copied into a hot body when they are kept, and its bytes recorded as sent once it has all gone
+   * out. A chunk that fails verification mid-way cuts the response: only for clients that take a
+   * cut body as a miss (turbo 2.x does); Nx's needs {@link wholeBody}.
    */
   rebuiltBody(ref: ArtifactRef, tar: Readable, encoder: Transform): Readable {
     const sent = new ByteCounter();
@@ -158,6 +163,65 @@ export class ArtifactService {
       if (err) this.o.log.error({ err }, `streaming ${ref.id} failed`);
       else this.o.activity.record(ref.id, { bytesSent: sent.bytes });
     }) as unknown as Readable;
+  }
+
+  /**
+   * A GET body rebuilt from chunks and assembled whole before it is answered: `tar` through the
+   * protocol's `encoder` into a file in the spool dir, then kept as a hot body when it fits (served
+   * from there) or streamed once from its file and deleted. Nx's client fails the whole run on a
+   * body that ends early (Nx 24: "Failed to read remote cache response body: error decoding response
+   * body"), so a damaged chunk must surface before the status line is sent: as the error it throws
+   * here, which the adapter answers as a miss.
+   * @returns the body and its size in bytes; bytes sent are recorded here.
+   * @throws CascacheError `E_INTEGRITY` / `E_NOT_FOUND` for a damaged or vanished chunk (quarantined
+   *   by the store), `E_IO` for the spool file. The spool file is removed on every failure.
+   */
+  async wholeBody(ref: ArtifactRef, tar: Readable, encoder: Transform): Promise<{ stream: Readable | Buffer; size: number }> {
+    mkdirSync(this.o.spoolDir, { recursive: true });
+    const path = join(this.o.spoolDir, `get-${ref.bodyId}.${randomBytes(6).toString('hex')}`);
+    const hashed = new DigestStream();
+    try {
+      await pipelineAsync(tar, encoder, hashed, createWriteStream(path));
+    } catch (err) {
+      rmSync(path, { force: true });
+      throw err;
+    }
+    const size = hashed.length;
+    const bodies = this.o.bodies;
+    this.o.activity.record(ref.id, { bytesSent: size });
+    if (bodies?.fits(size)) {
+      // Another GET of it may have kept the same body meanwhile: serve that one (it is verified).
+      const other = bodies.has(ref.bodyId) ? await bodies.open(ref.bodyId) : null;
+      if (other) {
+        rmSync(path, { force: true });
+        return other;
+      }
+      bodies.keep(ref.bodyId, path, hashed.digest(), size, { hashed: true });
+      const kept = await bodies.open(ref.bodyId);
+      if (!kept) throw new CascacheError(ErrorCodes.IO, `the body of ${ref.id} could not be kept in ${bodies.dir}`);
+      return kept;
+    }
+    // Not kept (too large, or no hot bodies): streamed once from its open file, already unlinked
+    // (libuv opens files shareable for delete on Windows too), so no exit path leaves it behind.
+    let file: FileHandle;
+    try {
+      file = await open(path, 'r');
+    } finally {
+      rmSync(path, { force: true });
+    }
+    return { stream: file.createReadStream({ highWaterMark: 256 * 1024 }), size };
+  }
+
+  /**
+   * True when a GET failed on a damaged or vanished chunk (the store has quarantined it): logged and
+   * counted as a miss, which the adapter answers 404, so the client runs the task and its upload
+   * repairs the entry. False for any other error (a store failure is never a miss).
+   */
+  damagedIsMiss(ref: ArtifactRef, err: unknown, log: FastifyBaseLogger): boolean {
+    if (!isCascacheError(err, ErrorCodes.INTEGRITY) && !isCascacheError(err, ErrorCodes.NOT_FOUND)) return false;
+    log.warn({ err: { code: err.code, message: err.message }, id: ref.id }, 'stored artifact failed verification; answered as a miss');
+    this.o.activity.record(ref.id, { misses: 1 });
+    return true;
   }
 
   /**

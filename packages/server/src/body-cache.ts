@@ -145,9 +145,17 @@ export class BodyCache {
     return { stream: bytes, size: b.size };
   }
 
-  /** Takes a finished body file (moved, not copied) whose bytes hash to `digest`. */
-  keep(id: string, path: string, digest: string, size: number): void {
-    if (size > this.maxBytes / 4 || this.bodies.has(id)) {
+  /** Whether a body of `size` bytes would be kept (a quarter of the bound at most). */
+  fits(size: number): boolean {
+    return size <= this.maxBytes / 4;
+  }
+
+  /**
+   * Takes a finished body file (moved, not copied) whose bytes hash to `digest`. With `hashed`, the
+   * caller hashed the bytes as it wrote them: the first `open` in this process need not hash again.
+   */
+  keep(id: string, path: string, digest: string, size: number, options: { hashed?: boolean } = {}): void {
+    if (!this.fits(size) || this.bodies.has(id)) {
       rmSync(path, { force: true });
       return;
     }
@@ -159,6 +167,14 @@ export class BodyCache {
       return;
     }
     this.add(id, { file, digest, size });
+    if (options.hashed) {
+      try {
+        const st = statSync(file);
+        if (st.size === size) this.bodies.get(id)!.checked = `${st.size}:${st.mtimeMs}`;
+      } catch {
+        /* checked on first open */
+      }
+    }
     this.trim();
   }
 

@@ -102,6 +102,7 @@ export async function listen(options: ListenOptions): Promise<Listening> {
       if (e.outcome === 'stored') evictor?.kick();
     },
     deferIngest: options.deferIngest ? { spoolDir: join(options.storeDir, 'v1', 'tmp') } : undefined,
+    spoolDir: join(options.storeDir, 'v1', 'tmp'),
     hotBodies: options.hotBodiesBytes ? { dir: join(options.storeDir, 'v1', 'hot'), maxBytes: options.hotBodiesBytes } : undefined,
   });
   if (options.maxSizeBytes !== undefined) {

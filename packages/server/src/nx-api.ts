@@ -61,8 +61,8 @@ export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
     if (!o.authorize(req, reply, 'read')) return reply;
     const { hash } = req.params;
     if (!NX_HASH_RE.test(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be a decimal string' });
+    const r = ref(hash);
     try {
-      const r = ref(hash);
       // A hot body is served as it was stored, while its entry is still a hit here.
       const hot = await service.hot(r);
       if (hot) {
@@ -75,10 +75,13 @@ export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
         return reply.code(404).send({ error: 'not found' });
       }
       const tar = await materializeToTar(o.blobs, hit.manifest, { extraEntries: NX_EXTRAS_OUT });
-      const body = service.rebuiltBody(r, tar, createGzip({ level: o.gzipLevel, flush: zlibConstants.Z_NO_FLUSH, chunkSize: GZIP_CHUNK_BYTES }));
+      // Whole before the status line: Nx fails the run on a body that ends early.
+      const body = await service.wholeBody(r, tar, createGzip({ level: o.gzipLevel, flush: zlibConstants.Z_NO_FLUSH, chunkSize: GZIP_CHUNK_BYTES }));
       activity.record(hash, { hits: 1 });
-      return reply.code(200).type('application/octet-stream').send(body);
+      // Chunked, as hot bodies are: the client's read ends with the server's response, not before it.
+      return reply.code(200).type('application/octet-stream').send(body.stream);
     } catch (err) {
+      if (service.damagedIsMiss(r, err, req.log)) return reply.code(404).send({ error: 'not found' });
       return o.fail(req, reply, err);
     }
   });

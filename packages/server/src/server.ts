@@ -22,6 +22,8 @@
  * Errors map to statuses here and only here: E_BAD_INPUT/E_TOO_LARGE/E_INTEGRITY on input -> 400,
  * E_EXISTS -> 409, anything else -> 500 (logged); a store failure is never reported as a miss.
  */
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { ErrorCodes, isCascacheError, type AcStore, type ActionCache, type BlobStore, type FsBlobStore, type LayeredStore, type RootStore, type TarLimits } from '@cascache/core';
 import { ArtifactService, type UploadEvent } from './artifacts';
@@ -72,6 +74,12 @@ export interface ServerOptions {
    * one with a file stream instead of rebuilding its tar (body-cache.ts). Off by default.
    */
   hotBodies?: { dir: string; maxBytes: number };
+  /**
+   * Where Nx GET bodies rebuilt from chunks are assembled before they are answered (Nx fails a run
+   * on a body that ends early, so a damaged chunk must be found first). Default: the `deferIngest`
+   * spool dir, else the hot-body dir's `tmp`, else the OS temp dir.
+   */
+  spoolDir?: string;
 }
 
 export type { UploadEvent } from './artifacts';
@@ -107,6 +115,7 @@ export function createServer(options: ServerOptions): CascacheServer {
     log: app.log,
     onUpload: options.onUpload,
     deferIngest: options.deferIngest,
+    spoolDir: options.spoolDir ?? options.deferIngest?.spoolDir ?? (options.hotBodies ? join(options.hotBodies.dir, 'tmp') : join(tmpdir(), 'cascache-spool')),
   });
   if (options.deferIngest) app.addHook('onClose', async () => service.settled(undefined, 5 * 60_000));
 

@@ -23,7 +23,6 @@ import {
   computeActionKey,
   digestOf,
   ErrorCodes,
-  isCascacheError,
   materializeToTar,
   readChunks,
   zstdCompressStream,
@@ -164,12 +163,7 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
       activity.record(r.id, { hits: 1 });
       return reply.code(200).headers(headers).send(body);
     } catch (err) {
-      if (isCascacheError(err, ErrorCodes.INTEGRITY) || isCascacheError(err, ErrorCodes.NOT_FOUND)) {
-        // A damaged or vanished chunk (now quarantined): a miss, so turbo runs the task.
-        req.log.warn({ err: { code: err.code, message: err.message }, hash: r.id }, 'stored artifact failed verification; answered as a miss');
-        activity.record(r.id, { misses: 1 });
-        return reply.code(404).send({ error: 'not found' });
-      }
+      if (service.damagedIsMiss(r, err, req.log)) return reply.code(404).send({ error: 'not found' });
       return o.fail(req, reply, err);
     }
   });

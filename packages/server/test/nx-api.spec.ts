@@ -173,6 +173,37 @@ describe('Nx self-hosted cache API over a real listening server', () => {
     expect((await put('78', body)).status).toBe(409);
   });
 
+  it('answers a chunk damaged in the middle of a body as a miss, never a 200 that ends early (Nx fails the run on one)', async () => {
+    const spoolDir = join(dir, 'spool');
+    await start({ spoolDir });
+    // ~1.5 MB of text that does not repeat: many chunks, so the damaged one is far past the first bytes.
+    const text = Array.from({ length: 40_000 }, (_, i) => `export const v${i} = "${randomBytes(8).toString('hex')}";`).join('\n');
+    const body = await nxBody([{ header: { name: 'dist/big.js' }, body: text }]);
+    expect((await put('91', body)).status).toBe(200);
+    const whole = await get('91');
+    expect(await untar(whole.body)).toEqual(await untar(body));
+
+    const hit = await store.actionCache.get('default', computeActionKey(['nx', 'default', '91']));
+    const file = hit!.manifest.entries.find((e) => e.type === 'file');
+    const chunks = file?.type === 'file' ? file.chunks : [];
+    expect(chunks.length).toBeGreaterThan(8);
+    const loc = store.blobs.locationOf(chunks[Math.floor(chunks.length * 0.75)]!)!;
+    const bytes = await readFile(loc.file);
+    bytes[loc.offset + loc.length - 1] ^= 0x01; // the frame's last payload byte
+    await writeFile(loc.file, bytes);
+
+    const damaged = await get('91');
+    expect(damaged.status).toBe(404);
+    expect(damaged.body.toString()).toContain('not found');
+    // The same output again repairs the quarantined chunk, and the hash serves whole again.
+    expect((await put('91', body)).status).toBe(409);
+    const repaired = await get('91');
+    expect(repaired.status).toBe(200);
+    expect(await untar(repaired.body)).toEqual(await untar(body));
+    // Bodies are assembled in the spool dir and nothing is left there.
+    expect(await readdir(spoolDir)).toEqual([]);
+  });
+
   it('lets exactly one of two concurrent PUTs of a hash win', async () => {
     await start();
     const statuses = (await Promise.all([put('7', await nxBody()), put('7', await nxBody())])).map((r) => r.status).sort();
