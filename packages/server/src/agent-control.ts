@@ -255,3 +255,22 @@ export function uploadLine(r: FlushReport): string {
 
 /** True under CI (`CI=true` or `1`): wait for uploads, the machine may be gone a minute later. */
 export const isCi = (env: NodeJS.ProcessEnv): boolean => env.CI === 'true' || env.CI === '1';
+
+/** What to do when entries do not verify with the secret in use (agent.log and run summaries). */
+export const SECRET_MISMATCH_HINT =
+  'use one CASCACHE_SECRET on every machine that shares this store and its tiers; entries written without it or with another secret are misses, and each is replaced when its task runs again';
+
+/**
+ * The line a run's summary adds when its lookups found entries they could not serve, from the
+ * report route's `unservable` counts (`AcMissReason` -> count); null when there is nothing to say.
+ * Missing chunks are not reported (eviction and GC make those, and the entry heals on its own).
+ */
+export function unservableLine(counts: Record<string, number> | undefined): string | null {
+  const n = (reason: string): number => counts?.[reason] ?? 0;
+  const parts: string[] = [];
+  const unsigned = n('bad-signature');
+  if (unsigned > 0) parts.push(`${unsigned} stored entr${unsigned === 1 ? 'y' : 'ies'} did not verify with this CASCACHE_SECRET and ${unsigned === 1 ? 'was' : 'were'} not used: ${SECRET_MISMATCH_HINT}`);
+  const damaged = n('malformed') + n('mismatch') + n('manifest-invalid');
+  if (damaged > 0) parts.push(`${damaged} damaged entr${damaged === 1 ? 'y was' : 'ies were'} not used and will be replaced as their tasks run (\`cascache verify\` checks the whole store)`);
+  return parts.length > 0 ? parts.map((p) => `cascache: ${p}`).join('\n') : null;
+}

@@ -6,8 +6,10 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { CascacheError, ErrorCodes, LayeredStore, openLocalStore, openRemoteTier, type LocalStore, type TierConfig } from '@cascache/core';
+import { SECRET_MISMATCH_HINT } from './agent-control';
 import type { TokenConfig } from './auth';
 import { AutoEvictor } from './auto-evict';
+import { ActivityLog } from './report';
 import { createServer, type CascacheServer, type ServerOptions } from './server';
 
 export interface ListenOptions {
@@ -69,9 +71,22 @@ export async function listen(options: ListenOptions): Promise<Listening> {
         'Configure tokens, listen on 127.0.0.1, or pass --allow-unauthenticated.',
     );
   }
-  const store = await openLocalStore({ root: options.storeDir, secret: options.secret, writer: options.writer });
-  let evictor: AutoEvictor | undefined;
   let log: CascacheServer['log'] | null = null;
+  const activity = new ActivityLog();
+  let warnedSecret = false;
+  const store = await openLocalStore({
+    root: options.storeDir,
+    secret: options.secret,
+    writer: options.writer,
+    onWarning: (w) => {
+      activity.recordUnservable(w.reason);
+      if (w.reason !== 'bad-signature' || warnedSecret) return;
+      // Once per process here; each run's summary gives its own count.
+      warnedSecret = true;
+      log?.warn({ namespace: w.namespace, key: w.key }, `an action-cache entry did not verify with this secret and was not served: ${SECRET_MISMATCH_HINT}`);
+    },
+  });
+  let evictor: AutoEvictor | undefined;
   const tiers = (options.tiers ?? []).map((t) =>
     openRemoteTier(t, { breaker: { onOpen: (name, err, ms) => log?.warn({ tier: name, code: err.code }, `remote tier unreachable; skipping it for ${Math.round(ms / 1000)} s (uploads stay journaled)`), onClose: (name) => log?.info({ tier: name }, 'remote tier reachable again') } }),
   );
@@ -103,6 +118,7 @@ export async function listen(options: ListenOptions): Promise<Listening> {
     },
     deferIngest: options.deferIngest ? { spoolDir: join(options.storeDir, 'v1', 'tmp') } : undefined,
     spoolDir: join(options.storeDir, 'v1', 'tmp'),
+    activity,
     hotBodies: options.hotBodiesBytes ? { dir: join(options.storeDir, 'v1', 'hot'), maxBytes: options.hotBodiesBytes } : undefined,
   });
   if (options.maxSizeBytes !== undefined) {

@@ -22,10 +22,14 @@ export type ActivityTotals = HashActivity & { hashes: number };
 
 const empty = (): HashActivity => ({ hits: 0, misses: 0, stored: 0, conflicts: 0, bytesReceived: 0, bytesStored: 0, bytesSent: 0, localHits: 0 });
 const EVENTS_PER_HASH = 16;
+/** Unservable-entry events kept for reports (oldest out). */
+const UNSERVABLE_EVENTS = 10_000;
 
 export class ActivityLog {
   private readonly byHash = new Map<string, Array<{ at: number; delta: Partial<HashActivity> }>>();
   readonly totals: HashActivity = empty();
+  /** Entries found but not served, why (`AcMissReason`), and when: a run's summary says so. */
+  private readonly unservable: Array<{ at: number; reason: string }> = [];
 
   constructor(
     private readonly maxHashes = 50_000,
@@ -41,6 +45,19 @@ export class ActivityLog {
     if (events.length > EVENTS_PER_HASH) events.shift();
     for (const [k, v] of Object.entries(delta) as Array<[keyof HashActivity, number]>) this.totals[k] += v;
     if (this.byHash.size > this.maxHashes) this.byHash.delete(this.byHash.keys().next().value!);
+  }
+
+  /** Notes one stored entry that was found but could not be served (its `AcMissReason`). */
+  recordUnservable(reason: string): void {
+    this.unservable.push({ at: this.now(), reason });
+    if (this.unservable.length > UNSERVABLE_EVENTS) this.unservable.shift();
+  }
+
+  /** Entries found but not served at or after `since` (ms), counted by reason. */
+  unservableSince(since = 0): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const e of this.unservable) if (e.at >= since) out[e.reason] = (out[e.reason] ?? 0) + 1;
+    return out;
   }
 
   /** Ids starting with `prefix` that have figures recorded at or after `since` (ms). */

@@ -80,6 +80,11 @@ export interface ServerOptions {
    * spool dir, else the hot-body dir's `tmp`, else the OS temp dir.
    */
   spoolDir?: string;
+  /**
+   * The activity log the report route reads; pass one to feed it the local store's `onWarning`
+   * (entries found but not served, e.g. signed with another secret). Default: a new one.
+   */
+  activity?: ActivityLog;
 }
 
 export type { UploadEvent } from './artifacts';
@@ -93,7 +98,7 @@ export function createServer(options: ServerOptions): CascacheServer {
   const namespace = options.namespace ?? 'default';
   const auth = new Authorizer(options.tokens);
   const limits = { ...DEFAULT_UPLOAD_LIMITS, ...options.limits };
-  const activity = new ActivityLog();
+  const activity = options.activity ?? new ActivityLog();
   const app = Fastify({ logger: options.logger ?? false, bodyLimit: 1 << 20 }) as unknown as CascacheServer;
   app.decorate('activity', activity);
 
@@ -163,6 +168,7 @@ export function createServer(options: ServerOptions): CascacheServer {
     return {
       ...activity.report(ids, from),
       pending: stillStoring,
+      unservable: activity.unservableSince(from),
       totals: activity.totals,
       uploads: options.layered?.stats ?? null,
       ...(byPrefix ? { tasks: activity.detail(ids, from) } : {}),

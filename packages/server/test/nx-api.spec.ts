@@ -9,6 +9,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import * as tarStream from 'tar-stream';
 import { computeActionKey, openLocalStore, readAll, StoreIndex, type LocalStore } from '@cascache/core';
 import { createServer, listen, type CascacheServer, type ServerOptions, type UploadEvent } from '../src';
+import { unservableLine } from '../src/agent-control';
 
 type Entry = { header: Partial<tarStream.Header> & { name: string }; body?: string | Buffer };
 
@@ -202,6 +203,30 @@ describe('Nx self-hosted cache API over a real listening server', () => {
     expect(await untar(repaired.body)).toEqual(await untar(body));
     // Bodies are assembled in the spool dir and nothing is left there.
     expect(await readdir(spoolDir)).toEqual([]);
+  });
+
+  it('says how many entries did not verify with a new secret, and replaces each when its task is uploaded again', async () => {
+    // Written with one secret (an earlier setup)...
+    await start();
+    const body = await nxBody();
+    for (const h of ['501', '502']) expect((await put(h, body)).status).toBe(200);
+    await server.close();
+    store.close();
+    // ...read with another: misses, counted for the run's summary, and each PUT replaces its entry.
+    const l = await listen({ storeDir: dir, host: '127.0.0.1', port: 0, secret: Buffer.alloc(32, 9), logger: false });
+    server = l.server;
+    base = l.url;
+    store = l.store;
+    const since = Date.now();
+    expect((await get('501')).status).toBe(404);
+    expect((await get('502')).status).toBe(404);
+    const report = await (await fetch(`${base}/_cascache/report`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ hashes: ['501', '502'], since }) })).json();
+    expect(report.unservable).toEqual({ 'bad-signature': 2 });
+    expect(unservableLine(report.unservable)).toMatch(/^cascache: 2 stored entries did not verify with this CASCACHE_SECRET and were not used: use one CASCACHE_SECRET on every machine/);
+    expect((await put('501', body)).status).toBe(200);
+    expect((await get('501')).status).toBe(200);
+    expect(unservableLine({ 'chunks-missing': 3 })).toBeNull();
+    expect(unservableLine({ malformed: 1 })).toContain('1 damaged entry was not used');
   });
 
   it('lets exactly one of two concurrent PUTs of a hash win', async () => {
