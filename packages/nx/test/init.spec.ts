@@ -27,6 +27,10 @@ describe('init generator', () => {
     expect(entry.options.tiers).toEqual(['s3://acme-cache/nx?region=eu-west-1']);
     await expect(initGenerator(tree, { remote: 's3://KEY:secret@acme-cache/nx', skipFormat: true })).rejects.toThrow('must not carry credentials');
     await expect(initGenerator(tree, { remote: 'ftp://x/y', skipFormat: true })).rejects.toThrow('s3://, gs:// or https://');
+    // As the agent checks them: bucket names S3 refuses, unknown parameters, plain http beyond loopback.
+    await expect(initGenerator(tree, { remote: 's3://c/nx', skipFormat: true })).rejects.toThrow('"c" is not a valid bucket name');
+    await expect(initGenerator(tree, { remote: 's3://acme-cache/nx?regoin=eu-west-1', skipFormat: true })).rejects.toThrow('does not take the parameter "regoin"');
+    await expect(initGenerator(tree, { remote: 'http://cache.example.com/', skipFormat: true })).rejects.toThrow('loopback only');
   });
 
   it('is idempotent: a second run changes no file and says so', async () => {

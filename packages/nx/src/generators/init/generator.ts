@@ -4,6 +4,7 @@
  * options a user already set are kept.
  */
 import { formatFiles, logger, readNxJson, updateNxJson, type Tree } from '@nx/devkit';
+import { parseTierConfigs } from '@cascache/core';
 import type { InitGeneratorSchema } from './schema';
 
 const PLUGIN = '@cascache/nx';
@@ -58,16 +59,13 @@ export async function initGenerator(tree: Tree, schema: InitGeneratorSchema): Pr
   };
 }
 
-/** A cheap shape check; the agent validates tiers fully when it starts. */
+/**
+ * The agent's own check of a tier URL (scheme, bucket name rules, parameters, no credentials, https
+ * beyond loopback), so a URL the agent would refuse never reaches nx.json.
+ * @throws CascacheError `E_CONFIG` with the reason.
+ */
 function checkRemote(url: string): void {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    throw new Error(`--remote ${JSON.stringify(url)} is not a URL (s3://bucket/prefix, gs://bucket/prefix or https://host/)`);
-  }
-  if (!['s3:', 'gs:', 'https:', 'http:'].includes(u.protocol)) throw new Error(`--remote must be s3://, gs:// or https://, not ${u.protocol}//`);
-  if (u.username || u.password) throw new Error('--remote must not carry credentials; use the cloud SDK chain or CASCACHE_REMOTE_TOKEN');
+  parseTierConfigs([url], '--remote');
 }
 
 export default initGenerator;
