@@ -13,6 +13,7 @@ import {
   CascacheError,
   descriptorChunker,
   ErrorCodes,
+  isCascacheError,
   formatBytes,
   indexStats,
   ingestDirectory,
@@ -65,15 +66,22 @@ export function closeCliStores(): void {
 
 /**
  * The store's index, made current for reading (rebuilt from the files when it fell behind; that is
- * said on stderr), or null when SQLite could not open it (said too).
+ * said on stderr), or null when SQLite could not open it or could not rebuild it (a full disk; said
+ * too): callers then work from the files.
  */
 export async function currentIndex(s: LocalStore, io: Io, flags: StoreFlags): Promise<StoreIndex | null> {
   if (!s.index) {
     io.stderr.write('cascache: warning: the store index (SQLite) could not be opened; figures that need it are left out\n');
     return null;
   }
-  const reason = await s.index.refresh(s);
-  if (reason && !flags.json) io.stderr.write(`cascache: rebuilt the store index from the files, because ${reason}\n`);
+  try {
+    const reason = await s.index.refresh(s);
+    if (reason && !flags.json) io.stderr.write(`cascache: rebuilt the store index from the files, because ${reason}\n`);
+  } catch (err) {
+    if (!isCascacheError(err, ErrorCodes.IO)) throw err;
+    io.stderr.write(`cascache: warning: ${err.message}; working from the files without it (it is rebuilt next time)\n`);
+    return null;
+  }
   return s.index;
 }
 

@@ -8,9 +8,11 @@
  * - `dedupRatio` = logical / unique; `compressionRatio` = unique / stored.
  *
  * Read from the store's SQLite index when it has one (refreshed first: rebuilt if it fell behind), so
- * the cost does not grow with the number of blobs; else counted from the files.
+ * the cost does not grow with the number of blobs; else, and when the index cannot be brought up to
+ * date (a full disk), counted from the files.
  */
 import { describeAcEntry } from './action-cache';
+import { ErrorCodes, isCascacheError } from './errors';
 import type { LocalStore } from './local-store';
 import type { StoreIndex } from './store-index';
 
@@ -28,8 +30,13 @@ export interface StoreStats {
 
 export async function storeStats(store: LocalStore): Promise<StoreStats> {
   if (store.index) {
-    await store.index.refresh(store);
-    return indexStats(store.index);
+    try {
+      await store.index.refresh(store);
+      return indexStats(store.index);
+    } catch (err) {
+      // The index cannot be brought up to date (a full disk): it is a cache, count from the files.
+      if (!isCascacheError(err, ErrorCodes.IO)) throw err;
+    }
   }
   let blobs = 0;
   let storedBytes = 0;

@@ -31,6 +31,7 @@ import { join } from 'node:path';
 import type DatabaseType from 'better-sqlite3';
 import { describeAcEntry } from './action-cache';
 import type { Digest } from './digest';
+import { CascacheError, ErrorCodes } from './errors';
 import type { LocalStore } from './local-store';
 import { LAYOUT_VERSION } from './store/fs';
 import type { StoreObserver } from './store/types';
@@ -432,8 +433,20 @@ export class StoreIndex implements StoreObserver {
    * see are deleted only when they were indexed before the scan began. Clears the stale marker first,
    * so an update that fails during the rebuild marks the index stale again.
    * @returns the totals afterwards.
+   * @throws CascacheError `E_IO` when SQLite cannot write (a full disk: "database or disk is full");
+   *   the index is then left as it was and marked stale, and the store's files are untouched.
    */
   async rebuild(store: LocalStore): Promise<IndexCounts> {
+    try {
+      return await this.rebuildOnce(store);
+    } catch (err) {
+      if (err instanceof CascacheError) throw err;
+      markIndexStale(this.root, 'a rebuild failed');
+      throw new CascacheError(ErrorCodes.IO, `could not rebuild the store index: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  private async rebuildOnce(store: LocalStore): Promise<IndexCounts> {
     this.flush();
     const start = Date.now();
     rmSync(staleMarkerPath(this.root), { force: true });

@@ -3,7 +3,7 @@
  * quarantined. Exit 0 when nothing is wrong, 6 (integrity) when something is.
  */
 import type { Command } from 'commander';
-import { verifyStore } from '@cascache/core';
+import { ErrorCodes, isCascacheError, verifyStore } from '@cascache/core';
 import { formatBytes, openCliStore, printRows, withStoreFlags, type StoreFlags } from '../context';
 import { ExitCodes } from '../exit-codes';
 import type { Io } from '../program';
@@ -20,8 +20,14 @@ export function registerVerify(program: Command, io: Io, setExitCode: (code: num
     if (!s.index && flags.rebuildIndex) io.stderr.write('cascache: warning: the store index (SQLite) could not be opened, so it was not rebuilt\n');
     const reason = s.index?.staleReason();
     if (s.index && (flags.rebuildIndex || reason)) {
-      const counts = await s.index.rebuild(s);
-      if (!flags.json) io.stderr.write(`cascache: rebuilt the store index from the files${reason ? `, because ${reason}` : ''}: ${counts.blobs} blobs, ${counts.entries} cache entries, ${counts.roots} roots\n`);
+      try {
+        const counts = await s.index.rebuild(s);
+        if (!flags.json) io.stderr.write(`cascache: rebuilt the store index from the files${reason ? `, because ${reason}` : ''}: ${counts.blobs} blobs, ${counts.entries} cache entries, ${counts.roots} roots\n`);
+      } catch (err) {
+        // A full disk: the files can still be checked, and they are what verify checks.
+        if (!isCascacheError(err, ErrorCodes.IO)) throw err;
+        io.stderr.write(`cascache: warning: ${err.message}; verifying the files without it (it is rebuilt next time)\n`);
+      }
     }
     const tty = (io.stderr as NodeJS.WriteStream).isTTY === true;
     const report = await verifyStore(s, {
