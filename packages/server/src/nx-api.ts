@@ -39,7 +39,14 @@ const NX_EXTRAS_OUT = {
 export const GZIP_CHUNK_BYTES = 256 * 1024;
 
 /** Nx task hashes are decimal strings. */
-const NX_HASH_RE = /^[0-9]{1,64}$/;
+/**
+ * An Nx task hash as Nx's client sends it: an unsigned 64-bit integer in decimal (Nx hashes with
+ * xxh3-64), 1-20 digits, at most 18446744073709551615.
+ */
+export function isNxHash(hash: string): boolean {
+  return /^[0-9]{1,20}$/.test(hash) && (hash.length < 20 || hash <= U64_MAX);
+}
+const U64_MAX = '18446744073709551615';
 
 export interface NxApiOptions {
   service: ArtifactService;
@@ -60,7 +67,7 @@ export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
   app.get<{ Params: { hash: string } }>('/v1/cache/:hash', async (req, reply) => {
     if (!o.authorize(req, reply, 'read')) return reply;
     const { hash } = req.params;
-    if (!NX_HASH_RE.test(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be a decimal string' });
+    if (!isNxHash(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be an unsigned 64-bit integer in decimal' });
     const r = ref(hash);
     try {
       // A hot body is served as it was stored, while its entry is still a hit here.
@@ -105,7 +112,7 @@ export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
     const principal = o.authorize(req, reply, 'write');
     if (!principal) return reply;
     const { hash } = req.params;
-    if (!NX_HASH_RE.test(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be a decimal string' });
+    if (!isNxHash(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be an unsigned 64-bit integer in decimal' });
     const r = ref(hash);
     try {
       const conflict = (): FastifyReply => {

@@ -24,7 +24,7 @@
  */
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { ErrorCodes, isCascacheError, type AcStore, type ActionCache, type BlobStore, type FsBlobStore, type LayeredStore, type RootStore, type TarLimits } from '@cascache/core';
 import { ArtifactService, type UploadEvent } from './artifacts';
 import { Authorizer, type Access, type Principal, type TokenConfig } from './auth';
@@ -59,6 +59,12 @@ export interface ServerOptions {
   logger?: FastifyServerOptions['logger'];
   /** Called on every request (the agent's idle timer). */
   onRequest?: () => void;
+  /**
+   * An upload whose body sends nothing for this long is cut (its socket destroyed; nothing is
+   * stored), ms. Default 30,000. Only while a PUT's body is being read: the server's own work and
+   * waits (storing, report, flush) are not bounded by it.
+   */
+  uploadIdleTimeoutMs?: number;
   /** Told how every upload ended (metrics, tests). */
   onUpload?: (event: UploadEvent) => void;
   /**
@@ -99,11 +105,42 @@ export function createServer(options: ServerOptions): CascacheServer {
   const auth = new Authorizer(options.tokens);
   const limits = { ...DEFAULT_UPLOAD_LIMITS, ...options.limits };
   const activity = options.activity ?? new ActivityLog();
-  const app = Fastify({ logger: options.logger ?? false, bodyLimit: 1 << 20 }) as unknown as CascacheServer;
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: 1 << 20,
+    // Bad URLs and over-long path segments: answered without echoing the URL (Fastify's default does).
+    frameworkErrors: (err: FastifyError, _req: FastifyRequest, reply: FastifyReply) => {
+      const status = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 414 : 400;
+      void reply.code(status).send({ error: ErrorCodes.BAD_INPUT, message: status === 414 ? 'a path segment is longer than 100 characters' : 'malformed URL' });
+    },
+  }) as unknown as CascacheServer;
   app.decorate('activity', activity);
 
   // Upload bodies are streamed by the handlers themselves, never buffered by Fastify.
   app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
+  // A body that stalls would hold its socket and spool for good (Node's own request timeout is
+  // 300 s): cut it after `uploadIdleTimeoutMs` without a byte, and lift the bound once answered.
+  const idleMs = options.uploadIdleTimeoutMs ?? 30_000;
+  app.addHook('onRequest', async (req) => {
+    if (req.method !== 'PUT') return;
+    const socket = req.raw.socket;
+    socket.setTimeout(idleMs, () => socket.destroy());
+    // Once the body is in, the server's own work (storing, a synchronous upload) is not bounded.
+    req.raw.once('end', () => socket.setTimeout(0));
+  });
+  app.addHook('onResponse', async (req) => {
+    req.raw.socket?.setTimeout(0);
+  });
+  // Error answers never echo the request: a URL can be long and carry anything.
+  app.setNotFoundHandler((_req, reply) => reply.code(404).send({ error: 'not found' }));
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (status === 500) {
+      req.log.error({ err }, 'request failed');
+      return reply.code(500).send({ error: 'E_INTERNAL', message: 'the cache failed; see server logs' });
+    }
+    return reply.code(status).send({ error: ErrorCodes.BAD_INPUT, message: err.message.slice(0, 200) });
+  });
   if (options.onRequest) {
     const tick = options.onRequest;
     app.addHook('onRequest', async () => tick());
@@ -135,7 +172,9 @@ export function createServer(options: ServerOptions): CascacheServer {
     if (isCascacheError(err, ErrorCodes.EXISTS)) return reply.code(409).send({ error: err.code, message: err.message });
     if (isCascacheError(err, ErrorCodes.BAD_INPUT) || isCascacheError(err, ErrorCodes.TOO_LARGE) || isCascacheError(err, ErrorCodes.INTEGRITY)) {
       req.log.warn({ err: { code: err.code, message: err.message } }, 'rejected upload');
-      return reply.code(400).send({ error: err.code, message: err.message });
+      // The rest of a rejected body is not read: close the connection once answered, or the
+      // client's half-closed socket lingers (CLOSE-WAIT) until the keep-alive timeout.
+      return reply.code(400).header('connection', 'close').send({ error: err.code, message: err.message });
     }
     req.log.error({ err }, 'request failed');
     return reply.code(500).send({ error: isCascacheError(err) ? err.code : 'E_INTERNAL', message: 'the cache failed; see server logs' });

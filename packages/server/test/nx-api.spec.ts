@@ -1,5 +1,6 @@
 import { request as httpRequest } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
+import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -292,6 +293,53 @@ describe('Nx self-hosted cache API over a real listening server', () => {
     const event = await done;
     expect(event.outcome).toBe('rejected');
     expect((await get('77')).status).toBe(404);
+  });
+
+  it('takes only u64 hashes, and never echoes a long or unknown URL back', async () => {
+    await start();
+    expect((await get('18446744073709551615')).status).toBe(404); // u64 max: a valid miss
+    for (const h of ['18446744073709551616', '99999999999999999999', '1'.repeat(30)]) {
+      const r = await get(h);
+      expect(r.status).toBe(400);
+      expect(r.body.toString()).not.toContain(h);
+    }
+    const long = '7'.repeat(5000);
+    const tooLong = await get(long);
+    expect(tooLong.status).toBe(414);
+    expect(tooLong.body.toString()).not.toContain(long.slice(0, 100));
+    const unknown = await done(fetch(`${base}/nowhere/${long}`));
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.toString()).toBe('{"error":"not found"}');
+  });
+
+  it('cuts an upload whose body stalls, and stores nothing of it', async () => {
+    await start({ uploadIdleTimeoutMs: 300 });
+    const socket = connect(Number(new URL(base).port), '127.0.0.1');
+    socket.write('PUT /v1/cache/88 HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: 100000\r\n\r\n');
+    socket.write((await nxBody()).subarray(0, 20)); // then nothing more
+    socket.on('error', () => undefined);
+    await once(socket, 'close'); // the server closes it; without the bound Node waits 300 s
+    expect((await get('88')).status).toBe(404);
+    let blobs = 0;
+    for await (const _ of store.blobs.list()) blobs++;
+    expect(blobs).toBe(0);
+  });
+
+  it('closes the connection after rejecting an upload, so no socket lingers half-closed', async () => {
+    await start();
+    const hostile = await nxBody([{ header: { name: '../x' }, body: 'x' }]);
+    const socket = connect(Number(new URL(base).port), '127.0.0.1');
+    socket.write(`PUT /v1/cache/89 HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: ${hostile.length}\r\n\r\n`);
+    socket.write(hostile);
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    // Ends from the server's side at once; a kept-alive socket would end only after 72 s.
+    const ended = await Promise.race([once(socket, 'end').then(() => true), new Promise((r) => setTimeout(() => r(false), 10_000).unref())]);
+    expect(ended).toBe(true);
+    const response = Buffer.concat(chunks).toString();
+    expect(response).toMatch(/^HTTP\/1.1 400/);
+    expect(response.toLowerCase()).toContain('connection: close');
+    socket.destroy();
   });
 
   it('reports per-hash activity for the plugin summary', async () => {
