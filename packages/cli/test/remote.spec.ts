@@ -72,9 +72,16 @@ describe('cascache with --remote s3://', () => {
       const b = await build('a', '--remote', remote);
       expect(b.code).toBe(0);
       expect(b.stderr).toMatch(/warning: .*s3:\/\/cascache-cli/);
-      const stillDown = await cli('flush', '--store-dir', join(dir, 'a'), '--timeout', '1s', '--json');
+      // No --timeout: a tier that refuses connections ends the wait on the breaker's verdict.
+      const stillDown = await cli('flush', '--store-dir', join(dir, 'a'), '--json');
       expect(stillDown.code).toBe(ExitCodes.UNAVAILABLE);
-      expect(Object.values(JSON.parse(stillDown.stdout).pending)).toEqual([1]);
+      const report = JSON.parse(stillDown.stdout);
+      expect(Object.values(report.pending)).toEqual([1]);
+      expect(Object.values(report.unreachable)).toEqual([expect.stringMatching(/ECONNREFUSED|connect/)]);
+      const text = await cli('flush', '--store-dir', join(dir, 'a'));
+      expect(text.code).toBe(ExitCodes.UNAVAILABLE);
+      expect(text.stderr).toMatch(/^cascache: uploading 1 pending record\(s\) to s3:\/\/cascache-cli.*gives up after 600 s/m);
+      expect(text.stderr).toMatch(/^cascache: s3:\/\/cascache-cli.* is unreachable \(.+\); its uploads stay journaled$/m);
     } finally {
       await s3.restart();
     }
@@ -86,6 +93,26 @@ describe('cascache with --remote s3://', () => {
     expect(report.stats.bytesSent).toBeGreaterThan(0);
     const g = await get('b', '--remote', remote);
     expect(g.code).toBe(0);
+    same(join(dir, 'expected'), join(dir, 'ui/dist'));
+  });
+
+  it('sets uploads aside when credentials are missing, says so, and sends them after --retry-set-aside', async () => {
+    const creds = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+    // No credentials anywhere in the SDK's chain (and no instance metadata to wait for).
+    Object.assign(process.env, { AWS_EC2_METADATA_DISABLED: 'true', AWS_SHARED_CREDENTIALS_FILE: join(dir, 'none'), AWS_CONFIG_FILE: join(dir, 'none') });
+    delete process.env.AWS_ACCESS_KEY_ID;
+    delete process.env.AWS_SECRET_ACCESS_KEY;
+    try {
+      expect((await build('a', '--remote', remote)).code).toBe(0);
+      const f = await cli('flush', '--store-dir', join(dir, 'a'));
+      expect(f.stderr).toMatch(/1 upload\(s\) to s3:\/\/cascache-cli.* set aside after permanent errors \(.*credentials.*\); fix the cause, then `cascache flush --retry-set-aside`/i);
+    } finally {
+      Object.assign(process.env, { AWS_ACCESS_KEY_ID: creds.id, AWS_SECRET_ACCESS_KEY: creds.secret });
+    }
+    const again = await cli('flush', '--store-dir', join(dir, 'a'), '--remote', remote, '--retry-set-aside', '--json');
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ drained: true, stats: { records: 1 } });
+    expect((await get('b', '--remote', remote)).code).toBe(0);
     same(join(dir, 'expected'), join(dir, 'ui/dist'));
   });
 

@@ -57,6 +57,12 @@ export interface DrainReport {
   pending: Record<string, number>;
   /** Records moved aside after permanent failures, per tier name. */
   failed: Record<string, number>;
+  /**
+   * Tiers the drain gave up on before its deadline, with the failure that decided it: their breaker
+   * opened again (consecutive retryable failures, e.g. connection refused), so waiting longer would
+   * only retry. Their records stay journaled.
+   */
+  unreachable: Record<string, string>;
   /** Totals since this store was opened. */
   stats: UploadStats;
 }
@@ -285,15 +291,23 @@ export class LayeredStore {
   }
 
   /**
-   * Uploads every journal record now, waiting at most `timeoutMs` (default: no limit). Retryable
-   * failures are retried with backoff until the deadline; open circuit breakers are reset first.
-   * The report's stats cover uploads completed since `since` (ms) when given, else all.
+   * Uploads every journal record now, waiting at most `timeoutMs` (default: no limit). Open circuit
+   * breakers are reset first, so each tier gets real attempts; retryable failures are retried with
+   * backoff until the deadline, or until the tier's breaker opens again (a tier that is down: it is
+   * then reported in `unreachable` at once, not waited on). The report's stats cover uploads
+   * completed since `since` (ms) when given, else all.
    */
   async drain(options: { timeoutMs?: number; since?: number } = {}): Promise<DrainReport> {
     const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs;
     // An explicit drain is worth one real attempt even while a breaker is open.
     for (const tier of this.writable()) tier.breaker.reset();
-    await Promise.all(this.writable().map((tier) => this.pump(tier, deadline)));
+    const unreachable: Record<string, string> = {};
+    await Promise.all(
+      this.writable().map(async (tier) => {
+        const verdict = await this.pump(tier, deadline);
+        if (verdict) unreachable[tier.name] = verdict;
+      }),
+    );
     const pending: Record<string, number> = {};
     const failed: Record<string, number> = {};
     let drained = true;
@@ -303,7 +317,7 @@ export class LayeredStore {
       failed[tier.name] = c.failed;
       if (c.pending > 0) drained = false;
     }
-    return { drained, pending, failed, stats: options.since === undefined ? { ...this.stats } : this.statsSince(options.since) };
+    return { drained, pending, failed, unreachable, stats: options.since === undefined ? { ...this.stats } : this.statsSince(options.since) };
   }
 
   /** Totals of the uploads completed at or after `since` (ms since the epoch; last 10,000 uploads). */
@@ -347,19 +361,24 @@ export class LayeredStore {
     }
   }
 
-  /** Uploads a tier's pending records until none is left or the deadline passes. */
-  private async pump(tier: RemoteTier, deadline: number): Promise<void> {
+  /**
+   * Uploads a tier's pending records until none is left, the deadline passes, or the tier's breaker
+   * opens (returns the failure that opened it; null otherwise).
+   */
+  private async pump(tier: RemoteTier, deadline: number): Promise<string | null> {
     while (Date.now() < deadline) {
       const items = await this.journal.pending(tier.name);
-      if (items.length === 0) return;
+      if (items.length === 0) return null;
       const todo = items.filter((it) => !this.inflight.has(`${tier.name}/${it.id}`));
       if (todo.length === 0) {
         await Promise.race([...this.inflight.values()].map((p) => p.catch(() => undefined)));
         continue;
       }
       const ok = await this.pass(tier, todo);
+      if (!ok && tier.breaker.isOpen) return tier.breaker.lastFailure ?? `${tier.name} is unreachable`;
       if (!ok) await this.sleep(Math.min(this.nextBackoff(tier), Math.max(0, deadline - Date.now())));
     }
+    return null;
   }
 
   /**

@@ -224,6 +224,25 @@ describe('LayeredStore', () => {
     await expectSameFlatTree(src, out);
   });
 
+  it('a drain gives up on a tier that is down once its breaker opens again, and says why', async () => {
+    const objects = new MemoryObjectStore();
+    objects.faults = () => {
+      throw new CascacheError(ErrorCodes.UNAVAILABLE, 'injected: connect ECONNREFUSED 127.0.0.1:9');
+    };
+    const a = await machine('a', [tier(objects, { threshold: 3 })]);
+    await build(a.local, a.store, await tree('down'), 'down:build');
+    const name = a.store.remotes[0]!.name;
+    // A deadline no test would wait for: the breaker's verdict ends the drain, not the clock.
+    const report = await a.store.drain({ timeoutMs: 3_600_000 });
+    expect(report.drained).toBe(false);
+    expect(report.pending[name]).toBe(1);
+    expect(report.unreachable[name]).toContain('ECONNREFUSED');
+    // Back up: the next drain resets the breaker and sends it.
+    objects.faults = null;
+    const again = await a.store.drain({ timeoutMs: 3_600_000 });
+    expect(again).toMatchObject({ drained: true, unreachable: {} });
+  });
+
   it('the write-behind worker retries with backoff until the remote answers', async () => {
     const objects = new MemoryObjectStore();
     let failuresLeft = 5;

@@ -14,7 +14,7 @@
  */
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { agentConfig, callAgent, ensureAgent, isCi, unservableLine, uploadLine, type AgentInfo, type EnsureAgentOptions, type FlushReport } from './agent';
+import { agentConfig, callAgent, ensureAgent, isCi, setAsideLine, unservableLine, uploadLine, type AgentInfo, type EnsureAgentOptions, type FlushReport } from './agent';
 import { defaultBranch, gitState, type GitState } from '@cascache/core/git';
 import { resolveStoreDir, type CascacheNxOptions } from './options';
 
@@ -180,7 +180,7 @@ export async function postTasksExecution(options: CascacheNxOptions | undefined,
   // agent stores uploads behind its answers; a developer does not wait for the last ones (the
   // summary says how many), CI does: its machine may be gone a minute later.
   const waitMs = isCi(process.env) ? (options?.ciUploadWaitMs ?? 120_000) : 250;
-  const figures = await callAgent<{ bytesReceived: number; bytesStored: number; pending?: number; unservable?: Record<string, number> }>(agent.info, '/_cascache/report', { hashes, since: context.startTime, waitMs }, waitMs + 2000);
+  const figures = await callAgent<{ bytesReceived: number; bytesStored: number; pending?: number; unservable?: Record<string, number>; setAside?: number }>(agent.info, '/_cascache/report', { hashes, since: context.startTime, waitMs }, waitMs + 2000);
   const summary: RunSummary = {
     tasks: results.length,
     fromCascache: counts.remote,
@@ -195,6 +195,9 @@ export async function postTasksExecution(options: CascacheNxOptions | undefined,
   // Entries this run found but could not use (a new or different secret, damage): said once, here.
   const unservable = unservableLine(figures?.unservable);
   if (unservable) console.log(unservable);
+  // Outside CI nobody waits for uploads, so a permanent failure is only seen here, on the next runs.
+  const aside = !isCi(process.env) && setAsideLine(figures?.setAside);
+  if (aside) console.log(aside);
   // The same tiers the agent was started with (none without the secret).
   const hasTiers = Boolean(agentSettings(options, context.workspaceRoot)?.ensure.tiers);
   if (hasTiers && !options?.readOnly) {

@@ -152,8 +152,17 @@ describe('plugin hooks with a real agent', () => {
 describe('upload line', () => {
   it('reports bytes sent, dedup and what is still pending', () => {
     expect(uploadLine({ drained: false, pending: { 's3://b': 2 }, failed: { 's3://b': 1 }, stats: { records: 3, packs: 1, blobsSent: 9, bytesSent: 41_000, blobsDeduplicated: 90, bytesDeduplicated: 3_100_000 } })).toBe(
-      'cascache: uploaded 41.0 kB to remote tiers (1 pack); dedup saved 3.10 MB; 2 upload(s) still pending (they resume with the next run or `cascache flush`); 1 set aside after permanent errors (see agent.log)',
+      'cascache: uploaded 41.0 kB to remote tiers (1 pack); dedup saved 3.10 MB; 2 upload(s) still pending (they resume with the next run or `cascache flush`)\n' +
+        'cascache: 1 upload(s) set aside after permanent errors (see agent.log); fix the cause, then `cascache flush --retry-set-aside`',
     );
+  });
+
+  it('says at once which tier the wait gave up on, and why', () => {
+    const line = uploadLine({ drained: false, pending: { 's3://b/p': 12 }, failed: {}, unreachable: { 's3://b/p': 'connect ECONNREFUSED 127.0.0.1:9' }, stats: null });
+    expect(line.split('\n')).toEqual([
+      'cascache: uploaded 0 B to remote tiers (0 packs); dedup saved 0 B; 12 upload(s) still pending (they resume with the next run or `cascache flush`)',
+      'cascache: gave up waiting on s3://b/p: it is unreachable (connect ECONNREFUSED 127.0.0.1:9); its uploads stay journaled',
+    ]);
   });
 });
 

@@ -240,6 +240,8 @@ export interface FlushReport {
   drained: boolean;
   pending: Record<string, number>;
   failed: Record<string, number>;
+  /** Tiers the wait gave up on, with the failure that decided it (their breaker opened). */
+  unreachable?: Record<string, string>;
   stats: { records: number; packs: number; blobsSent: number; bytesSent: number; blobsDeduplicated: number; bytesDeduplicated: number } | null;
 }
 
@@ -250,7 +252,22 @@ export function uploadLine(r: FlushReport): string {
   const pending = Object.values(r.pending).reduce((a, b) => a + b, 0);
   const failed = Object.values(r.failed).reduce((a, b) => a + b, 0);
   const tail = r.drained ? 'nothing pending' : `${pending} upload(s) still pending (they resume with the next run or \`cascache flush\`)`;
-  return `cascache: uploaded ${formatBytes(s.bytesSent)} to remote tiers (${s.packs} pack${s.packs === 1 ? '' : 's'}); dedup saved ${formatBytes(s.bytesDeduplicated)}; ${tail}${failed ? `; ${failed} set aside after permanent errors (see agent.log)` : ''}`;
+  const lines = [`cascache: uploaded ${formatBytes(s.bytesSent)} to remote tiers (${s.packs} pack${s.packs === 1 ? '' : 's'}); dedup saved ${formatBytes(s.bytesDeduplicated)}; ${tail}`];
+  for (const [tier, why] of Object.entries(r.unreachable ?? {})) {
+    lines.push(`cascache: gave up waiting on ${tier}: it is unreachable (${why}); its uploads stay journaled`);
+  }
+  const aside = setAsideLine(failed);
+  if (aside) lines.push(aside);
+  return lines.join('\n');
+}
+
+/**
+ * The line a run's summary adds while uploads sit set aside after permanent errors (missing
+ * credentials, access denied): they are not retried until the cause is fixed. Null for none.
+ */
+export function setAsideLine(count: number | undefined): string | null {
+  if (!count) return null;
+  return `cascache: ${count} upload(s) set aside after permanent errors (see agent.log); fix the cause, then \`cascache flush --retry-set-aside\``;
 }
 
 /** True under CI (`CI=true` or `1`): wait for uploads, the machine may be gone a minute later. */

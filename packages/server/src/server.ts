@@ -208,11 +208,20 @@ export function createServer(options: ServerOptions): CascacheServer {
       ...activity.report(ids, from),
       pending: stillStoring,
       unservable: activity.unservableSince(from),
+      setAside: await setAsideCount(),
       totals: activity.totals,
       uploads: options.layered?.stats ?? null,
       ...(byPrefix ? { tasks: activity.detail(ids, from) } : {}),
     };
   });
+
+  /** Uploads set aside after permanent errors, over the writable tiers (a run's summary says so). */
+  async function setAsideCount(): Promise<number> {
+    const layered = options.layered;
+    if (!layered) return 0;
+    const counts = await Promise.all(layered.writable().map((t) => layered.journal.counts(t.name).catch(() => ({ failed: 0 }))));
+    return counts.reduce((n, c) => n + c.failed, 0);
+  }
 
   app.post<{ Body: { timeoutMs?: unknown; since?: unknown } }>('/_cascache/flush', async (req, reply) => {
     if (!authorize(req, reply, 'read')) return reply;
@@ -221,7 +230,7 @@ export function createServer(options: ServerOptions): CascacheServer {
     // One deadline for both waits: the bodies still being stored, then the journal they feed.
     const deadline = timeoutMs === undefined ? undefined : Date.now() + (timeoutMs as number);
     await service.settled(undefined, deadline === undefined ? 60_000 : deadline - Date.now());
-    if (!options.layered) return { drained: true, pending: {}, failed: {}, stats: null };
+    if (!options.layered) return { drained: true, pending: {}, failed: {}, unreachable: {}, stats: null };
     return options.layered.drain({ timeoutMs: deadline === undefined ? undefined : Math.max(0, deadline - Date.now()), since: since as number | undefined });
   });
 

@@ -6,8 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import * as tarStream from 'tar-stream';
-import { LayeredStore, MemoryObjectStore, openLocalStore, openRemoteTier, readAll } from '@cascache/core';
+import { CascacheError, ErrorCodes, LayeredStore, MemoryObjectStore, openLocalStore, openRemoteTier, readAll } from '@cascache/core';
 import { createServer, type CascacheServer } from '../src';
+import { uploadLine } from '../src/agent-control';
 
 const SECRET = Buffer.alloc(32, 4);
 
@@ -78,5 +79,25 @@ describe('createServer with remote tiers', () => {
     expect((await fetch(`${a}/v1/cache/5`)).status).toBe(200);
     const flushed = await (await fetch(`${a}/_cascache/flush`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ timeoutMs: 50 }) })).json();
     expect(flushed.drained).toBe(false);
+  });
+
+  it('a flush ends at once on a tier that refuses connections, and a report counts set-aside uploads', async () => {
+    const objects = new MemoryObjectStore();
+    objects.faults = () => {
+      throw new CascacheError(ErrorCodes.UNAVAILABLE, 'connect ECONNREFUSED 127.0.0.1:9');
+    };
+    const a = await machine('a', objects);
+    expect((await fetch(`${a}/v1/cache/6`, { method: 'PUT', body: await nxBody('y') })).status).toBe(200);
+    const post = async (path: string, body: unknown) => (await fetch(`${a}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })).json();
+    // A CI wait of two minutes ends on the breaker's verdict, with the reason.
+    const flushed = await post('/_cascache/flush', { timeoutMs: 120_000 });
+    expect(flushed).toMatchObject({ drained: false, unreachable: { 'memory://objects': expect.stringContaining('ECONNREFUSED') } });
+    expect(uploadLine(flushed).split('\n')[1]).toBe('cascache: gave up waiting on memory://objects: it is unreachable (connect ECONNREFUSED 127.0.0.1:9); its uploads stay journaled');
+    // Access denied is permanent: the upload is set aside, and every run's report says so.
+    objects.faults = () => {
+      throw new CascacheError(ErrorCodes.CONFIG, 'AccessDenied');
+    };
+    expect((await post('/_cascache/flush', { timeoutMs: 120_000 })).failed).toEqual({ 'memory://objects': 1 });
+    expect((await post('/_cascache/report', { hashes: ['6'] })).setAside).toBe(1);
   });
 });

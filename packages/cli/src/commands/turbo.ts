@@ -18,7 +18,7 @@ import type { Command } from 'commander';
 import { CascacheError, ErrorCodes } from '@cascache/core/errors';
 import { formatBytes, NAMESPACE_RE } from '@cascache/core/format';
 import { defaultBranch, gitState } from '@cascache/core/git';
-import { callAgent, ensureAgent, isCi, unservableLine, uploadLine, type AgentInfo, type FlushReport } from '@cascache/server/agent-control';
+import { callAgent, ensureAgent, isCi, setAsideLine, unservableLine, uploadLine, type AgentInfo, type FlushReport } from '@cascache/server/agent-control';
 import type { StoreFlags } from '../context';
 import type { Io } from '../run-program';
 
@@ -56,6 +56,8 @@ interface TurboReport {
   pending: number;
   /** Entries found but not served, by `AcMissReason`. */
   unservable?: Record<string, number>;
+  /** Uploads set aside after permanent errors, all tiers. */
+  setAside?: number;
   tasks: Array<{ id: string; hits: number; misses: number; stored: number; localHits: number; conflicts: number }>;
 }
 
@@ -168,6 +170,8 @@ export function registerTurbo(program: Command, io: Io, setExitCode: (code: numb
     io.stderr.write(`${turboSummaryLine(report)}\n`);
     const unservable = unservableLine(report.unservable);
     if (unservable) io.stderr.write(`${unservable}\n`);
+    const aside = !isCi(process.env) && setAsideLine(report.setAside);
+    if (aside) io.stderr.write(`${aside}\n`);
     const hashOf = (id: string) => id.slice(`turbo:${flags.team}:`.length);
     if (agent.tiers && !flags.readOnly) {
       const produced = report.tasks.filter((t) => turboTaskStatus(t) === 'hit' || t.stored > 0).map((t) => hashOf(t.id));

@@ -38,6 +38,9 @@ export class CircuitBreaker {
     this.now = options.now ?? Date.now;
   }
 
+  /** The failure that last opened the breaker (its message), or null while it is closed. */
+  lastFailure: string | null = null;
+
   /** True while calls are being skipped. */
   get isOpen(): boolean {
     return this.openUntil > this.now();
@@ -47,6 +50,7 @@ export class CircuitBreaker {
   reset(): void {
     this.failures = 0;
     this.openUntil = 0;
+    this.lastFailure = null;
   }
 
   /** Runs `call` unless the breaker is open. @throws `E_UNAVAILABLE` (retryable) while open. */
@@ -76,6 +80,7 @@ export class CircuitBreaker {
     const wasOpen = this.failures >= this.threshold;
     this.failures = 0;
     this.openUntil = 0;
+    this.lastFailure = null;
     if (wasOpen) this.options.onClose?.(this.name);
   }
 
@@ -86,6 +91,7 @@ export class CircuitBreaker {
       const first = this.openUntil === 0 || this.failures === this.threshold;
       this.openUntil = this.now() + this.cooldown;
       const cause = isCascacheError(err) ? err : new CascacheError(ErrorCodes.UNAVAILABLE, `${this.name}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+      this.lastFailure = cause.message;
       if (first) this.options.onOpen?.(this.name, cause, this.cooldown);
     }
   }

@@ -112,6 +112,34 @@ export class UploadJournal {
     await writeFileAtomic(join(dir, 'failed', `${id}.reason`), `${reason}\n`);
   }
 
+  /**
+   * Moves every record set aside after a permanent failure back to pending, in every tier (the user
+   * fixed the cause: credentials, a bucket policy). @returns how many were moved.
+   */
+  async retryFailed(): Promise<number> {
+    let moved = 0;
+    for (const id of await fsp.readdir(this.dir).catch(() => [] as string[])) {
+      const failed = join(this.dir, id, 'failed');
+      for (const name of await fsp.readdir(failed).catch(() => [] as string[])) {
+        if (!/^\d{15}-[0-9a-f]{8}\.json$/.test(name)) continue;
+        await fsp.rename(join(failed, name), join(this.dir, id, name)).catch((err) => {
+          throw toIoError(err, `moving journal record ${name} back to pending`);
+        });
+        await fsp.rm(join(failed, `${name}.reason`), { force: true });
+        moved++;
+      }
+    }
+    return moved;
+  }
+
+  /** The distinct reasons records of a tier were set aside for (as `fail` recorded them). */
+  async failureReasons(tier: string): Promise<string[]> {
+    const failed = join(this.dir, tierId(tier), 'failed');
+    const names = (await fsp.readdir(failed).catch(() => [] as string[])).filter((n) => n.endsWith('.reason'));
+    const reasons = await Promise.all(names.map((n) => fsp.readFile(join(failed, n), 'utf8').then((t) => t.trim(), () => '')));
+    return [...new Set(reasons.filter(Boolean))];
+  }
+
   /** Counts of pending and failed records for a tier. */
   async counts(tier: string, isId = false): Promise<{ pending: number; failed: number }> {
     const dir = join(this.dir, isId ? tier : tierId(tier));

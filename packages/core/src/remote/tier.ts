@@ -89,8 +89,11 @@ export interface RemoteTier {
   readonly readOnly: boolean;
   readonly blobs: TierBlobStore;
   readonly entries: TierAcStore;
-  /** Reset on an explicit flush, so it gets one real attempt. */
-  readonly breaker: { reset(): void };
+  /**
+   * Reset on an explicit flush, so it gets one real attempt; open again (with the failure that
+   * opened it) when the tier failed that many times in a row since.
+   */
+  readonly breaker: { reset(): void; readonly isOpen: boolean; readonly lastFailure: string | null };
   /** Loads the client and opens a connection before the first request needs it. Never throws. */
   warm(): Promise<void>;
 }
