@@ -69,6 +69,22 @@ describe('plugin hooks with a real agent', () => {
     expect(new Set(infos.map((i) => i.port)).size).toBe(1);
   });
 
+  it('restarts the agent when credentials for its tiers change, and only then', async () => {
+    const storeDir = join(workspace, 'store-env');
+    const tiers = JSON.stringify(['s3://cascache-env-test/p?endpoint=http%3A%2F%2F127.0.0.1%3A9&forcePathStyle=true']);
+    const secret = 'hooks-env-test-secret-0123456789abcdef';
+    const start = (env: NodeJS.ProcessEnv) => ensureAgent({ storeDir, secret, tiers, env: { ...process.env, ...env } });
+    const first = await start({ AWS_ACCESS_KEY_ID: 'exported-too-late', AWS_SECRET_ACCESS_KEY: 'x' });
+    pids.add(first.pid);
+    // Variables the SDKs do not read change nothing.
+    expect((await start({ AWS_ACCESS_KEY_ID: 'exported-too-late', AWS_SECRET_ACCESS_KEY: 'x', UNRELATED: '1' })).pid).toBe(first.pid);
+    const second = await start({ AWS_ACCESS_KEY_ID: 'the-right-key', AWS_SECRET_ACCESS_KEY: 'x' });
+    pids.add(second.pid);
+    expect(second.pid).not.toBe(first.pid);
+    // The fingerprint holds hashes, never the values.
+    expect(readFileSync(join(storeDir, 'agent.json'), 'utf8')).not.toContain('the-right-key');
+  });
+
   it("leaves a user's own server alone", async () => {
     process.env[SERVER] = 'https://cache.example.internal';
     process.env[TOKEN] = 'theirs';

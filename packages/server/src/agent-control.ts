@@ -39,13 +39,36 @@ export interface EnsureAgentOptions {
   tiers?: string;
   /** Upload before answering each PUT. */
   syncUploads?: boolean;
+  /**
+   * The environment the agent inherits; its cloud SDKs read credentials, region and endpoints from
+   * it. Default `process.env`.
+   */
+  env?: NodeJS.ProcessEnv;
 }
 
-/** What an agent's behaviour depends on, hashed: tiers, size limit, upload mode, the secret. */
+/**
+ * Variables the remote tiers' clients read (AWS and Google SDK credential chains, regions, endpoints,
+ * profiles; the team-server token). The agent reads them once, when it starts.
+ */
+const TIER_ENV_RE = /^(AWS_(?!SDK_JS_)|GOOGLE_|GCLOUD_|CLOUDSDK_|CASCACHE_REMOTE_TOKEN$)/;
+
+/**
+ * What an agent's behaviour depends on, hashed: tiers, size limit, upload mode, the secret, and with
+ * tiers, the tier variables of its environment (credentials exported after the agent started must
+ * reach it: a different fingerprint restarts it, as a change of tiers does). Values are hashed,
+ * never stored.
+ */
 export function agentConfig(options: EnsureAgentOptions): string {
   const secret = options.secret ? createHash('sha256').update(options.secret).digest('hex') : '';
+  const env = options.env ?? process.env;
+  const tierEnv = options.tiers
+    ? Object.keys(env)
+        .filter((k) => TIER_ENV_RE.test(k))
+        .sort()
+        .map((k) => [k, env[k]])
+    : [];
   return createHash('sha256')
-    .update(JSON.stringify([options.tiers ?? '', options.maxSize ?? '', options.syncUploads === true, secret]))
+    .update(JSON.stringify([options.tiers ?? '', options.maxSize ?? '', options.syncUploads === true, secret, tierEnv]))
     .digest('hex')
     .slice(0, 16);
 }
@@ -141,7 +164,7 @@ async function startAgent(options: EnsureAgentOptions, deadline: number): Promis
     detached: true,
     stdio: ['ignore', 'pipe', log],
     env: {
-      ...process.env,
+      ...(options.env ?? process.env),
       CASCACHE_AGENT_TOKEN: token,
       CASCACHE_AGENT_RO_TOKEN: readOnlyToken,
       CASCACHE_DIR: storeDir,
