@@ -234,9 +234,12 @@ export class LayeredStore {
       let bytes = 0;
       // One batch: the fetched chunks go into one local pack, sealed before the entry is written.
       // A remote failing half way is not the batch failing: what arrived verified is kept.
+      // True when the tier listed the tree and answered every read: what is still missing then was
+      // damaged or gone there, not lost to a network failure.
+      let listedAndRead = false;
       await this.local.blobs.withBatch(async (local) => {
         try {
-          await tier.blobs.loadTree(manifestDigest);
+          const listed = await tier.blobs.loadTree(manifestDigest);
           for await (const b of tier.blobs.fetchMany(missing)) {
             // fetchMany verified the frame against its digest: keep it rather than compress again.
             if (b.frame) this.local.blobs.adoptFrame(b.digest, b.frame, b.bytes.length);
@@ -244,6 +247,7 @@ export class LayeredStore {
             blobs++;
             bytes += b.bytes.length;
           }
+          listedAndRead = listed;
         } catch (err) {
           this.warnError(tier.name, err);
         }
@@ -255,6 +259,9 @@ export class LayeredStore {
       }
       const now = await this.local.blobs.has(missing);
       missing = missing.filter((d) => !now.has(d));
+      // The tier's tree lists chunks it could not deliver intact: the next upload of this output
+      // must re-send them rather than deduplicate against the damaged copies (how a tier heals).
+      if (listedAndRead && missing.length > 0) tier.blobs.distrustTree?.(manifestDigest);
     }
     return missing.length === 0;
   }

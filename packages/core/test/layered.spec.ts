@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import {
   CascacheError,
   computeActionKey,
+  decodeBlob,
+  encodeBlob,
   ErrorCodes,
   ingestDirectory,
   findRun,
@@ -339,6 +341,45 @@ describe('LayeredStore', () => {
     const c = await machine('c', [tier(first)]);
     expect(await c.store.lookup(NS, key)).toBeNull();
     expect(await c.local.actionCache.get(NS, key)).toBeNull();
+
+    // c runs the task and uploads its output: the damaged chunks are sent again, not deduplicated
+    // against the copies that failed, and the tier serves the output whole to a new machine.
+    const sentBefore = c.store.stats.blobsSent;
+    await build(c.local, c.store, src, 'flip');
+    expect((await c.store.drain({ timeoutMs: 30_000 })).drained).toBe(true);
+    expect(c.store.stats.blobsSent).toBeGreaterThan(sentBefore);
+    const d = await machine('d', [tier(first)]);
+    const healed = await d.store.lookup(NS, key);
+    expect(healed).not.toBeNull();
+    const out2 = join(dir, 'out2');
+    await materializeToDirectory(d.local.blobs, healed!.manifest, out2);
+    await expectSameFlatTree(src, out2);
+  });
+
+  it('a tree object with swapped chunk locations is a miss, and the next upload of it rewrites it', async () => {
+    const objects = new MemoryObjectStore();
+    const a = await machine('a', [tier(objects)], { sync: true });
+    const src = await tree('swap');
+    const { key, digest } = await build(a.local, a.store, src, 'swap');
+    const stored = [...objects.objects].find(([k]) => k.endsWith(`/trees/${digest}`))?.[1];
+    expect(stored).toBeDefined();
+    const doc = JSON.parse(decodeBlob(stored!.body).toString('utf8'));
+    // Two rows of different lengths change places: each chunk now points at the other's frame.
+    const j = doc.chunks.findIndex((r: number[]) => r[2] !== doc.chunks[0][2]);
+    expect(j).toBeGreaterThan(0);
+    [doc.chunks[0], doc.chunks[j]] = [doc.chunks[j], doc.chunks[0]];
+    stored!.body = encodeBlob(Buffer.from(JSON.stringify(doc)));
+
+    const c = await machine('c', [tier(objects)]);
+    expect(await c.store.lookup(NS, key)).toBeNull();
+    await build(c.local, c.store, src, 'swap');
+    expect((await c.store.drain({ timeoutMs: 30_000 })).drained).toBe(true);
+    const d = await machine('d', [tier(objects)]);
+    const hit = await d.store.lookup(NS, key);
+    expect(hit).not.toBeNull();
+    const out = join(dir, 'out-swap');
+    await materializeToDirectory(d.local.blobs, hit!.manifest, out);
+    await expectSameFlatTree(src, out);
   });
 
   it('a remote hit replaces a local entry whose blobs were evicted', async () => {

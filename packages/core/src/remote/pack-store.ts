@@ -98,6 +98,8 @@ export class PackStore implements BlobStore {
   private readonly inline = new Map<Digest, Buffer>();
   /** Trees known to exist in this store (written or read by this process). */
   private readonly knownTrees = new Set<Digest>();
+  /** Trees found incomplete when read (a listed chunk was damaged): not trusted until rewritten. */
+  private readonly distrusted = new Set<Digest>();
   /** The packs each loaded tree's chunks were in when it was read or written. */
   private readonly treePacks = new Map<Digest, Set<Digest>>();
   /** Packs GC has condemned (pack -> when, ms): still readable, never counted as holding a blob. */
@@ -317,6 +319,7 @@ export class PackStore implements BlobStore {
     }
     const body = encodeBlob(Buffer.from(canonicalJson({ format: TREE_FORMAT, manifest: manifestBytes.toString('utf8'), packs, chunks: rows })), { level: 19 });
     await this.limiter.run(() => this.objects.put(treeKey(manifest), body));
+    this.distrusted.delete(manifest);
     this.knownTrees.add(manifest);
     this.treePacks.set(manifest, new Set(packs));
     this.keepInline(manifest, manifestBytes);
@@ -397,6 +400,12 @@ export class PackStore implements BlobStore {
     this.condemned.delete(pack);
   }
 
+  /** See {@link TierBlobStore.distrustTree}: damaged frames are already forgotten as they are found. */
+  distrustTree(manifest: Digest): void {
+    this.distrusted.add(manifest);
+    this.knownTrees.delete(manifest);
+  }
+
   /** Deletes a tree object. */
   async deleteTree(manifest: Digest): Promise<void> {
     await this.limiter.run(() => this.objects.delete(treeKey(manifest)));
@@ -428,6 +437,7 @@ export class PackStore implements BlobStore {
 
   /** True when the tier holds the tree object of `manifest` (one small GET unless already known). */
   async hasTree(manifest: Digest): Promise<boolean> {
+    if (this.distrusted.has(manifest)) return false;
     if (this.knownTrees.has(manifest)) return true;
     return this.loadTree(manifest);
   }

@@ -65,6 +65,12 @@ export interface TierBlobStore extends BlobStore {
   loadTree(manifest: Digest): Promise<boolean>;
   /** Records a tree whose chunks the tier holds. @returns bytes sent. */
   writeTree(manifest: Digest, manifestBytes: Buffer): Promise<number>;
+  /**
+   * Told that a tree read from this tier came back incomplete (a chunk it lists failed
+   * verification): until it is written again, `hasTree` is false for it here, so the next upload of
+   * that output re-sends what is damaged and rewrites the tree object instead of trusting it.
+   */
+  distrustTree?(manifest: Digest): void;
 }
 
 /** The entry side of a tier: AC entries, store roots and, on object stores, shared run records. */
