@@ -7,6 +7,8 @@ import { ExitCodes } from '../src';
 import { cli } from './support/run-cli';
 
 
+const APP_JS = Buffer.from('console.log(1);\n'.repeat(3000));
+
 describe('cascache store and verify on real temp dirs', () => {
   let dir: string;
   let s: string;
@@ -14,12 +16,21 @@ describe('cascache store and verify on real temp dirs', () => {
     dir = mkdtempSync(join(tmpdir(), 'cascache-store-cli-'));
     s = join(dir, 'store');
     await mkdir(join(dir, 'tree/sub/empty'), { recursive: true });
-    await writeFile(join(dir, 'tree/app.js'), 'console.log(1);\n'.repeat(3000));
+    await writeFile(join(dir, 'tree/app.js'), APP_JS);
     await writeFile(join(dir, 'tree/sub/run.sh'), '#!/bin/sh\n');
     await chmod(join(dir, 'tree/sub/run.sh'), 0o755);
     await symlink('app.js', join(dir, 'tree/latest.js'));
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** Flips one byte of app.js's first chunk (a loose blob), found by digest as cascache cuts it. */
+  async function damageFirstChunk(): Promise<void> {
+    const chunk = digestOf(APP_JS.subarray(0, chunkLengths(APP_JS)[0]));
+    const file = join(s, 'v1/blobs', chunk.slice(0, 2), chunk);
+    const bytes = await readFile(file);
+    bytes[bytes.length - 1] ^= 0x01;
+    await writeFile(file, bytes);
+  }
 
   it('add prints the root digest; the same tree gives the same digest and stores nothing new', async () => {
     const a = await cli('store', 'add', 'v1', '--source', join(dir, 'tree'), '--store-dir', s);
@@ -77,17 +88,48 @@ describe('cascache store and verify on real temp dirs', () => {
     expect(ok.stdout).toContain('no problems found');
     const blobs = JSON.parse((await cli('verify', '--store-dir', s, '--json')).stdout);
     expect(blobs.blobs).toBeGreaterThan(1);
-    // Flip one byte of app.js's first chunk, found by digest as cascache cuts it.
-    const content = Buffer.from('console.log(1);\n'.repeat(3000));
-    const chunk = digestOf(content.subarray(0, chunkLengths(content)[0]));
-    const file = join(s, 'v1/blobs', chunk.slice(0, 2), chunk);
-    const bytes = await readFile(file);
-    bytes[bytes.length - 1] ^= 0x01;
-    await writeFile(file, bytes);
+    await damageFirstChunk();
     const bad = await cli('verify', '--store-dir', s);
     expect(bad.code).toBe(ExitCodes.INTEGRITY);
     expect(bad.stdout).toContain('corrupt');
     expect(bad.stdout).toContain('chunks-missing');
+    expect(bad.stderr).toContain('`cascache verify --repair` drops what can never be served');
+  });
+
+  it('verify --repair drops what can never be served, keeps entries another secret signed, and the store heals', async () => {
+    const saved = process.env.CASCACHE_SECRET;
+    await mkdir(join(dir, 'comp'));
+    await writeFile(join(dir, 'comp/index.ts'), 'export {};\n');
+    const build = (name: string) => cli('cache', 'build', name, '--dir', join(dir, 'comp'), '--version', '1.0.0', '--source', join(dir, 'tree'), '--store-dir', s);
+    try {
+      process.env.CASCACHE_SECRET = 'verify-repair-other-secret-0123456789abcdef';
+      expect((await build('foreign')).code).toBe(0); // an entry signed with another secret
+      process.env.CASCACHE_SECRET = 'verify-repair-this-secret-0123456789abcdef';
+      expect((await build('app')).code).toBe(0);
+      expect((await cli('store', 'add', 'x', '--source', join(dir, 'tree'), '--store-dir', s)).code).toBe(0);
+      // The entry, the root and the foreign entry all name this chunk.
+      await damageFirstChunk();
+
+      const repaired = await cli('verify', '--repair', '--store-dir', s, '--json');
+      const problems = JSON.parse(repaired.stdout).problems as Array<{ kind: string; reason: string; repaired?: string }>;
+      expect(problems.map((p) => `${p.kind} ${p.reason} ${p.repaired ?? 'kept'}`).sort()).toEqual([
+        'ac-entry bad-signature kept',
+        'ac-entry chunks-missing dropped',
+        'blob corrupt quarantined',
+        'root chunks-missing dropped',
+      ]);
+      expect(repaired.code).toBe(ExitCodes.INTEGRITY); // the foreign entry is left as it is
+      const text = await cli('verify', '--repair', '--store-dir', s);
+      expect(text.stderr).toMatch(/1 entry does not verify with this CASCACHE_SECRET \(.*\); they are kept/);
+      // The next build stores the output whole again, and it restores.
+      expect((await build('app')).code).toBe(0);
+      const out = join(dir, 'restored');
+      expect((await cli('cache', 'get', 'app', '--dir', join(dir, 'comp'), '--version', '1.0.0', '--target', out, '--store-dir', s)).code).toBe(0);
+      expect(await readFile(join(out, 'app.js'))).toEqual(APP_JS);
+    } finally {
+      if (saved === undefined) delete process.env.CASCACHE_SECRET;
+      else process.env.CASCACHE_SECRET = saved;
+    }
   });
 });
 

@@ -65,6 +65,6 @@ describe('store roots and verify', () => {
     await store.actionCache.put('default', key, { manifest: r.digest, size: 1 });
     const file = join(dir, 'store', 'v1', 'ac', 'default', key.slice(0, 2), key);
     await writeFile(file, (await readFile(file, 'utf8')).replace('"size":1', '"size":2'));
-    expect((await verifyStore(store)).problems).toEqual([expect.objectContaining({ kind: 'ac-entry', reason: 'invalid-entry' })]);
+    expect((await verifyStore(store)).problems).toEqual([expect.objectContaining({ kind: 'ac-entry', reason: 'bad-signature' })]);
   });
 });
