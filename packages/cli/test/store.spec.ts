@@ -28,7 +28,7 @@ describe('cascache store and verify on real temp dirs', () => {
     const chunk = digestOf(APP_JS.subarray(0, chunkLengths(APP_JS)[0]));
     const file = join(s, 'v1/blobs', chunk.slice(0, 2), chunk);
     const bytes = await readFile(file);
-    bytes[bytes.length - 1] ^= 0x01;
+    bytes[bytes.length - 1]! ^= 0x01;
     await writeFile(file, bytes);
   }
 

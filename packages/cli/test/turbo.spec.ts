@@ -1,6 +1,7 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { stopStoreAgent } from '@cascache/server/agent-control';
 import { cli } from './support/run-cli';
 
 /** A stand-in for `turbo run`: asks the agent for one artifact, as turbo does, then exits with `code`. */
@@ -16,12 +17,9 @@ describe('cascache turbo and cascache env turbo', () => {
     dir = mkdtempSync(join(tmpdir(), 'cascache-turbo-cli-'));
     store = join(dir, '.cascache');
   });
-  afterEach(() => {
-    try {
-      process.kill(JSON.parse(readFileSync(join(store, 'agent.json'), 'utf8')).pid, 'SIGTERM');
-    } catch {
-      /* no agent */
-    }
+  afterEach(async () => {
+    // The agent closes its store on the way out: deleting under it fails (ENOTEMPTY) or races.
+    expect(await stopStoreAgent(store)).toBe(true);
     rmSync(dir, { recursive: true, force: true });
   });
 

@@ -215,6 +215,30 @@ function stopAgent(info: AgentInfo): void {
   }
 }
 
+/**
+ * Stops the store's agent, if one is running, and waits until its process is gone: it finishes the
+ * uploads in flight and closes its store (the index's last updates) on the way out, so the store
+ * may be moved or deleted afterwards. @returns false when it was still running after `timeoutMs`.
+ */
+export async function stopStoreAgent(storeDir: string, timeoutMs = 10_000): Promise<boolean> {
+  const info = readInfo(storeDir);
+  if (!info) return true;
+  stopAgent(info);
+  const alive = (): boolean => {
+    try {
+      process.kill(info.pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (const end = Date.now() + timeoutMs; alive(); ) {
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
+}
+
 /** Removes a published agent file if it names the given pid (used by tests and `agent stop`). */
 export async function forgetAgent(storeDir: string): Promise<void> {
   await fsp.rm(join(storeDir, 'agent.json'), { force: true });
