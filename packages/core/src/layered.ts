@@ -90,6 +90,13 @@ export interface LayeredStoreOptions {
   retryMaxMs?: number;
   /** Shortest interval between two warnings about one tier, ms. Default 60000. */
   warnIntervalMs?: number;
+  /**
+   * How long a lookup waits for a remote tier's action-cache entry (one small object), ms, before
+   * it counts as that tier failing (its breaker counts it) and moves on: a tier that accepts
+   * connections and never answers costs a build this once per breaker opening, not the client's
+   * full timeout and retries per task. Default 5000.
+   */
+  lookupTimeoutMs?: number;
   onEvent?: (event: LayeredEvent) => void;
 }
 
@@ -176,7 +183,7 @@ export class LayeredStore {
     for (let i = 0; i < this.remotes.length; i++) {
       const tier = this.remotes[i]!;
       try {
-        const hit = await this.caches[i]!.get(namespace, key, { verifyChunks: false });
+        const hit = await this.withDeadline(tier, this.caches[i]!.get(namespace, key, { verifyChunks: false }), `looking up ${namespace}/${key}`);
         if (!hit) continue;
         // The manifest came with the hit: keep it rather than fetch it again (canonical JSON, so
         // re-encoding yields the same digest; if it ever did not, fetchTree fetches it).
@@ -556,6 +563,25 @@ export class LayeredStore {
     const held = await this.local.blobs.has(chunks);
     if (held.size < chunks.length) throw new CascacheError(ErrorCodes.NOT_FOUND, `${chunks.length - held.size} chunk(s) of ${manifestDigest} are gone from the local tier`, { retryable: false });
     return { manifest: manifestDigest, manifestBytes, chunks };
+  }
+
+  /**
+   * `call`, or an `E_UNAVAILABLE` after `lookupTimeoutMs` that the tier's breaker counts as a
+   * failure (the call itself goes on and is ignored).
+   */
+  private withDeadline<T>(tier: RemoteTier, call: Promise<T>, what: string): Promise<T> {
+    const ms = this.opts.lookupTimeoutMs ?? 5000;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const err = new CascacheError(ErrorCodes.UNAVAILABLE, `${tier.name}: no answer within ${ms} ms ${what}`, { retryable: true, details: { timeout: true } });
+        tier.breaker.failed?.(err);
+        reject(err);
+      }, ms);
+      timer.unref();
+    });
+    call.catch(() => undefined);
+    return Promise.race([call, late]).finally(() => clearTimeout(timer));
   }
 
   private nextBackoff(tier: RemoteTier): number {

@@ -2,6 +2,7 @@
 // injected into a memory object store here; the S3 process is killed mid-upload in remote-faults.spec.ts.
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import {
   CascacheError,
@@ -16,6 +17,7 @@ import {
   prefetchRun,
   MemoryObjectStore,
   openRemoteTier,
+  S3ObjectStore,
   type LayeredEvent,
   type LocalStore,
   type RemoteTier,
@@ -243,6 +245,28 @@ describe('LayeredStore', () => {
     objects.faults = null;
     const again = await a.store.drain({ timeoutMs: 3_600_000 });
     expect(again).toMatchObject({ drained: true, unreachable: {} });
+  });
+
+  it('a tier that accepts and never answers costs one lookup deadline, then is skipped', async () => {
+    const hung: Socket[] = [];
+    const server = createNetServer((socket) => hung.push(socket));
+    await new Promise<void>((ok) => server.listen(0, '127.0.0.1', () => ok()));
+    try {
+      const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const objects = new S3ObjectStore({ bucket: 'hung-bucket', endpoint, forcePathStyle: true, credentials: { accessKeyId: 'k', secretAccessKey: 's' }, requestTimeoutMs: 60_000 });
+      const remote = openRemoteTier({ url: 's3://hung-bucket/x' }, { objects, breaker: { threshold: 3, cooldownMs: 60_000 } });
+      const local = await openTestStore({ root: join(dir, 'hung'), secret: SECRET });
+      const store = new LayeredStore({ local, remotes: [remote], secret: SECRET, lookupTimeoutMs: 300, warnIntervalMs: 0 });
+      closeBeforeRemoval(store);
+      // Tasks looked up one after another, as a build does: only the first one waits.
+      for (let i = 0; i < 6; i++) expect(await store.lookup(NS, computeActionKey(['hung', String(i)]))).toBeNull();
+      expect(remote.breaker.isOpen).toBe(true);
+      expect(remote.breaker.lastFailure).toContain('no answer within 300 ms');
+      expect(hung.length).toBe(1); // one connection: the others never left the process
+    } finally {
+      for (const s of hung) s.destroy();
+      server.close();
+    }
   });
 
   it('the write-behind worker retries with backoff until the remote answers', async () => {

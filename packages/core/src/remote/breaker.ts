@@ -2,7 +2,9 @@
  * Circuit breaker around an object store: after `threshold` consecutive retryable failures the tier
  * is skipped for `cooldownMs` (calls fail fast with `E_UNAVAILABLE`, no network), then one call is
  * let through to probe it. A build never waits on a remote that is known to be down, and the caller
- * is told once per opening (`onOpen`), not once per request.
+ * is told once per opening (`onOpen`), not once per request. A timeout (an error with
+ * `details.timeout`: the remote accepted and went quiet) opens it at once: each such failure has
+ * already cost the build the whole timeout, and a hung server rarely answers the next call.
  */
 import { CascacheError, ErrorCodes, isCascacheError } from '../errors';
 import type { ByteRange, ObjectInfo, ObjectStore } from './object-store';
@@ -87,6 +89,7 @@ export class CircuitBreaker {
   failed(err: unknown): void {
     if (isCascacheError(err) && !err.retryable) return; // unclassified errors count as failures too
     this.failures++;
+    if (isCascacheError(err) && (err.details as { timeout?: unknown } | undefined)?.timeout === true) this.failures = Math.max(this.failures, this.threshold);
     if (this.failures >= this.threshold) {
       const first = this.openUntil === 0 || this.failures === this.threshold;
       this.openUntil = this.now() + this.cooldown;

@@ -105,9 +105,18 @@ export function checkRange(store: string, key: string, range: ByteRange, size: n
   }
 }
 
-/** `E_UNAVAILABLE`, retryable: the remote may answer later. */
+/**
+ * `E_UNAVAILABLE`, retryable: the remote may answer later. `details.timeout` marks a remote that
+ * accepted the request and then did not answer in time (a hung server: see the circuit breaker).
+ */
 export function unavailable(store: string, what: string, cause: unknown): CascacheError {
-  return new CascacheError(ErrorCodes.UNAVAILABLE, `${store}: ${what}: ${describe(cause)}`, { cause, retryable: true });
+  return new CascacheError(ErrorCodes.UNAVAILABLE, `${store}: ${what}: ${describe(cause)}`, { cause, retryable: true, details: isTimeout(cause) ? { timeout: true } : undefined });
+}
+
+/** A client-side timeout: the SDKs' `TimeoutError`, Node's `ETIMEDOUT`, an aborted request. */
+function isTimeout(err: unknown): boolean {
+  const e = err as { name?: string; code?: string } | null;
+  return e?.name === 'TimeoutError' || e?.code === 'ETIMEDOUT' || e?.code === 'ESOCKETTIMEDOUT' || e?.name === 'AbortError';
 }
 
 /** `E_CONFIG`, not retryable: the remote refuses us (credentials, bucket, permissions). */

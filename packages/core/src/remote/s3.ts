@@ -23,7 +23,11 @@ export interface S3ObjectStoreOptions {
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
   /** Time to establish a connection, ms. Default 5000. */
   connectTimeoutMs?: number;
-  /** Time without response data before a request fails, ms. Default 60000. */
+  /**
+   * Time without data on the connection before a request fails, ms. Default 10000: S3 answers in
+   * well under a second, and a server that accepts and goes quiet must not hold a build (the SDK
+   * tries `maxAttempts` times).
+   */
   requestTimeoutMs?: number;
   /** SDK attempts per request (its own retry with backoff). Default 3. */
   maxAttempts?: number;
@@ -55,7 +59,7 @@ export class S3ObjectStore implements ObjectStore {
         credentials: o.credentials,
         maxAttempts: o.maxAttempts ?? 3,
         // Without throwOnRequestTimeout the SDK only logs a warning and keeps waiting on a hung server.
-        requestHandler: { connectionTimeout: o.connectTimeoutMs ?? 5000, requestTimeout: o.requestTimeoutMs ?? 60000, throwOnRequestTimeout: true },
+        requestHandler: { connectionTimeout: o.connectTimeoutMs ?? 5000, requestTimeout: o.requestTimeoutMs ?? 10000, throwOnRequestTimeout: true },
         // Checksums on every request cost a pass over each body; we verify digests ourselves.
         requestChecksumCalculation: 'WHEN_REQUIRED',
         responseChecksumValidation: 'WHEN_REQUIRED',

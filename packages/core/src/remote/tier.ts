@@ -99,7 +99,7 @@ export interface RemoteTier {
    * Reset on an explicit flush, so it gets one real attempt; open again (with the failure that
    * opened it) when the tier failed that many times in a row since.
    */
-  readonly breaker: { reset(): void; readonly isOpen: boolean; readonly lastFailure: string | null };
+  readonly breaker: { reset(): void; readonly isOpen: boolean; readonly lastFailure: string | null; failed?(err: unknown): void };
   /** Loads the client and opens a connection before the first request needs it. Never throws. */
   warm(): Promise<void>;
 }
