@@ -309,12 +309,14 @@ export class LayeredStore {
    * breakers are reset first, so each tier gets real attempts; retryable failures are retried with
    * backoff until the deadline, or until the tier's breaker opens again (a tier that is down: it is
    * then reported in `unreachable` at once, not waited on). The report's stats cover uploads
-   * completed since `since` (ms) when given, else all.
+   * completed since `since` (ms) when given, else all. `resetBreakers: false` trusts what this
+   * process learned meanwhile instead (a tier whose breaker is open now is reported unreachable
+   * without another attempt): for the wait at the end of a build that just found the tier down.
    */
-  async drain(options: { timeoutMs?: number; since?: number } = {}): Promise<DrainReport> {
+  async drain(options: { timeoutMs?: number; since?: number; resetBreakers?: boolean } = {}): Promise<DrainReport> {
     const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs;
     // An explicit drain is worth one real attempt even while a breaker is open.
-    for (const tier of this.writable()) tier.breaker.reset();
+    if (options.resetBreakers ?? true) for (const tier of this.writable()) tier.breaker.reset();
     const unreachable: Record<string, string> = {};
     await Promise.all(
       this.writable().map(async (tier) => {
@@ -383,6 +385,8 @@ export class LayeredStore {
     while (Date.now() < deadline) {
       const items = await this.journal.pending(tier.name);
       if (items.length === 0) return null;
+      // Uploads in flight to a tier that is down would only hold the wait until they time out.
+      if (tier.breaker.isOpen) return tier.breaker.lastFailure ?? `${tier.name} is unreachable`;
       const todo = items.filter((it) => !this.inflight.has(`${tier.name}/${it.id}`));
       if (todo.length === 0) {
         await Promise.race([...this.inflight.values()].map((p) => p.catch(() => undefined)));

@@ -241,6 +241,11 @@ describe('LayeredStore', () => {
     expect(report.drained).toBe(false);
     expect(report.pending[name]).toBe(1);
     expect(report.unreachable[name]).toContain('ECONNREFUSED');
+    // The wait at the end of a build trusts the open breaker: no further attempt at all.
+    const calls = JSON.stringify(objects.calls);
+    const trusted = await a.store.drain({ timeoutMs: 3_600_000, resetBreakers: false });
+    expect(trusted.unreachable[name]).toContain('ECONNREFUSED');
+    expect(JSON.stringify(objects.calls)).toBe(calls);
     // Back up: the next drain resets the breaker and sends it.
     objects.faults = null;
     const again = await a.store.drain({ timeoutMs: 3_600_000 });

@@ -231,7 +231,9 @@ export function createServer(options: ServerOptions): CascacheServer {
     const deadline = timeoutMs === undefined ? undefined : Date.now() + (timeoutMs as number);
     await service.settled(undefined, deadline === undefined ? 60_000 : deadline - Date.now());
     if (!options.layered) return { drained: true, pending: {}, failed: {}, unreachable: {}, stats: null };
-    return options.layered.drain({ timeoutMs: deadline === undefined ? undefined : Math.max(0, deadline - Date.now()), since: since as number | undefined });
+    // The run that asks has just used the tiers: a breaker its lookups opened says the tier is down
+    // now, and waiting on it again would only cost the build its timeouts once more.
+    return options.layered.drain({ timeoutMs: deadline === undefined ? undefined : Math.max(0, deadline - Date.now()), since: since as number | undefined, resetBreakers: false });
   });
 
   return app;

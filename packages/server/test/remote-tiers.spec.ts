@@ -82,22 +82,26 @@ describe('createServer with remote tiers', () => {
   });
 
   it('a flush ends at once on a tier that refuses connections, and a report counts set-aside uploads', async () => {
-    const objects = new MemoryObjectStore();
-    objects.faults = () => {
+    const post = async (base: string, path: string, body: unknown) => (await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })).json();
+    const refusing = new MemoryObjectStore();
+    refusing.faults = () => {
       throw new CascacheError(ErrorCodes.UNAVAILABLE, 'connect ECONNREFUSED 127.0.0.1:9');
     };
-    const a = await machine('a', objects);
+    const a = await machine('a', refusing);
     expect((await fetch(`${a}/v1/cache/6`, { method: 'PUT', body: await nxBody('y') })).status).toBe(200);
-    const post = async (path: string, body: unknown) => (await fetch(`${a}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })).json();
     // A CI wait of two minutes ends on the breaker's verdict, with the reason.
-    const flushed = await post('/_cascache/flush', { timeoutMs: 120_000 });
+    const flushed = await post(a, '/_cascache/flush', { timeoutMs: 120_000 });
     expect(flushed).toMatchObject({ drained: false, unreachable: { 'memory://objects': expect.stringContaining('ECONNREFUSED') } });
     expect(uploadLine(flushed).split('\n')[1]).toBe('cascache: gave up waiting on memory://objects: it is unreachable (connect ECONNREFUSED 127.0.0.1:9); its uploads stay journaled');
+
     // Access denied is permanent: the upload is set aside, and every run's report says so.
-    objects.faults = () => {
+    const denying = new MemoryObjectStore();
+    denying.faults = () => {
       throw new CascacheError(ErrorCodes.CONFIG, 'AccessDenied');
     };
-    expect((await post('/_cascache/flush', { timeoutMs: 120_000 })).failed).toEqual({ 'memory://objects': 1 });
-    expect((await post('/_cascache/report', { hashes: ['6'] })).setAside).toBe(1);
+    const b = await machine('b', denying);
+    expect((await fetch(`${b}/v1/cache/7`, { method: 'PUT', body: await nxBody('z') })).status).toBe(200);
+    expect((await post(b, '/_cascache/flush', { timeoutMs: 120_000 })).failed).toEqual({ 'memory://objects': 1 });
+    expect((await post(b, '/_cascache/report', { hashes: ['7'] })).setAside).toBe(1);
   });
 });
