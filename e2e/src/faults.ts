@@ -1,0 +1,372 @@
+/**
+ * The fault suite (issue 12): what a hostile probe and an unlucky operator did to cascache, as a
+ * reproducible run with figures. Everything is real and on loopback: `cascache serve` and the agent
+ * as processes, s3rver for S3, real nx 24 with the plugin from npm pack tarballs. Every loop is
+ * bounded. Each scenario counts attempts, the ones answered as they must be ("rejected correctly"
+ * for hostile input, "build ok" for a build under a fault), bytes stored or served wrongly (must be
+ * 0), crashes (0) and builds the cache failed (0).
+ *
+ * - `hostile`: bad tokens, hostile bodies (traversal, links out, bombs, truncated gzip), poisoning
+ *   (another body for a stored hash, AC replace and delete without admin) and malformed requests
+ *   against `cascache serve`; afterwards every stored hash serves its original bytes, the server
+ *   still answers, and `cascache verify` finds nothing wrong.
+ * - `kill -9`: the server killed while it receives a 3 MB upload, at a different point each round,
+ *   then started again on the same store: `verify` finds nothing wrong, and the hash is a miss or
+ *   its whole, correct output.
+ * - `remote faults`: real nx runs (CI=true, empty local store, so every lookup goes remote) with the
+ *   one remote tier down (connection refused), hanging (accepts, never answers), answering 503, or
+ *   holding damaged packs: the build succeeds with outputs identical to a clean build; the time is
+ *   reported, beside a run with the tier healthy.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { connect, createServer as createNetServer, type Socket } from 'node:net';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { S3ObjectStore } from '@cascache/core';
+import { install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace } from './nx-workspace';
+import { packAll } from './pack';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { startS3Server } = require(resolve(__dirname, '../../tools/s3rver.js')) as { startS3Server: (buckets: string[]) => Promise<{ endpoint: string; close(): Promise<void> }> };
+
+const CLI = resolve(__dirname, '../../packages/cli/dist/bin.js');
+
+export interface FaultRow {
+  scenario: string;
+  attempts: number;
+  /** Answered as they must be: hostile input rejected, a build under a fault succeeding. */
+  handled: number;
+  /** Bytes stored or served wrongly (must be 0). */
+  wrong: number;
+  crashes: number;
+  /** Builds that failed because of the cache (must be 0). */
+  buildsFailed: number;
+  /** Slowest attempt, ms (remote faults: a whole nx run). */
+  worstMs?: number;
+  notes?: string;
+}
+
+export interface FaultOptions {
+  /** Fewer rounds (the version `npm test` runs). */
+  short: boolean;
+  /** Run only these scenarios (`hostile`, `kill`, `remote`); default all. */
+  only?: string[];
+  log?: (line: string) => void;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request helpers
+
+/** A tar (ustar) of the given entries, as Nx's client builds a body: files, terminalOutput, code. */
+function tar(entries: Array<{ name: string; body?: Buffer | string; type?: '0' | '2' | '3' | '5'; link?: string }>): Buffer {
+  const blocks: Buffer[] = [];
+  for (const e of entries) {
+    const body = Buffer.from(e.body ?? '');
+    const h = Buffer.alloc(512);
+    h.write(e.name.slice(0, 100), 0, 'utf8');
+    h.write('0000644\0', 100);
+    h.write('0000000\0', 108);
+    h.write('0000000\0', 116);
+    h.write(`${body.length.toString(8).padStart(11, '0')}\0`, 124);
+    h.write('00000000000\0', 136);
+    h.write('        ', 148);
+    h.write(e.type ?? '0', 156);
+    if (e.link) h.write(e.link, 157);
+    h.write('ustar\0', 257);
+    h.write('00', 263);
+    let sum = 0;
+    for (const b of h) sum += b;
+    h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+    blocks.push(h, body, Buffer.alloc((512 - (body.length % 512)) % 512));
+  }
+  blocks.push(Buffer.alloc(1024));
+  return Buffer.concat(blocks);
+}
+
+const code0 = Buffer.alloc(4);
+const nxBody = (files: Array<{ name: string; body?: Buffer | string; type?: '0' | '2' | '3' | '5'; link?: string }>) =>
+  gzipSync(tar([...files, { name: 'terminalOutput', body: '> built\n' }, { name: 'code', body: code0 }]));
+
+async function http(base: string, method: string, path: string, token: string | null, body?: Buffer): Promise<{ status: number; body: Buffer }> {
+  const r = await fetch(`${base}${path}`, { method, body, headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/octet-stream' } : {}) } });
+  return { status: r.status, body: Buffer.from(await r.arrayBuffer()) };
+}
+
+/** Starts `cascache serve` on a free port; resolves once it prints its address. */
+async function serve(storeDir: string, env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; base: string }> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--store-dir', storeDir], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const base = await new Promise<string>((ok, fail) => {
+    let out = '';
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      const m = /(http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+      if (m) ok(m[1]!);
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (c) => fail(new Error(`cascache serve exited with ${c}: ${out}`)));
+  });
+  return { child, base };
+}
+
+const alive = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
+const stopped = (c: ChildProcess, signal: NodeJS.Signals) =>
+  new Promise<void>((ok) => {
+    if (!alive(c)) return ok();
+    c.once('exit', () => ok());
+    c.kill(signal);
+  });
+
+function verifyClean(storeDir: string): boolean {
+  const r = spawnSync(process.execPath, [CLI, 'verify', '--store-dir', storeDir], { encoding: 'utf8' });
+  return r.status === 0 && r.stdout.includes('no problems found');
+}
+
+/** Untarred files of an Nx body: name -> content (base64), for comparing what a GET served. */
+function filesOf(gz: Buffer): Record<string, string> {
+  let raw: Buffer;
+  try {
+    raw = gunzipSync(gz);
+  } catch {
+    return { '(not gzip)': gz.toString('base64') };
+  }
+  const out: Record<string, string> = {};
+  for (let at = 0; at + 512 <= raw.length; ) {
+    const h = raw.subarray(at, at + 512);
+    if (h.every((b) => b === 0)) break;
+    const name = h.subarray(0, 100).toString('utf8').replace(/\0.*$/s, '');
+    const size = parseInt(h.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
+    // Regular files only, by name: a rebuilt tar may add directory entries and order them its way.
+    if (h[156] === 0x30 || h[156] === 0) out[name] = raw.subarray(at + 512, at + 512 + size).toString('base64');
+    at += 512 + Math.ceil(size / 512) * 512;
+  }
+  return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario: hostile requests
+
+async function hostile(o: FaultOptions): Promise<FaultRow> {
+  const dir = mkdtempSync(join(tmpdir(), 'cascache-faults-hostile-'));
+  const RW = 'rw-token-0123456789abcdef';
+  const RO = 'ro-token-0123456789abcdef';
+  const { child, base } = await serve(join(dir, 'store'), { CASCACHE_TOKENS_RW: RW, CASCACHE_TOKENS_RO: RO, CASCACHE_SECRET: 'faults-hostile-secret-0123456789abcdef' });
+  const row: FaultRow = { scenario: 'hostile requests to cascache serve', attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0 };
+  try {
+    const good = nxBody([{ name: 'dist/a.js', body: 'export const a = 1;\n'.repeat(500) }]);
+    if ((await http(base, 'PUT', '/v1/cache/1', RW, good)).status !== 200) throw new Error('could not seed the server');
+    const expected = filesOf(good);
+    const big = Buffer.alloc(1_500_000, 'x');
+    const attacks: Array<[string, () => Promise<{ status: number }>, number[]]> = [
+      ['no token', () => http(base, 'GET', '/v1/cache/1', null), [401]],
+      ['wrong token', () => http(base, 'GET', '/v1/cache/1', 'nope'), [401]],
+      ['read-only token writes', () => http(base, 'PUT', '/v1/cache/2', RO, good), [403]],
+      ['traversal', () => http(base, 'PUT', '/v1/cache/3', RW, nxBody([{ name: 'dist/big.bin', body: big }, { name: '../x', body: 'x' }])), [400]],
+      ['absolute path', () => http(base, 'PUT', '/v1/cache/4', RW, nxBody([{ name: '/etc/x', body: 'x' }])), [400]],
+      ['symlink out', () => http(base, 'PUT', '/v1/cache/5', RW, nxBody([{ name: 'l', type: '2', link: '../../../etc' }])), [400]],
+      ['file under a symlink', () => http(base, 'PUT', '/v1/cache/6', RW, nxBody([{ name: 'l', type: '2', link: 'd' }, { name: 'l/x', body: 'x' }])), [400]],
+      ['device', () => http(base, 'PUT', '/v1/cache/7', RW, nxBody([{ name: 'dist/big.bin', body: big }, { name: 'dev', type: '3' }])), [400]],
+      ['no code entry', () => http(base, 'PUT', '/v1/cache/8', RW, gzipSync(tar([{ name: 'dist/a.js', body: 'a' }]))), [400]],
+      ['truncated gzip', () => http(base, 'PUT', '/v1/cache/9', RW, good.subarray(0, good.length - 9)), [400]],
+      ['decompression bomb', () => http(base, 'PUT', '/v1/cache/10', RW, gzipSync(tar([{ name: 'dist/zeros', body: Buffer.alloc(100_000_000) }]), { level: 9 })), [400]],
+      ['another body for a stored hash', () => http(base, 'PUT', '/v1/cache/1', RW, nxBody([{ name: 'dist/evil.js', body: 'evil' }])), [409]],
+      ['AC replace without admin', () => http(base, 'PUT', `/cas/v1/ac/default/${'ab'.repeat(32)}?replace=1`, RW, Buffer.from('garbage')), [400, 403, 409]],
+      ['AC delete without admin', () => http(base, 'DELETE', `/cas/v1/ac/default/${'ab'.repeat(32)}`, RW), [403]],
+      ['hash above u64', () => http(base, 'GET', '/v1/cache/18446744073709551616', RW), [400]],
+      ['long URL', () => http(base, 'GET', `/v1/cache/${'9'.repeat(5000)}`, RW), [414]],
+      ['turbo body that is not zstd', () => http(base, 'PUT', '/v8/artifacts/0123456789abcdef?slug=t', RW, Buffer.from('not zstd')), [400]],
+    ];
+    const rounds = o.short ? 1 : 3;
+    for (let round = 0; round < rounds; round++) {
+      for (const [name, attack, ok] of attacks) {
+        row.attempts++;
+        const r = await attack().catch(() => ({ status: 0 }));
+        if (ok.includes(r.status)) row.handled++;
+        else o.log?.(`hostile: ${name} answered ${r.status}, expected ${ok.join('/')}`);
+      }
+    }
+    // Nothing stored or served wrongly: the seeded hash serves its own files; no hostile hash stored.
+    const back = await http(base, 'GET', '/v1/cache/1', RW);
+    if (back.status !== 200 || JSON.stringify(filesOf(back.body)) !== JSON.stringify(expected)) {
+      row.wrong++;
+      o.log?.(`hostile: the seeded hash answered ${back.status} with other files`);
+    }
+    for (let h = 2; h <= 10; h++) {
+      const r = await http(base, 'GET', `/v1/cache/${h}`, RW);
+      if (r.status !== 404) {
+        row.wrong++;
+        o.log?.(`hostile: hash ${h} answered ${r.status} after a rejected upload`);
+      }
+    }
+    if ((await http(base, 'GET', '/healthz', null)).status !== 200 || !alive(child)) row.crashes++;
+  } finally {
+    await stopped(child, 'SIGTERM');
+  }
+  if (!verifyClean(join(dir, 'store'))) {
+    row.wrong++;
+    o.log?.('hostile: verify found problems afterwards');
+  }
+  rmSync(dir, { recursive: true, force: true });
+  return row;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario: kill -9 of the server mid-upload
+
+async function killMidUpload(o: FaultOptions): Promise<FaultRow> {
+  const dir = mkdtempSync(join(tmpdir(), 'cascache-faults-kill-'));
+  const store = join(dir, 'store');
+  const row: FaultRow = { scenario: 'kill -9 of cascache serve mid-upload, restart', attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0 };
+  // 3 MB that does not repeat: many chunks, so kills land between chunk writes.
+  const text = Array.from({ length: 60_000 }, (_, i) => `export const v${i} = ${(i * 2654435761) % 1000003};`).join('\n');
+  const body = nxBody([{ name: 'dist/big.js', body: text }]);
+  const expected = filesOf(body);
+  const rounds = o.short ? 3 : 12;
+  for (let round = 0; round < rounds; round++) {
+    row.attempts++;
+    const { child, base } = await serve(store, {});
+    const port = Number(new URL(base).port);
+    // Send a growing share of the body each round, then kill -9 while the server holds it.
+    const cut = Math.floor((body.length * (round + 1)) / (rounds + 1));
+    const socket: Socket = connect(port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    socket.write(`PUT /v1/cache/${4242 + round} HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: ${body.length}\r\n\r\n`);
+    await new Promise<void>((ok) => socket.write(body.subarray(0, cut), () => ok()));
+    await stopped(child, 'SIGKILL');
+    socket.destroy();
+    // Restarted on the same store: consistent, and the hash is a miss (the body never arrived whole).
+    const again = await serve(store, {});
+    const r = await http(again.base, 'GET', `/v1/cache/${4242 + round}`, null);
+    const ok = r.status === 404 || (r.status === 200 && JSON.stringify(filesOf(r.body)) === JSON.stringify(expected));
+    // And the same upload, whole, now stores and serves correctly.
+    const put = await http(again.base, 'PUT', `/v1/cache/${4242 + round}`, null, body);
+    const got = await http(again.base, 'GET', `/v1/cache/${4242 + round}`, null);
+    const healed = [200, 409].includes(put.status) && got.status === 200 && JSON.stringify(filesOf(got.body)) === JSON.stringify(expected);
+    if (!alive(again.child)) row.crashes++;
+    await stopped(again.child, 'SIGTERM');
+    const clean = verifyClean(store);
+    if (ok && healed && clean) row.handled++;
+    else {
+      row.wrong++;
+      o.log?.(`kill -9 round ${round}: after restart GET ${r.status} (miss or whole: ${ok}); re-upload ${put.status} ${put.body.toString().slice(0, 200)}, then GET ${got.status}; verify clean ${clean}`);
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+  return row;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario: remote tier faults during real nx runs
+
+const BUCKET = 'cascache-faults';
+const SECRET = 'faults-shared-signing-secret-0123456789abcdef';
+
+function setTiers(dir: string, tiers: string[]): void {
+  const nxJson = JSON.parse(readFileSync(join(dir, 'nx.json'), 'utf8'));
+  nxJson.plugins[0].options.tiers = tiers;
+  writeFileSync(join(dir, 'nx.json'), JSON.stringify(nxJson, null, 2));
+}
+
+async function listening<T extends Server | ReturnType<typeof createNetServer>>(server: T): Promise<{ server: T; port: number }> {
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', () => ok()));
+  return { server, port: (server.address() as { port: number }).port };
+}
+
+async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
+  const s3 = await startS3Server([BUCKET]);
+  const dir = tempWorkspaceDir('cascache-faults-nx-');
+  const home = tempWorkspaceDir('cascache-faults-home-');
+  const hung: Socket[] = [];
+  const hang = await listening(createNetServer((s) => hung.push(s))); // accepts, never answers
+  const unavailable = await listening(createHttpServer((_req, res) => res.writeHead(503).end()));
+  const closed = await listening(createNetServer());
+  const closedPort = closed.port;
+  await new Promise<void>((ok) => closed.server.close(() => ok())); // nothing listens there now
+  const s3url = (endpoint: string, prefix = 'nx') => `s3://${BUCKET}/${prefix}?endpoint=${encodeURIComponent(endpoint)}&forcePathStyle=true`;
+  const env = { HOME: home, CI: 'true', CASCACHE_SECRET: SECRET, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' };
+  const rows: FaultRow[] = [];
+  try {
+    const t = packAll();
+    writeWorkspace(dir, { idleTimeoutMs: 300_000, tiers: [s3url(s3.endpoint)] });
+    install(dir, [t.core, t.server, t.nx]);
+    const ws = openWorkspace(dir);
+    ws.nx(['run-many', '-t', 'build'], env); // the clean build, uploaded to s3rver
+    const clean = snapshotOutputs(dir);
+    // Damage every pack in the bucket (one byte in the middle of each).
+    const damagedCopy = 'nx-damaged';
+    const objects = new S3ObjectStore({ bucket: BUCKET, endpoint: s3.endpoint, forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+    for await (const obj of objects.list('nx/')) {
+      const bytes = await objects.get(obj.key);
+      if (!bytes) continue;
+      if (obj.key.endsWith('.pack')) bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
+      await objects.put(`${damagedCopy}/${obj.key.slice('nx/'.length)}`, bytes);
+    }
+    const faults: Array<[string, string]> = [
+      ['healthy (for comparison: everything restored from it)', s3url(s3.endpoint)],
+      ['down (connection refused)', s3url(`http://127.0.0.1:${closedPort}`)],
+      ['hanging (accepts, never answers)', s3url(`http://127.0.0.1:${hang.port}`)],
+      ['answering 503', s3url(`http://127.0.0.1:${unavailable.port}`)],
+      ['holding damaged packs', s3url(s3.endpoint, damagedCopy)],
+    ];
+    const rounds = o.short ? 1 : 2;
+    for (const [name, url] of faults) {
+      const row: FaultRow = { scenario: `remote tier ${name}: real nx runs`, attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0, worstMs: 0 };
+      setTiers(dir, [url]);
+      for (let round = 0; round < rounds; round++) {
+        row.attempts++;
+        stopAgent(join(dir, '.cascache'));
+        rmSync(join(dir, '.cascache'), { recursive: true, force: true });
+        ws.nx(['reset']);
+        removeOutputs(dir);
+        const t0 = Date.now();
+        try {
+          ws.nx(['run-many', '-t', 'build'], env);
+          row.handled++;
+          if (JSON.stringify(snapshotOutputs(dir)) !== JSON.stringify(clean)) row.wrong++;
+        } catch (err) {
+          row.buildsFailed++;
+          o.log?.(`${name}: the build failed: ${(err as Error).message.slice(0, 2000)}`);
+        }
+        row.worstMs = Math.max(row.worstMs!, Date.now() - t0);
+      }
+      o.log?.(`${name}: ${row.handled}/${row.attempts} builds ok, slowest ${row.worstMs} ms`);
+      rows.push(row);
+    }
+  } finally {
+    stopAgent(join(dir, '.cascache'));
+    for (const s of hung) s.destroy();
+    hang.server.close();
+    unavailable.server.close();
+    await s3.close();
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(home, { recursive: true, force: true });
+  }
+  return rows;
+}
+
+/** Runs every scenario in turn. */
+export async function runFaults(o: FaultOptions): Promise<FaultRow[]> {
+  const rows: FaultRow[] = [];
+  const wanted = (name: string) => !o.only || o.only.includes(name);
+  for (const [name, scenario] of [['hostile', hostile], ['kill', killMidUpload]] as const) {
+    if (!wanted(name)) continue;
+    const row = await scenario(o);
+    o.log?.(`${row.scenario}: ${row.handled}/${row.attempts} handled, ${row.wrong} wrong, ${row.crashes} crashes`);
+    rows.push(row);
+  }
+  if (wanted('remote')) rows.push(...(await remoteFaults(o)));
+  return rows;
+}
+
+/** The table docs/reliability.md shows. */
+export function faultTable(rows: FaultRow[]): string {
+  const lines = [
+    '| scenario | attempts | handled correctly | stored or served wrongly | crashes | builds failed by the cache | slowest run |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+  ];
+  for (const r of rows) lines.push(`| ${r.scenario} | ${r.attempts} | ${r.handled} | ${r.wrong} | ${r.crashes} | ${r.buildsFailed} | ${r.worstMs === undefined ? '' : `${(r.worstMs / 1000).toFixed(1)} s`} |`);
+  return lines.join('\n');
+}
