@@ -148,9 +148,19 @@ function configFile(flags: StoreFlags, env: NodeJS.ProcessEnv, cwd = process.cwd
 /**
  * Opens the store the flags name, with its remote tiers (see {@link resolveTiers}). A remote that
  * cannot be reached is a warning and the local store serves alone: a failing cache never fails the work.
- * @throws CascacheError `E_CONFIG` for a short secret or a bad remote URL.
+ * With `existing`, for commands that read or maintain a store (stats, verify, gc, store list...),
+ * there must be one: run from a subfolder, they would otherwise create an empty store there and
+ * report on it.
+ * @throws CascacheError `E_CONFIG` for a short secret or a bad remote URL; `E_NOT_FOUND` when
+ *   `existing` and the directory holds no store.
  */
-export async function openCliStore(flags: StoreFlags, io?: Io, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Promise<CliStore> {
+export async function openCliStore(flags: StoreFlags, io?: Io, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd(), options: { existing?: boolean } = {}): Promise<CliStore> {
+  if (options.existing) {
+    const dir = resolveCliStoreDir(flags, env, cwd);
+    if (!existsSync(join(dir, 'v1', 'store.json'))) {
+      throw new CascacheError(ErrorCodes.NOT_FOUND, `no cascache store at ${dir}: run this from the workspace root, or name the store with --store-dir or CASCACHE_DIR`);
+    }
+  }
   const secret = env.CASCACHE_SECRET;
   if (secret !== undefined && secret !== '' && Buffer.byteLength(secret) < 32) throw new CascacheError(ErrorCodes.CONFIG, 'CASCACHE_SECRET must be at least 32 bytes');
   const key = secret ? Buffer.from(secret, 'utf8') : null;

@@ -47,7 +47,7 @@ describe('cascache gc and evict', () => {
     const digest = (await cli('store', 'add', 'a', '--source', tree('a', 20_000), '--store-dir', s)).stdout.trim();
     await cli('store', 'rm', digest, '--store-dir', s);
     const r = await cli('gc', '--store-dir', s);
-    expect(r.stdout).toContain('unreferenced but within the grace period');
+    expect(r.stdout).toContain('3 unreferenced but younger than the grace period, 1 h; --grace to change');
     expect(blobCount()).toBeGreaterThan(0);
   });
 

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cli } from './support/run-cli';
@@ -16,6 +16,19 @@ describe('cascache cache stats and cascache stats', () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   const key = (): string[] => ['--dir', dir, '--version', '1.0.0', '--inputs', 'none', '--store-dir', s];
+
+  it('refuses to report on a directory that holds no store, instead of creating an empty one there', async () => {
+    const sub = join(dir, 'dist');
+    for (const args of [['stats'], ['verify'], ['gc'], ['store', 'list'], ['evict', '--to-size', '1GiB']]) {
+      const r = await cli(...args, '--store-dir', join(sub, '.cascache'));
+      expect({ args, code: r.code, err: r.stderr.trim() }).toEqual({
+        args,
+        code: 4,
+        err: `cascache: no cascache store at ${join(sub, '.cascache')}: run this from the workspace root, or name the store with --store-dir or CASCACHE_DIR (E_NOT_FOUND)`,
+      });
+    }
+    expect(existsSync(join(sub, '.cascache'))).toBe(false);
+  });
 
   it('cache stats reports entries, ratios, hits, misses and hit rate', async () => {
     expect((await cli('cache', 'build', 'web', '--source', join(dir, 'dist'), ...key())).code).toBe(0);
@@ -39,6 +52,7 @@ describe('cascache cache stats and cascache stats', () => {
   });
 
   it('stats credits Nx hits with the time the original build took', async () => {
+    expect((await cli('cache', 'build', 'web', '--source', join(dir, 'dist'), ...key())).code).toBe(0); // a store, as an agent's
     const runs = join(s, 'v1', 'runs');
     mkdirSync(runs, { recursive: true });
     writeFileSync(join(runs, '1000-1.json'), JSON.stringify({ tool: 'nx', startTime: 1000, endTime: 7000, tasks: [{ hash: '11', status: 'success', ms: 4000 }, { hash: '22', status: 'success', ms: 1500 }] }));

@@ -4,11 +4,21 @@
  */
 import type { Command } from 'commander';
 import { CascacheError, ErrorCodes, executeGc, executeRemoteGc, planEvict, planGc, planRemoteGc, type GcPlan, type LocalStore, type RemoteTier } from '@cascache/core';
-import { formatBytes, openCliStore, withStoreFlags, type StoreFlags } from '../context';
+import { formatBytes, openCliStore, resolveTiers, withStoreFlags, type StoreFlags } from '../context';
+
+/** `1 h`, `10 min`, `30 s`, `0 s`: a span of ms as people write it. */
+function formatAgeSpan(ms: number): string {
+  if (ms >= 3_600_000 && ms % 3_600_000 === 0) return `${ms / 3_600_000} h`;
+  if (ms >= 60_000 && ms % 60_000 === 0) return `${ms / 60_000} min`;
+  return `${Math.round(ms / 1000)} s`;
+}
+
+/** GC's grace period when `--grace` is not given (core's default), ms. */
+const DEFAULT_GRACE_MS = 60 * 60 * 1000;
 import type { Io } from '../program';
 import { parseAge, parseSize } from '../sizes';
 
-function describePlan(plan: GcPlan, dryRun: boolean): string {
+function describePlan(plan: GcPlan, dryRun: boolean, graceMs: number): string {
   const verb = dryRun ? 'would' : 'will';
   const byReason = new Map<string, number>();
   for (const e of plan.entries) byReason.set(e.reason, (byReason.get(e.reason) ?? 0) + 1);
@@ -16,21 +26,21 @@ function describePlan(plan: GcPlan, dryRun: boolean): string {
   return (
     `cascache: ${verb} drop ${plan.entries.length} cache entr${plan.entries.length === 1 ? 'y' : 'ies'}${reasons ? ` (${reasons})` : ''} ` +
     `and delete ${plan.blobs.length} blobs, freeing ${formatBytes(plan.freedBytes)}; ` +
-    `keeping ${plan.keptBlobs} blobs, ${formatBytes(plan.keptBytes)}${plan.inGrace ? ` (${plan.inGrace} unreferenced but within the grace period)` : ''}` +
+    `keeping ${plan.keptBlobs} blobs, ${formatBytes(plan.keptBytes)}${plan.inGrace ? ` (${plan.inGrace} unreferenced but younger than the grace period, ${formatAgeSpan(graceMs)}; --grace to change)` : ''}` +
     `${plan.pinned ? `; kept ${plan.pinned} entr${plan.pinned === 1 ? 'y' : 'ies'} whose upload to a remote tier is pending` : ''}` +
     `${plan.tmpFiles?.length ? `; ${verb} remove ${plan.tmpFiles.length} temp file(s) older than the grace period (${formatBytes(plan.tmpFiles.reduce((a, f) => a + f.size, 0))}, left by interrupted writers)` : ''}\n`
   );
 }
 
-async function run(io: Io, flags: StoreFlags & { dryRun?: boolean }, makePlan: (store: LocalStore) => Promise<GcPlan>): Promise<void> {
-  const store = await openCliStore(flags, io);
+async function run(io: Io, flags: StoreFlags & { dryRun?: boolean; grace?: number }, makePlan: (store: LocalStore) => Promise<GcPlan>, options: { existing: boolean }): Promise<void> {
+  const store = await openCliStore(flags, io, process.env, process.cwd(), options);
   const plan = await makePlan(store);
   const result = flags.dryRun ? null : await executeGc(store, plan);
   if (flags.json) {
     io.stdout.write(`${JSON.stringify({ dryRun: flags.dryRun === true, plan, result }, null, 2)}\n`);
     return;
   }
-  io.stdout.write(describePlan(plan, flags.dryRun === true));
+  io.stdout.write(describePlan(plan, flags.dryRun === true, flags.grace ?? DEFAULT_GRACE_MS));
   if (result) io.stdout.write(`cascache: dropped ${result.deletedEntries} entries, deleted ${result.deletedBlobs} blobs, freed ${formatBytes(result.freedBytes)}\n`);
 }
 
@@ -69,8 +79,10 @@ export function registerGc(program: Command, io: Io): void {
       .option('--grace <age>', 'keep unreferenced blobs younger than this (default 1h; 0s for none)', parseAge),
   ).action(async (what: string, flags: StoreFlags & { dryRun?: boolean; olderThan?: number; grace?: number }) => {
     if (!['store', 'cache', 'all'].includes(what)) throw new CascacheError(ErrorCodes.CONFIG, `gc takes store, cache or all, not ${what}`);
-    await run(io, flags, (s) => planGc(s, { scope: what as 'store' | 'cache' | 'all', olderThanMs: flags.olderThan, graceMs: flags.grace }));
-    const store = await openCliStore(flags, io);
+    // With remote tiers it may run where there is no local store (a CI job collecting the bucket).
+    const existing = resolveTiers(flags, process.env).length === 0;
+    await run(io, flags, (s) => planGc(s, { scope: what as 'store' | 'cache' | 'all', olderThanMs: flags.olderThan, graceMs: flags.grace }), { existing });
+    const store = await openCliStore(flags, io, process.env, process.cwd(), { existing });
     for (const tier of store.layered?.remotes ?? []) await remoteGc(io, tier, flags, what === 'store' ? undefined : flags.olderThan);
     await store.layered?.close();
   });
@@ -85,6 +97,6 @@ export function registerGc(program: Command, io: Io): void {
       .option('--grace <age>', 'keep unreferenced blobs younger than this (default 1h)', parseAge),
   ).action(async (flags: StoreFlags & { toSize: number; strategy: string; dryRun?: boolean; grace?: number }) => {
     if (flags.strategy !== 'lru' && flags.strategy !== 'largest') throw new CascacheError(ErrorCodes.CONFIG, '--strategy is lru or largest');
-    await run(io, flags, (s) => planEvict(s, { toSizeBytes: flags.toSize, strategy: flags.strategy as 'lru' | 'largest', graceMs: flags.grace }));
+    await run(io, flags, (s) => planEvict(s, { toSizeBytes: flags.toSize, strategy: flags.strategy as 'lru' | 'largest', graceMs: flags.grace }), { existing: true });
   });
 }
