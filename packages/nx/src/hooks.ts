@@ -16,7 +16,7 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { agentConfig, callAgent, ensureAgent, isCi, setAsideLine, unservableLine, uploadLine, type AgentInfo, type EnsureAgentOptions, type FlushReport } from './agent';
 import { defaultBranch, gitState, type GitState } from '@cascache/core/git';
-import { resolveStoreDir, type CascacheNxOptions } from './options';
+import { checkOptions, resolveStoreDir, type CascacheNxOptions } from './options';
 
 /** Set alongside Nx's variables so a later run can tell our setting from a user's. */
 const OURS = 'CASCACHE_NX_AGENT_URL';
@@ -86,7 +86,8 @@ const EARLY_FRESH_MS = 60_000;
  * Node process, the server and the store) overlaps the graph instead of delaying the first task.
  * Called from the plugin's `createDependencies`; never throws (the pre-run hook reports failures).
  */
-export function startAgentEarly(options: CascacheNxOptions | undefined, workspaceRoot: string): void {
+export function startAgentEarly(given: CascacheNxOptions | undefined, workspaceRoot: string): void {
+  const { options } = checkOptions(given);
   try {
     const settings = agentSettings(options, workspaceRoot);
     if (!settings || early) return;
@@ -98,7 +99,10 @@ export function startAgentEarly(options: CascacheNxOptions | undefined, workspac
   }
 }
 
-export async function preTasksExecution(options: CascacheNxOptions | undefined, context: PreContext): Promise<void> {
+export async function preTasksExecution(given: CascacheNxOptions | undefined, context: PreContext): Promise<void> {
+  // Said here, once per run; the other hooks use the same checked options without repeating it.
+  const { options, problems } = checkOptions(given);
+  for (const p of problems) console.warn(`cascache: nx.json, plugin @cascache/nx: ${p}`);
   const settings = agentSettings(options, context.workspaceRoot);
   if (!settings) return;
   const { storeDir, secretEnv } = settings;
@@ -121,7 +125,7 @@ export async function preTasksExecution(options: CascacheNxOptions | undefined, 
       await callAgent(info, '/_cascache/prefetch', { tool: 'nx', branches, ...(git.commit ? { commit: git.commit } : {}) }, 1000);
     }
   } catch (err) {
-    console.warn(`cascache: the local agent could not start (${(err as Error).message}); this run uses Nx's local cache only. Details: ${join(storeDir, 'agent.log')}`);
+    console.warn(`cascache: the local agent could not start (${(err as Error).message}); this run uses Nx's local cache only`);
   }
 }
 
@@ -163,7 +167,8 @@ export function summaryLine(s: RunSummary): string {
 /** Task statuses after which the output has an entry: served from a cache, or built and stored. */
 const PRODUCED = new Set(['remote-cache', 'local-cache', 'local-cache-kept-existing', 'success']);
 
-export async function postTasksExecution(options: CascacheNxOptions | undefined, context: PostContext): Promise<void> {
+export async function postTasksExecution(given: CascacheNxOptions | undefined, context: PostContext): Promise<void> {
+  const { options } = checkOptions(given);
   if (options?.disabled || process.env.CASCACHE_DISABLE === '1') return;
   const agent = agentFromPre;
   if (!agent || process.env[SERVER] !== process.env[OURS]) return;

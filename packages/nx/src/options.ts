@@ -40,3 +40,50 @@ export function resolveStoreDir(options: CascacheNxOptions | undefined, workspac
   if (!chosen) return join(workspaceRoot, '.cascache');
   return isAbsolute(chosen) ? chosen : resolve(workspaceRoot, chosen);
 }
+
+/** Levenshtein distance (insertions, deletions, substitutions), for "did you mean". */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
+/** What each option must be, as a check and the words a warning uses. */
+const OPTION_TYPES: Record<keyof CascacheNxOptions, [(v: unknown) => boolean, string]> = {
+  storeDir: [(v) => typeof v === 'string' && v.length > 0, 'a path'],
+  signingSecretEnv: [(v) => typeof v === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(v), 'an environment variable name'],
+  readOnly: [(v) => typeof v === 'boolean', 'true or false'],
+  tiers: [(v) => Array.isArray(v) && v.every((t) => typeof t === 'string' || (typeof t === 'object' && t !== null && typeof (t as { url?: unknown }).url === 'string')), 'a list of URLs or {"url": ...} objects'],
+  syncUploads: [(v) => typeof v === 'boolean', 'true or false'],
+  ciUploadWaitMs: [(v) => Number.isSafeInteger(v) && (v as number) >= 0, 'a whole number of ms'],
+  idleTimeoutMs: [(v) => Number.isSafeInteger(v) && (v as number) > 0, 'a whole number of ms'],
+  maxSize: [(v) => typeof v === 'string' || (Number.isSafeInteger(v) && (v as number) > 0), 'a size such as "10GiB"'],
+  defaultBranch: [(v) => typeof v === 'string' && v.length > 0, 'a branch name'],
+  disabled: [(v) => typeof v === 'boolean', 'true or false'],
+};
+
+/**
+ * The plugin's options as given, with what is wrong with them: unknown keys (a typo such as
+ * `storDir` would otherwise be ignored without a word) and values of the wrong type, which are
+ * dropped. @returns the options to use and one message per problem.
+ */
+export function checkOptions(options: unknown): { options: CascacheNxOptions | undefined; problems: string[] } {
+  if (options === undefined || options === null) return { options: undefined, problems: [] };
+  if (typeof options !== 'object' || Array.isArray(options)) return { options: undefined, problems: ['the plugin options must be an object; they are ignored'] };
+  const known = Object.keys(OPTION_TYPES);
+  const problems: string[] = [];
+  const kept: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(options)) {
+    const spec = OPTION_TYPES[key as keyof CascacheNxOptions];
+    if (!spec) {
+      const near = known.find((k) => editDistance(k.toLowerCase(), key.toLowerCase()) <= 2);
+      problems.push(`unknown option "${key}"${near ? ` (did you mean "${near}"?)` : ` (known: ${known.join(', ')})`}; it is ignored`);
+    } else if (!spec[0](value)) problems.push(`option "${key}" must be ${spec[1]}, got ${JSON.stringify(value)}; it is ignored`);
+    else kept[key] = value;
+  }
+  return { options: kept as CascacheNxOptions, problems };
+}

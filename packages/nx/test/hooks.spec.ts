@@ -110,6 +110,31 @@ describe('plugin hooks with a real agent', () => {
     const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
     await preTasksExecution({}, { workspaceRoot: workspace });
     expect(warn).toHaveBeenCalledTimes(1);
+    // The reason itself, not only where to look for it.
+    expect(String(warn.mock.calls[0]![0])).toMatch(/could not start \(the action-cache signing secret must be at least 32 bytes, got 5 \(E_CONFIG\); see .*agent\.log\)/);
+    expect(process.env[SERVER]).toBeUndefined();
+    warn.mockRestore();
+  });
+
+  it('warns about unknown options and values of the wrong type, once, and ignores them', async () => {
+    const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    await preTasksExecution({ storDir: 'x', tiers: 's3://b/x', readOnly: 'yes' } as never, { workspaceRoot: workspace });
+    expect(warn.mock.calls.map((c) => String(c[0]))).toEqual([
+      'cascache: nx.json, plugin @cascache/nx: unknown option "storDir" (did you mean "storeDir"?); it is ignored',
+      'cascache: nx.json, plugin @cascache/nx: option "tiers" must be a list of URLs or {"url": ...} objects, got "s3://b/x"; it is ignored',
+      'cascache: nx.json, plugin @cascache/nx: option "readOnly" must be true or false, got "yes"; it is ignored',
+    ]);
+    // The rest works: the agent serves this run on the default store.
+    expect(process.env[SERVER]).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(JSON.parse(readFileSync(join(workspace, '.cascache', 'agent.json'), 'utf8')).port).toBeGreaterThan(0);
+    warn.mockRestore();
+  });
+
+  it('says why the agent could not start when an option is wrong', async () => {
+    const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    await preTasksExecution({ maxSize: '10 gigs' }, { workspaceRoot: workspace });
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(String(warn.mock.calls[0]![0])).toContain('10 gigs');
     expect(process.env[SERVER]).toBeUndefined();
     warn.mockRestore();
   });

@@ -9,7 +9,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, promises as fsp, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, promises as fsp, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -159,7 +159,9 @@ async function startAgent(options: EnsureAgentOptions, deadline: number): Promis
   const { storeDir } = options;
   const token = randomBytes(24).toString('base64url');
   const readOnlyToken = randomBytes(24).toString('base64url');
-  const log = openSync(join(storeDir, 'agent.log'), 'a');
+  const logPath = join(storeDir, 'agent.log');
+  const log = openSync(logPath, 'a');
+  const logStart = fstatSync(log).size;
   const child = spawn(process.execPath, [join(__dirname, 'agent-main.js')], {
     detached: true,
     stdio: ['ignore', 'pipe', log],
@@ -179,7 +181,7 @@ async function startAgent(options: EnsureAgentOptions, deadline: number): Promis
   try {
     const line = await new Promise<string>((resolveLine, reject) => {
       const rl = createInterface({ input: child.stdout! });
-      const timer = setTimeout(() => reject(new Error('the agent did not report a port in time')), Math.max(1000, deadline - Date.now()));
+      const timer = setTimeout(() => reject(new Error(`the agent did not report a port in time; see ${logPath}`)), Math.max(1000, deadline - Date.now()));
       rl.once('line', (l) => {
         clearTimeout(timer);
         rl.close();
@@ -187,7 +189,7 @@ async function startAgent(options: EnsureAgentOptions, deadline: number): Promis
       });
       child.once('exit', (code) => {
         clearTimeout(timer);
-        reject(new Error(`the agent exited with code ${code}; see ${join(storeDir, 'agent.log')}`));
+        reject(new Error(`${startFailure(logPath, logStart) ?? `the agent exited with code ${code}`}; see ${logPath}`));
       });
       child.once('error', reject);
     });
@@ -203,6 +205,17 @@ async function startAgent(options: EnsureAgentOptions, deadline: number): Promis
   } finally {
     child.stdout?.destroy();
     child.unref();
+  }
+}
+
+/** The reason an agent that just exited gave in its log (its `cascache agent: ...` line), if any. */
+function startFailure(logPath: string, from: number): string | null {
+  try {
+    const text = readFileSync(logPath).subarray(from).toString('utf8');
+    const line = text.split('\n').find((l) => l.startsWith('cascache agent: '));
+    return line ? line.slice('cascache agent: '.length).trim() : null;
+  } catch {
+    return null;
   }
 }
 

@@ -19,7 +19,7 @@
  * Listens on 127.0.0.1 on a free port and prints one JSON line `{"port","pid"}` on stdout when
  * ready; logs (pino) go to stderr, which the plugin points at `<store>/agent.log`.
  */
-import { parseByteSize, parseTierConfigs, withDefaultToken } from '@cascache/core';
+import { isCascacheError, parseByteSize, parseTierConfigs, withDefaultToken } from '@cascache/core';
 import { listen } from './listen';
 
 async function main(): Promise<void> {
@@ -74,6 +74,9 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`cascache agent: ${(err as Error)?.stack ?? String(err)}\n`);
+  // The first line is the reason, which whoever started the agent shows its user (agent-control.ts);
+  // a stack follows only for what is not a known error (a bug).
+  const known = isCascacheError(err);
+  process.stderr.write(`cascache agent: ${known ? `${err.message} (${err.code})` : ((err as Error)?.stack ?? String(err))}\n`);
   process.exit(1);
 });
