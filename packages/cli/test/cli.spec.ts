@@ -53,7 +53,11 @@ describe('cascache debug', () => {
   });
 
   it('runs as an executable with the same output and exit codes', () => {
-    const bin = join(__dirname, '../dist/bin.js');
+    // The executable npm links is in the source tree: in a fresh clone, npm links bins before the
+    // build, and skips one whose target does not exist yet (`npx cascache`: "not found").
+    const pkg = JSON.parse(readFileSync(join(__dirname, '../package.json'), 'utf8')) as { bin: { cascache: string } };
+    expect(pkg.bin.cascache).toBe('./bin/cascache.js');
+    const bin = join(__dirname, '..', pkg.bin.cascache);
     expect(execFileSync(process.execPath, [bin, 'debug', 'chunk', IMAGE, '--min', '16384', '--avg', '65536', '--max', '262144']).toString()).toBe('109466\n');
     expect(spawnSync(process.execPath, [bin, 'debug', 'digest', '/nope']).status).toBe(ExitCodes.NOT_FOUND);
   });
