@@ -6,6 +6,7 @@
  * the canonical JSON of sorted [path, BLAKE3 of content] pairs. Change any ingredient and the key
  * changes; `--explain` prints each one.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, relative, resolve, sep } from 'node:path';
 import { glob } from 'tinyglobby';
@@ -20,7 +21,12 @@ export interface KeyInputs {
   version?: string;
   /** `name@version` strings; from package.json when absent. */
   deps?: string[];
-  /** Input globs relative to `dir`; default: every file except the excluded directories. */
+  /**
+   * Input globs relative to `dir`. Default: in a git work tree, the files git would commit (tracked,
+   * and untracked but not ignored: `git ls-files -co --exclude-standard`), so ignored build outputs
+   * never count wherever they are restored; elsewhere every file. The excluded directories never
+   * count.
+   */
   inputs?: string[];
   /** Directories never counted as inputs (the output directory, for one). */
   exclude?: string[];
@@ -38,6 +44,16 @@ export interface KeyExplanation {
 }
 
 const ALWAYS_EXCLUDED = ['node_modules', '.git', '.cascache', '.nx'];
+
+/**
+ * The files under `dir` that git would commit: tracked (and still present) plus untracked files
+ * that no ignore rule covers, as paths relative to `dir`. Null outside a git work tree or without git.
+ */
+function gitFiles(dir: string): string[] | null {
+  const r = spawnSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: dir, encoding: 'utf8', timeout: 10_000, maxBuffer: 256 * 1024 * 1024, stdio: ['ignore', 'pipe', 'ignore'] });
+  if (r.status !== 0) return null;
+  return [...new Set(r.stdout.split('\0').filter(Boolean))].filter((f) => existsSync(join(dir, f)));
+}
 
 function readPackageJson(dir: string): Record<string, unknown> | null {
   const p = join(dir, 'package.json');
@@ -72,7 +88,10 @@ export async function computeCacheKey(k: KeyInputs): Promise<KeyExplanation> {
   // Tool directories at any depth, and the output directories (when they lie inside the component).
   const outputDirs = (k.exclude ?? []).map((e) => relative(dir, resolve(e)).split(sep).join('/')).filter((e) => e !== '' && !e.startsWith('..'));
   const ignore = [...ALWAYS_EXCLUDED.map((n) => `**/${n}/**`), ...outputDirs.map((e) => `${e}/**`)];
-  const files = await glob(k.inputs?.length ? k.inputs : ['**/*'], { cwd: dir, dot: true, onlyFiles: true, followSymbolicLinks: false, ignore });
+  const inGit = k.inputs?.length ? null : gitFiles(dir);
+  const files = inGit
+    ? inGit.filter((f) => !f.split('/').some((part) => ALWAYS_EXCLUDED.includes(part)) && !outputDirs.some((o) => f === o || f.startsWith(`${o}/`)))
+    : await glob(k.inputs?.length ? k.inputs : ['**/*'], { cwd: dir, dot: true, onlyFiles: true, followSymbolicLinks: false, ignore });
   const inputs: Array<{ path: string; digest: Digest }> = [];
   for (const f of files.sort()) inputs.push({ path: f, digest: await digestFile(join(dir, f)) });
   const depsDigest = digestOf(canonicalJson(deps));

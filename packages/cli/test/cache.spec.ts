@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +58,22 @@ describe('cascache cache build|get|invalidate|list', () => {
     const miss = await get(join(comp, 'dist'), '--force');
     expect(miss.code).toBe(ExitCodes.MISS);
     expect(miss.stderr).toContain('miss for ui 1.2.3');
+  });
+
+  it('in a git work tree, keys on what git would commit: an ignored output counts nowhere, wherever it is restored', async () => {
+    const git = (...args: string[]) => execFileSync('git', ['-c', 'user.email=t@cascache.invalid', '-c', 'user.name=t', ...args], { cwd: dir, stdio: 'ignore' });
+    writeFileSync(join(dir, '.gitignore'), 'dist/\nstore/\n');
+    git('init', '-q');
+    git('add', '-A');
+    git('commit', '-qm', 'init');
+    expect((await build()).code).toBe(0);
+    // ui/dist is still there (ignored): a restore elsewhere has the same key, so it hits.
+    const elsewhere = join(dir, 'elsewhere');
+    expect((await get(elsewhere)).code).toBe(0);
+    expect(readFileSync(join(elsewhere, 'index.js'), 'utf8')).toBe('exports.a = 1;\n'.repeat(500));
+    // A new source file that git would pick up is an input even before it is committed.
+    writeFileSync(join(comp, 'src/new.ts'), 'export const b = 2;\n');
+    expect((await get(join(dir, 'elsewhere2'))).code).toBe(ExitCodes.MISS);
   });
 
   it('--explain prints every ingredient with its digest', async () => {
