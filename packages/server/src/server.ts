@@ -119,7 +119,8 @@ export function createServer(options: ServerOptions): CascacheServer {
   // Upload bodies are streamed by the handlers themselves, never buffered by Fastify.
   app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
   // A body that stalls would hold its socket and spool for good (Node's own request timeout is
-  // 300 s): cut it after `uploadIdleTimeoutMs` without a byte, and lift the bound once answered.
+  // 300 s): cut it after `uploadIdleTimeoutMs` without a byte. The bound is lifted once the body
+  // is in, and at the latest when the request is answered.
   const idleMs = options.uploadIdleTimeoutMs ?? 30_000;
   app.addHook('onRequest', async (req) => {
     if (req.method !== 'PUT') return;
