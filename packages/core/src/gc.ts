@@ -20,6 +20,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
+import { describeAcEntry } from './action-cache';
 import type { Digest } from './digest';
 import type { LocalStore } from './local-store';
 import { manifestChunks } from './manifest';
@@ -41,7 +42,11 @@ export interface PlannedEntry {
   key: Digest;
   manifest: Digest | null;
   lastUsedMs: number;
-  reason: 'older-than' | 'invalid' | 'evicted';
+  /**
+   * `invalid`: does not parse, or names another key; `unservable`: its manifest or a chunk is gone
+   * (quarantined, evicted), so it can never be a hit; `older-than`; `evicted`.
+   */
+  reason: 'older-than' | 'invalid' | 'unservable' | 'evicted';
 }
 
 export interface GcPlan {
@@ -97,18 +102,36 @@ interface LiveEntry {
   size: number;
 }
 
-/** Reads every AC entry: valid ones with their manifest, invalid ones to drop. */
+/**
+ * Reads every AC entry: well-formed ones with their manifest, malformed ones to drop. An entry that
+ * only fails its signature is kept, blobs and all: that says which secret this process holds, not
+ * that the entry is bad, and a GC run with a wrong secret must not empty the store.
+ */
 async function scanEntries(store: LocalStore): Promise<{ live: LiveEntry[]; invalid: PlannedEntry[] }> {
   const live: LiveEntry[] = [];
   const invalid: PlannedEntry[] = [];
   for await (const { namespace, key, lastUsedMs } of store.entries.list()) {
-    const entry = await store.actionCache.peek(namespace, key);
+    const bytes = await store.entries.get(namespace, key);
+    const entry = bytes ? describeAcEntry(bytes, namespace, key) : null;
     // The store's last-use time (written or hit) when it tracks one; else when the entry was made.
     const used = lastUsedMs ?? entry?.created ?? 0;
     if (entry) live.push({ namespace, key, manifest: entry.manifest, lastUsedMs: used, size: entry.size });
-    else invalid.push({ namespace, key, manifest: null, lastUsedMs: used, reason: 'invalid' });
+    else if (bytes) invalid.push({ namespace, key, manifest: null, lastUsedMs: used, reason: 'invalid' });
   }
   return { live, invalid };
+}
+
+/** Whether a manifest and every chunk it names are present (an entry naming it can be a hit). */
+async function servable(store: LocalStore, manifest: Digest): Promise<boolean> {
+  let m;
+  try {
+    m = await getManifest(store.blobs, manifest);
+  } catch {
+    return false;
+  }
+  if (!m) return false;
+  const chunks = [...new Set(manifestChunks(m))];
+  return (await store.blobs.has(chunks)).size === chunks.length;
 }
 
 /** What pending uploads name: entries (`namespace/key`) and root manifests. */
@@ -175,6 +198,11 @@ export async function planGc(store: LocalStore, options: GcOptions = {}): Promis
   let pinned = 0;
   for (const e of live) {
     const old = scope !== 'store' && options.olderThanMs !== undefined && now - e.lastUsedMs > options.olderThanMs;
+    // An entry that can never be a hit goes with the cache scopes (its next upload stores it again).
+    if (!old && scope !== 'store' && !pending.entries.has(`${e.namespace}/${e.key}`) && !(await servable(store, e.manifest))) {
+      entries.push({ namespace: e.namespace, key: e.key, manifest: e.manifest, lastUsedMs: e.lastUsedMs, reason: 'unservable' });
+      continue;
+    }
     if (!old) kept.push(e);
     else if (pending.entries.has(`${e.namespace}/${e.key}`)) {
       pinned++;

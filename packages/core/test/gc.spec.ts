@@ -63,6 +63,27 @@ describe('gc and evict', () => {
     expect(await store.blobs.has([digestOf(orphanYoung)])).toEqual(new Set([digestOf(orphanYoung)]));
   });
 
+  it('drops entries that can never be served, and keeps entries another secret signed, with their blobs', async () => {
+    const broken = await entry('broken');
+    const fine = await entry('fine');
+    const foreign = await entry('foreign');
+    await store.blobs.deleteMany([broken.chunks[0]!]); // quarantined after damage, say
+    // Read with another secret, 'foreign' (and 'fine') fail their signature: that is the reader's
+    // secret, not the store. A GC with a wrong secret must not empty the store.
+    store.close();
+    const other = await openTestStore({ root: join(dir, 'store'), secret: Buffer.alloc(32, 9) });
+    const plan = await planGc(other, { scope: 'all', graceMs: 0 });
+    expect(plan.entries.map((e) => [e.key, e.reason])).toEqual([[broken.key, 'unservable']]);
+    const kept = new Set([...fine.chunks, fine.manifest, ...foreign.chunks, foreign.manifest]);
+    expect(plan.blobs.filter((b) => kept.has(b.digest))).toEqual([]);
+    await executeGc(other, plan);
+    other.close();
+    store = await openTestStore({ root: join(dir, 'store'), secret: Buffer.alloc(32, 5) });
+    expect(await store.actionCache.get('default', fine.key)).not.toBeNull();
+    expect(await store.actionCache.get('default', foreign.key)).not.toBeNull();
+    expect(await store.actionCache.peek('default', broken.key)).toBeNull();
+  });
+
   it('keeps everything a store root references', async () => {
     const e = await entry('rooted');
     await store.roots.add({ digest: e.manifest, name: 'r', size: 1, files: 1 });
