@@ -13,7 +13,8 @@
  * - `kill -9`: the server killed while it receives a 3 MB upload, at a different point each round,
  *   then started again on the same store: `verify` finds nothing wrong, and the hash is a miss or
  *   its whole, correct output.
- * - `remote faults`: real nx runs (CI=true, empty local store, so every lookup goes remote) with the
+ * - `remote faults`: real nx runs and real turbo runs through `cascache turbo` (CI=true, empty local
+ *   store and the tool's own cache emptied, so every lookup goes remote) with the
  *   one remote tier down (connection refused), hanging (accepts, never answers), answering 503, or
  *   holding damaged packs: the build succeeds with outputs identical to a clean build; the time is
  *   reported, beside a run with the tier healthy.
@@ -28,6 +29,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { S3ObjectStore } from '@cascache/core';
 import { install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace } from './nx-workspace';
 import { packAll } from './pack';
+import { cascacheTurbo, installTurbo, removeTurboState, writeTurboWorkspace } from './turbo-workspace';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { startS3Server } = require(resolve(__dirname, '../../tools/s3rver.js')) as { startS3Server: (buckets: string[]) => Promise<{ endpoint: string; close(): Promise<void> }> };
@@ -275,9 +277,17 @@ async function listening<T extends Server | ReturnType<typeof createNetServer>>(
   return { server, port: (server.address() as { port: number }).port };
 }
 
+/** One tool's workspace for the remote-fault runs: how to point it at a tier, reset it, and build. */
+interface FaultWorkspace {
+  dir: string;
+  /** A clean build with uploads to `tier` (CI=true). */
+  build(tier: string): void;
+  /** Forget every local cache: the agent's store and the tool's own. */
+  reset(): void;
+}
+
 async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
   const s3 = await startS3Server([BUCKET]);
-  const dir = tempWorkspaceDir('cascache-faults-nx-');
   const home = tempWorkspaceDir('cascache-faults-home-');
   const hung: Socket[] = [];
   const hang = await listening(createNetServer((s) => hung.push(s))); // accepts, never answers
@@ -285,63 +295,93 @@ async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
   const closed = await listening(createNetServer());
   const closedPort = closed.port;
   await new Promise<void>((ok) => closed.server.close(() => ok())); // nothing listens there now
-  const s3url = (endpoint: string, prefix = 'nx') => `s3://${BUCKET}/${prefix}?endpoint=${encodeURIComponent(endpoint)}&forcePathStyle=true`;
+  const s3url = (endpoint: string, prefix: string) => `s3://${BUCKET}/${prefix}?endpoint=${encodeURIComponent(endpoint)}&forcePathStyle=true`;
   const env = { HOME: home, CI: 'true', CASCACHE_SECRET: SECRET, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' };
+  const dirs: string[] = [];
   const rows: FaultRow[] = [];
   try {
     const t = packAll();
-    writeWorkspace(dir, { idleTimeoutMs: 300_000, tiers: [s3url(s3.endpoint)] });
-    install(dir, [t.core, t.server, t.nx]);
-    const ws = openWorkspace(dir);
-    ws.nx(['run-many', '-t', 'build'], env); // the clean build, uploaded to s3rver
-    const clean = snapshotOutputs(dir);
-    // Damage every pack in the bucket (one byte in the middle of each).
-    const damagedCopy = 'nx-damaged';
-    const objects = new S3ObjectStore({ bucket: BUCKET, endpoint: s3.endpoint, forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
-    for await (const obj of objects.list('nx/')) {
-      const bytes = await objects.get(obj.key);
-      if (!bytes) continue;
-      if (obj.key.endsWith('.pack')) bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
-      await objects.put(`${damagedCopy}/${obj.key.slice('nx/'.length)}`, bytes);
-    }
-    const faults: Array<[string, string]> = [
-      ['healthy (for comparison: everything restored from it)', s3url(s3.endpoint)],
-      ['down (connection refused)', s3url(`http://127.0.0.1:${closedPort}`)],
-      ['hanging (accepts, never answers)', s3url(`http://127.0.0.1:${hang.port}`)],
-      ['answering 503', s3url(`http://127.0.0.1:${unavailable.port}`)],
-      ['holding damaged packs', s3url(s3.endpoint, damagedCopy)],
+    const nxDir = tempWorkspaceDir('cascache-faults-nx-');
+    dirs.push(nxDir);
+    writeWorkspace(nxDir, { idleTimeoutMs: 300_000, tiers: [] });
+    install(nxDir, [t.core, t.server, t.nx]);
+    const nx = openWorkspace(nxDir);
+    const turboDir = tempWorkspaceDir('cascache-faults-turbo-');
+    dirs.push(turboDir);
+    writeTurboWorkspace(turboDir);
+    installTurbo(turboDir, [t.core, t.server, t.nx, t.cli]);
+    const tools: Array<[string, FaultWorkspace]> = [
+      [
+        'nx',
+        {
+          dir: nxDir,
+          build: (tier) => {
+            setTiers(nxDir, [tier]);
+            nx.nx(['run-many', '-t', 'build'], env);
+          },
+          reset: () => {
+            nx.nx(['reset'], env);
+            removeOutputs(nxDir);
+          },
+        },
+      ],
+      [
+        'turbo',
+        {
+          dir: turboDir,
+          build: (tier) => void cascacheTurbo(turboDir, ['--team', 'faults', '--remote', tier], env),
+          reset: () => removeTurboState(turboDir),
+        },
+      ],
     ];
-    const rounds = o.short ? 1 : 2;
-    for (const [name, url] of faults) {
-      const row: FaultRow = { scenario: `remote tier ${name}: real nx runs`, attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0, worstMs: 0 };
-      setTiers(dir, [url]);
-      for (let round = 0; round < rounds; round++) {
-        row.attempts++;
-        stopAgent(join(dir, '.cascache'));
-        rmSync(join(dir, '.cascache'), { recursive: true, force: true });
-        ws.nx(['reset']);
-        removeOutputs(dir);
-        const t0 = Date.now();
-        try {
-          ws.nx(['run-many', '-t', 'build'], env);
-          row.handled++;
-          if (JSON.stringify(snapshotOutputs(dir)) !== JSON.stringify(clean)) row.wrong++;
-        } catch (err) {
-          row.buildsFailed++;
-          o.log?.(`${name}: the build failed: ${(err as Error).message.slice(0, 2000)}`);
-        }
-        row.worstMs = Math.max(row.worstMs!, Date.now() - t0);
+    for (const [tool, ws] of tools) {
+      ws.build(s3url(s3.endpoint, tool)); // the clean build, uploaded to s3rver
+      const clean = snapshotOutputs(ws.dir);
+      // A copy of the tool's objects with one byte of every pack flipped.
+      const objects = new S3ObjectStore({ bucket: BUCKET, endpoint: s3.endpoint, forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+      for await (const obj of objects.list(`${tool}/`)) {
+        const bytes = await objects.get(obj.key);
+        if (!bytes) continue;
+        if (obj.key.endsWith('.pack')) bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
+        await objects.put(`${tool}-damaged/${obj.key.slice(tool.length + 1)}`, bytes);
       }
-      o.log?.(`${name}: ${row.handled}/${row.attempts} builds ok, slowest ${row.worstMs} ms`);
-      rows.push(row);
+      const faults: Array<[string, string]> = [
+        ['healthy (for comparison: everything restored from it)', s3url(s3.endpoint, tool)],
+        ['down (connection refused)', s3url(`http://127.0.0.1:${closedPort}`, tool)],
+        ['hanging (accepts, never answers)', s3url(`http://127.0.0.1:${hang.port}`, tool)],
+        ['answering 503', s3url(`http://127.0.0.1:${unavailable.port}`, tool)],
+        ['holding damaged packs', s3url(s3.endpoint, `${tool}-damaged`)],
+      ];
+      const rounds = o.short ? 1 : 2;
+      for (const [name, url] of faults) {
+        const row: FaultRow = { scenario: `remote tier ${name}: real ${tool} runs`, attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0, worstMs: 0 };
+        for (let round = 0; round < rounds; round++) {
+          row.attempts++;
+          stopAgent(join(ws.dir, '.cascache'));
+          rmSync(join(ws.dir, '.cascache'), { recursive: true, force: true });
+          ws.reset();
+          const t0 = Date.now();
+          try {
+            ws.build(url);
+            row.handled++;
+            if (JSON.stringify(snapshotOutputs(ws.dir)) !== JSON.stringify(clean)) row.wrong++;
+          } catch (err) {
+            row.buildsFailed++;
+            o.log?.(`${tool}, ${name}: the build failed: ${(err as Error).message.slice(0, 2000)}`);
+          }
+          row.worstMs = Math.max(row.worstMs!, Date.now() - t0);
+        }
+        o.log?.(`${tool}, ${name}: ${row.handled}/${row.attempts} builds ok, slowest ${row.worstMs} ms`);
+        rows.push(row);
+      }
     }
   } finally {
-    stopAgent(join(dir, '.cascache'));
+    for (const d of dirs) stopAgent(join(d, '.cascache'));
     for (const s of hung) s.destroy();
     hang.server.close();
     unavailable.server.close();
     await s3.close();
-    rmSync(dir, { recursive: true, force: true });
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
     rmSync(home, { recursive: true, force: true });
   }
   return rows;
