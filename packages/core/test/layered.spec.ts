@@ -80,6 +80,21 @@ describe('LayeredStore', () => {
   }
 
 
+  /**
+   * `c` runs the task again (the same output) and uploads it; then a new machine on `remotes` must
+   * restore that output whole: how a damaged tier heals.
+   */
+  async function rebuildThenRestore(c: Awaited<ReturnType<typeof machine>>, remotes: () => RemoteTier[], src: string, task: string, key: string): Promise<void> {
+    await build(c.local, c.store, src, task);
+    expect((await c.store.drain({ timeoutMs: 30_000 })).drained).toBe(true);
+    const fresh = await machine(`fresh-${task}`, remotes());
+    const hit = await fresh.store.lookup(NS, key);
+    expect(hit).not.toBeNull();
+    const out = join(dir, `restored-${task}`);
+    await materializeToDirectory(fresh.local.blobs, hit!.manifest, out);
+    await expectSameFlatTree(src, out);
+  }
+
   it('reports the same dedup figures for the same uploads, however they are batched', async () => {
     // Three outputs that share most of their chunks: the second and third repeat files of the first.
     const srcs = [await tree('one', 8, 'shared'), await tree('two', 10, 'shared'), await tree('three', 12, 'shared')];
@@ -374,15 +389,8 @@ describe('LayeredStore', () => {
     // c runs the task and uploads its output: the damaged chunks are sent again, not deduplicated
     // against the copies that failed, and the tier serves the output whole to a new machine.
     const sentBefore = c.store.stats.blobsSent;
-    await build(c.local, c.store, src, 'flip');
-    expect((await c.store.drain({ timeoutMs: 30_000 })).drained).toBe(true);
+    await rebuildThenRestore(c, () => [tier(first)], src, 'flip', key);
     expect(c.store.stats.blobsSent).toBeGreaterThan(sentBefore);
-    const d = await machine('d', [tier(first)]);
-    const healed = await d.store.lookup(NS, key);
-    expect(healed).not.toBeNull();
-    const out2 = join(dir, 'out2');
-    await materializeToDirectory(d.local.blobs, healed!.manifest, out2);
-    await expectSameFlatTree(src, out2);
   });
 
   it('a tree object with swapped chunk locations is a miss, and the next upload of it rewrites it', async () => {
@@ -401,14 +409,7 @@ describe('LayeredStore', () => {
 
     const c = await machine('c', [tier(objects)]);
     expect(await c.store.lookup(NS, key)).toBeNull();
-    await build(c.local, c.store, src, 'swap');
-    expect((await c.store.drain({ timeoutMs: 30_000 })).drained).toBe(true);
-    const d = await machine('d', [tier(objects)]);
-    const hit = await d.store.lookup(NS, key);
-    expect(hit).not.toBeNull();
-    const out = join(dir, 'out-swap');
-    await materializeToDirectory(d.local.blobs, hit!.manifest, out);
-    await expectSameFlatTree(src, out);
+    await rebuildThenRestore(c, () => [tier(objects)], src, 'swap', key);
   });
 
   it('a remote hit replaces a local entry whose blobs were evicted', async () => {
