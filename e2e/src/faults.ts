@@ -25,7 +25,10 @@ import { connect, createServer as createNetServer, type Socket } from 'node:net'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 import { gunzipSync, gzipSync } from 'node:zlib';
+import * as tarStream from 'tar-stream';
 import { S3ObjectStore } from '@cascache/core';
 import { install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace } from './nx-workspace';
 import { packAll } from './pack';
@@ -62,35 +65,22 @@ export interface FaultOptions {
 // ---------------------------------------------------------------------------------------------
 // Request helpers
 
-/** A tar (ustar) of the given entries, as Nx's client builds a body: files, terminalOutput, code. */
-function tar(entries: Array<{ name: string; body?: Buffer | string; type?: '0' | '2' | '3' | '5'; link?: string }>): Buffer {
-  const blocks: Buffer[] = [];
-  for (const e of entries) {
-    const body = Buffer.from(e.body ?? '');
-    const h = Buffer.alloc(512);
-    h.write(e.name.slice(0, 100), 0, 'utf8');
-    h.write('0000644\0', 100);
-    h.write('0000000\0', 108);
-    h.write('0000000\0', 116);
-    h.write(`${body.length.toString(8).padStart(11, '0')}\0`, 124);
-    h.write('00000000000\0', 136);
-    h.write('        ', 148);
-    h.write(e.type ?? '0', 156);
-    if (e.link) h.write(e.link, 157);
-    h.write('ustar\0', 257);
-    h.write('00', 263);
-    let sum = 0;
-    for (const b of h) sum += b;
-    h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
-    blocks.push(h, body, Buffer.alloc((512 - (body.length % 512)) % 512));
+type TarEntry = { name: string; body?: Buffer | string; type?: 'file' | 'symlink' | 'character-device'; linkname?: string };
+
+/** A tar of the given entries (tar-stream), hostile ones included. */
+async function tar(entries: TarEntry[]): Promise<Buffer> {
+  const pack = tarStream.pack();
+  for (const { body, ...header } of entries) {
+    if (body === undefined) pack.entry(header);
+    else pack.entry(header, body);
   }
-  blocks.push(Buffer.alloc(1024));
-  return Buffer.concat(blocks);
+  pack.finalize();
+  return buffer(pack as unknown as AsyncIterable<Uint8Array>);
 }
 
 const code0 = Buffer.alloc(4);
-const nxBody = (files: Array<{ name: string; body?: Buffer | string; type?: '0' | '2' | '3' | '5'; link?: string }>) =>
-  gzipSync(tar([...files, { name: 'terminalOutput', body: '> built\n' }, { name: 'code', body: code0 }]));
+/** A body as Nx's client builds one: the files, then `terminalOutput` and `code`, gzipped. */
+const nxBody = async (files: TarEntry[]) => gzipSync(await tar([...files, { name: 'terminalOutput', body: '> built\n' }, { name: 'code', body: code0 }]));
 
 async function http(base: string, method: string, path: string, token: string | null, body?: Buffer): Promise<{ status: number; body: Buffer }> {
   const r = await fetch(`${base}${path}`, { method, body, headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/octet-stream' } : {}) } });
@@ -127,23 +117,22 @@ function verifyClean(storeDir: string): boolean {
   return r.status === 0 && r.stdout.includes('no problems found');
 }
 
-/** Untarred files of an Nx body: name -> content (base64), for comparing what a GET served. */
-function filesOf(gz: Buffer): Record<string, string> {
-  let raw: Buffer;
-  try {
-    raw = gunzipSync(gz);
-  } catch {
-    return { '(not gzip)': gz.toString('base64') };
-  }
+/**
+ * The regular files of an Nx body, by name (sorted), content in base64, for comparing what a GET
+ * served: a rebuilt tar may add directory entries and order them its way. A body that is not a
+ * gzip tar gives a marker no real body matches.
+ */
+async function filesOf(gz: Buffer): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
-  for (let at = 0; at + 512 <= raw.length; ) {
-    const h = raw.subarray(at, at + 512);
-    if (h.every((b) => b === 0)) break;
-    const name = h.subarray(0, 100).toString('utf8').replace(/\0.*$/s, '');
-    const size = parseInt(h.subarray(124, 136).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
-    // Regular files only, by name: a rebuilt tar may add directory entries and order them its way.
-    if (h[156] === 0x30 || h[156] === 0) out[name] = raw.subarray(at + 512, at + 512 + size).toString('base64');
-    at += 512 + Math.ceil(size / 512) * 512;
+  try {
+    const extract = tarStream.extract();
+    Readable.from([gunzipSync(gz)]).pipe(extract as unknown as NodeJS.WritableStream);
+    for await (const e of extract) {
+      const bytes = await buffer(e as unknown as AsyncIterable<Uint8Array>);
+      if (e.header.type === 'file') out[e.header.name] = bytes.toString('base64');
+    }
+  } catch {
+    return { '(not a gzip tar)': gz.toString('base64') };
   }
   return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
@@ -158,23 +147,23 @@ async function hostile(o: FaultOptions): Promise<FaultRow> {
   const { child, base } = await serve(join(dir, 'store'), { CASCACHE_TOKENS_RW: RW, CASCACHE_TOKENS_RO: RO, CASCACHE_SECRET: 'faults-hostile-secret-0123456789abcdef' });
   const row: FaultRow = { scenario: 'hostile requests to cascache serve', attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0 };
   try {
-    const good = nxBody([{ name: 'dist/a.js', body: 'export const a = 1;\n'.repeat(500) }]);
+    const good = await nxBody([{ name: 'dist/a.js', body: 'export const a = 1;\n'.repeat(500) }]);
     if ((await http(base, 'PUT', '/v1/cache/1', RW, good)).status !== 200) throw new Error('could not seed the server');
-    const expected = filesOf(good);
+    const expected = await filesOf(good);
     const big = Buffer.alloc(1_500_000, 'x');
     const attacks: Array<[string, () => Promise<{ status: number }>, number[]]> = [
       ['no token', () => http(base, 'GET', '/v1/cache/1', null), [401]],
       ['wrong token', () => http(base, 'GET', '/v1/cache/1', 'nope'), [401]],
       ['read-only token writes', () => http(base, 'PUT', '/v1/cache/2', RO, good), [403]],
-      ['traversal', () => http(base, 'PUT', '/v1/cache/3', RW, nxBody([{ name: 'dist/big.bin', body: big }, { name: '../x', body: 'x' }])), [400]],
-      ['absolute path', () => http(base, 'PUT', '/v1/cache/4', RW, nxBody([{ name: '/etc/x', body: 'x' }])), [400]],
-      ['symlink out', () => http(base, 'PUT', '/v1/cache/5', RW, nxBody([{ name: 'l', type: '2', link: '../../../etc' }])), [400]],
-      ['file under a symlink', () => http(base, 'PUT', '/v1/cache/6', RW, nxBody([{ name: 'l', type: '2', link: 'd' }, { name: 'l/x', body: 'x' }])), [400]],
-      ['device', () => http(base, 'PUT', '/v1/cache/7', RW, nxBody([{ name: 'dist/big.bin', body: big }, { name: 'dev', type: '3' }])), [400]],
-      ['no code entry', () => http(base, 'PUT', '/v1/cache/8', RW, gzipSync(tar([{ name: 'dist/a.js', body: 'a' }]))), [400]],
+      ['traversal', async () => http(base, 'PUT', '/v1/cache/3', RW, await nxBody([{ name: 'dist/big.bin', body: big }, { name: '../x', body: 'x' }])), [400]],
+      ['absolute path', async () => http(base, 'PUT', '/v1/cache/4', RW, await nxBody([{ name: '/etc/x', body: 'x' }])), [400]],
+      ['symlink out', async () => http(base, 'PUT', '/v1/cache/5', RW, await nxBody([{ name: 'l', type: 'symlink', linkname: '../../../etc' }])), [400]],
+      ['file under a symlink', async () => http(base, 'PUT', '/v1/cache/6', RW, await nxBody([{ name: 'l', type: 'symlink', linkname: 'd' }, { name: 'l/x', body: 'x' }])), [400]],
+      ['device', async () => http(base, 'PUT', '/v1/cache/7', RW, await nxBody([{ name: 'dist/big.bin', body: big }, { name: 'dev', type: 'character-device' }])), [400]],
+      ['no code entry', async () => http(base, 'PUT', '/v1/cache/8', RW, gzipSync(await tar([{ name: 'dist/a.js', body: 'a' }]))), [400]],
       ['truncated gzip', () => http(base, 'PUT', '/v1/cache/9', RW, good.subarray(0, good.length - 9)), [400]],
-      ['decompression bomb', () => http(base, 'PUT', '/v1/cache/10', RW, gzipSync(tar([{ name: 'dist/zeros', body: Buffer.alloc(100_000_000) }]), { level: 9 })), [400]],
-      ['another body for a stored hash', () => http(base, 'PUT', '/v1/cache/1', RW, nxBody([{ name: 'dist/evil.js', body: 'evil' }])), [409]],
+      ['decompression bomb', async () => http(base, 'PUT', '/v1/cache/10', RW, gzipSync(await tar([{ name: 'dist/zeros', body: Buffer.alloc(100_000_000) }]), { level: 9 })), [400]],
+      ['another body for a stored hash', async () => http(base, 'PUT', '/v1/cache/1', RW, await nxBody([{ name: 'dist/evil.js', body: 'evil' }])), [409]],
       ['AC replace without admin', () => http(base, 'PUT', `/cas/v1/ac/default/${'ab'.repeat(32)}?replace=1`, RW, Buffer.from('garbage')), [400, 403, 409]],
       ['AC delete without admin', () => http(base, 'DELETE', `/cas/v1/ac/default/${'ab'.repeat(32)}`, RW), [403]],
       ['hash above u64', () => http(base, 'GET', '/v1/cache/18446744073709551616', RW), [400]],
@@ -192,7 +181,7 @@ async function hostile(o: FaultOptions): Promise<FaultRow> {
     }
     // Nothing stored or served wrongly: the seeded hash serves its own files; no hostile hash stored.
     const back = await http(base, 'GET', '/v1/cache/1', RW);
-    if (back.status !== 200 || JSON.stringify(filesOf(back.body)) !== JSON.stringify(expected)) {
+    if (back.status !== 200 || JSON.stringify(await filesOf(back.body)) !== JSON.stringify(expected)) {
       row.wrong++;
       o.log?.(`hostile: the seeded hash answered ${back.status} with other files`);
     }
@@ -224,8 +213,8 @@ async function killMidUpload(o: FaultOptions): Promise<FaultRow> {
   const row: FaultRow = { scenario: 'kill -9 of cascache serve mid-upload, restart', attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0 };
   // 3 MB that does not repeat: many chunks, so kills land between chunk writes.
   const text = Array.from({ length: 60_000 }, (_, i) => `export const v${i} = ${(i * 2654435761) % 1000003};`).join('\n');
-  const body = nxBody([{ name: 'dist/big.js', body: text }]);
-  const expected = filesOf(body);
+  const body = await nxBody([{ name: 'dist/big.js', body: text }]);
+  const expected = await filesOf(body);
   const rounds = o.short ? 3 : 12;
   for (let round = 0; round < rounds; round++) {
     row.attempts++;
@@ -242,11 +231,11 @@ async function killMidUpload(o: FaultOptions): Promise<FaultRow> {
     // Restarted on the same store: consistent, and the hash is a miss (the body never arrived whole).
     const again = await serve(store, {});
     const r = await http(again.base, 'GET', `/v1/cache/${4242 + round}`, null);
-    const ok = r.status === 404 || (r.status === 200 && JSON.stringify(filesOf(r.body)) === JSON.stringify(expected));
+    const ok = r.status === 404 || (r.status === 200 && JSON.stringify(await filesOf(r.body)) === JSON.stringify(expected));
     // And the same upload, whole, now stores and serves correctly.
     const put = await http(again.base, 'PUT', `/v1/cache/${4242 + round}`, null, body);
     const got = await http(again.base, 'GET', `/v1/cache/${4242 + round}`, null);
-    const healed = [200, 409].includes(put.status) && got.status === 200 && JSON.stringify(filesOf(got.body)) === JSON.stringify(expected);
+    const healed = [200, 409].includes(put.status) && got.status === 200 && JSON.stringify(await filesOf(got.body)) === JSON.stringify(expected);
     if (!alive(again.child)) row.crashes++;
     await stopped(again.child, 'SIGTERM');
     const clean = verifyClean(store);
