@@ -22,7 +22,7 @@ import { CascacheError, ErrorCodes, isCascacheError } from './errors';
 import { NAMESPACE_RE } from './format';
 import { manifestChunks, type Manifest } from './manifest';
 import type { BlobStore } from './store/types';
-import { getManifest } from './tree';
+import { getManifest, treeProblem } from './tree';
 
 /** Format tag of version-1 AC entries. */
 export const AC_FORMAT = 'cascache.ac/v1';
@@ -288,15 +288,11 @@ export class ActionCache {
 
   /** True when an entry's manifest and every chunk are present (nothing reported, nothing touched). */
   private async servable(entry: AcEntry): Promise<boolean> {
-    let manifest: Manifest | null;
     try {
-      manifest = await getManifest(this.opts.blobs, entry.manifest);
+      return (await treeProblem(this.opts.blobs, entry.manifest)) === null;
     } catch {
       return false;
     }
-    if (!manifest) return false;
-    const chunks = manifestChunks(manifest);
-    return (await this.opts.blobs.has(chunks)).size === new Set(chunks).size;
   }
 
   /** Reads and verifies a stored entry without checking its manifest; null when absent or invalid. */

@@ -25,12 +25,15 @@ import type { Digest } from './digest';
 import type { LocalStore } from './local-store';
 import { manifestChunks } from './manifest';
 import { UploadJournal } from './remote/journal';
-import { getManifest } from './tree';
+import { getManifest, treeProblem } from './tree';
+
+/** The grace period GC and eviction keep unreferenced blobs for when none is given, ms (1 hour). */
+export const DEFAULT_GC_GRACE_MS = 60 * 60 * 1000;
 
 export interface GcOptions {
   /** Drop action-cache entries not written or hit for this long, ms. Default: keep all valid ones. */
   olderThanMs?: number;
-  /** Keep unreferenced blobs younger than this, ms. Default 1 hour. */
+  /** Keep unreferenced blobs younger than this, ms. Default {@link DEFAULT_GC_GRACE_MS}. */
   graceMs?: number;
   /** Which parts to collect: `cache` drops entries only, `store` sweeps blobs only, `all` both. */
   scope?: 'cache' | 'store' | 'all';
@@ -121,19 +124,6 @@ async function scanEntries(store: LocalStore): Promise<{ live: LiveEntry[]; inva
   return { live, invalid };
 }
 
-/** Whether a manifest and every chunk it names are present (an entry naming it can be a hit). */
-async function servable(store: LocalStore, manifest: Digest): Promise<boolean> {
-  let m;
-  try {
-    m = await getManifest(store.blobs, manifest);
-  } catch {
-    return false;
-  }
-  if (!m) return false;
-  const chunks = [...new Set(manifestChunks(m))];
-  return (await store.blobs.has(chunks)).size === chunks.length;
-}
-
 /** What pending uploads name: entries (`namespace/key`) and root manifests. */
 async function pendingUploads(store: LocalStore): Promise<{ entries: Set<string>; roots: Digest[] }> {
   const entries = new Set<string>();
@@ -198,13 +188,14 @@ export async function planGc(store: LocalStore, options: GcOptions = {}): Promis
   let pinned = 0;
   for (const e of live) {
     const old = scope !== 'store' && options.olderThanMs !== undefined && now - e.lastUsedMs > options.olderThanMs;
+    const pendingUpload = pending.entries.has(`${e.namespace}/${e.key}`);
     // An entry that can never be a hit goes with the cache scopes (its next upload stores it again).
-    if (!old && scope !== 'store' && !pending.entries.has(`${e.namespace}/${e.key}`) && !(await servable(store, e.manifest))) {
+    if (!old && scope !== 'store' && !pendingUpload && (await treeProblem(store.blobs, e.manifest))) {
       entries.push({ namespace: e.namespace, key: e.key, manifest: e.manifest, lastUsedMs: e.lastUsedMs, reason: 'unservable' });
       continue;
     }
     if (!old) kept.push(e);
-    else if (pending.entries.has(`${e.namespace}/${e.key}`)) {
+    else if (pendingUpload) {
       pinned++;
       kept.push(e);
     } else entries.push({ namespace: e.namespace, key: e.key, manifest: e.manifest, lastUsedMs: e.lastUsedMs, reason: 'older-than' });
@@ -213,7 +204,7 @@ export async function planGc(store: LocalStore, options: GcOptions = {}): Promis
   const roots = [...(await store.roots.list()).map((r) => r.digest), ...pending.roots];
   const liveManifests = [...kept.map((e) => e.manifest), ...roots];
   const graph = await reach(store, liveManifests);
-  const graceMs = options.graceMs ?? 60 * 60 * 1000;
+  const graceMs = options.graceMs ?? DEFAULT_GC_GRACE_MS;
   return { entries, ...(await sweep(store, referencedBy(graph, liveManifests), graceMs, now)), pinned, tmpFiles: await staleTmpFiles(store, graceMs, now) };
 }
 
@@ -269,7 +260,7 @@ export async function planEvict(store: LocalStore, options: EvictOptions): Promi
     entries.push({ namespace: e.namespace, key: e.key, manifest: e.manifest, lastUsedMs: e.lastUsedMs, reason: 'evicted' });
   }
   const referenced = new Set([...refs].filter(([, n]) => n > 0).map(([d]) => d));
-  return { entries, ...(await sweep(store, referenced, options.graceMs ?? 60 * 60 * 1000, now)), pinned };
+  return { entries, ...(await sweep(store, referenced, options.graceMs ?? DEFAULT_GC_GRACE_MS, now)), pinned };
 }
 
 /** Carries out a plan: entries first, then blobs. Blobs already gone are not an error. */

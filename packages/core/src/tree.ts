@@ -21,6 +21,7 @@ import {
   createManifest,
   encodeManifest,
   MANIFEST_LIMITS,
+  manifestChunks,
   normalizeEntryPath,
   parseManifest,
   permissionBits,
@@ -208,6 +209,32 @@ export async function putManifest(store: BlobStore, manifest: Manifest): Promise
 export async function getManifest(store: BlobStore, digest: Digest): Promise<Manifest | null> {
   const bytes = await fetchBlob(store, digest);
   return bytes === null ? null : parseManifest(bytes);
+}
+
+/** Why a tree cannot be served from `store`, as {@link treeProblem} reports it. */
+export interface TreeProblem {
+  reason: 'manifest-missing' | 'manifest-invalid' | 'chunks-missing';
+  detail: string;
+}
+
+/**
+ * Whether the tree of `manifest` can be served from `store`: the manifest parses and every chunk it
+ * names is present. Null when it can; else why not. Chunks are checked for presence, not re-hashed
+ * (`verifyStore` re-hashes).
+ * @throws store failures (`E_IO`...) unchanged: they say nothing about the tree.
+ */
+export async function treeProblem(store: BlobStore, manifest: Digest): Promise<TreeProblem | null> {
+  let m: Manifest | null;
+  try {
+    m = await getManifest(store, manifest);
+  } catch (err) {
+    if (isCascacheError(err, ErrorCodes.BAD_INPUT) || isCascacheError(err, ErrorCodes.INTEGRITY)) return { reason: 'manifest-invalid', detail: err.message };
+    throw err;
+  }
+  if (!m) return { reason: 'manifest-missing', detail: manifest };
+  const chunks = manifestChunks(m);
+  const present = await store.has(chunks);
+  return present.size === chunks.length ? null : { reason: 'chunks-missing', detail: `${chunks.length - present.size} of ${chunks.length} chunks` };
 }
 
 /** A blob's raw bytes, through the store's `getBuffer` fast path when it has one. */

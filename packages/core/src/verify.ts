@@ -10,8 +10,7 @@
 import type { Digest } from './digest';
 import { ErrorCodes, isCascacheError } from './errors';
 import type { LocalStore } from './local-store';
-import { manifestChunks } from './manifest';
-import { getManifest } from './tree';
+import { treeProblem } from './tree';
 
 export interface VerifyProblem {
   /** What is damaged: a blob, an action-cache entry (`namespace/key`) or a root. */
@@ -39,21 +38,6 @@ export interface VerifyOptions {
   onProgress?: (step: 'blobs' | 'ac-entries' | 'roots', done: number) => void;
   /** Drop entries and roots that can never be served (see above). Default false: report only. */
   repair?: boolean;
-}
-
-/** Checks that a manifest and every chunk it names are present and sound. */
-async function checkTree(store: LocalStore, manifest: Digest): Promise<Pick<VerifyProblem, 'reason' | 'detail'> | null> {
-  let m;
-  try {
-    m = await getManifest(store.blobs, manifest);
-  } catch (err) {
-    if (isCascacheError(err, ErrorCodes.BAD_INPUT) || isCascacheError(err, ErrorCodes.INTEGRITY)) return { reason: 'manifest-invalid', detail: err.message };
-    throw err;
-  }
-  if (!m) return { reason: 'manifest-missing', detail: manifest };
-  const chunks = manifestChunks(m);
-  const present = await store.blobs.has(chunks);
-  return present.size === chunks.length ? null : { reason: 'chunks-missing', detail: `${chunks.length - present.size} of ${chunks.length} chunks` };
 }
 
 export async function verifyStore(store: LocalStore, options: VerifyOptions = {}): Promise<VerifyReport> {
@@ -87,7 +71,7 @@ export async function verifyStore(store: LocalStore, options: VerifyOptions = {}
     if (checked === 'bad-signature') problem = { kind: 'ac-entry', id, reason: 'bad-signature', detail: 'its signature fails: written without this secret, with another one, or altered' };
     else if (typeof checked === 'string') problem = { kind: 'ac-entry', id, reason: 'invalid-entry', detail: `does not parse (${checked})` };
     else if (checked) {
-      const bad = await checkTree(store, checked.manifest);
+      const bad = await treeProblem(store.blobs, checked.manifest);
       if (bad) problem = { kind: 'ac-entry', id, ...bad };
     }
     if (problem) {
@@ -101,7 +85,7 @@ export async function verifyStore(store: LocalStore, options: VerifyOptions = {}
 
   t = performance.now();
   for (const root of await store.roots.list()) {
-    const bad = await checkTree(store, root.digest);
+    const bad = await treeProblem(store.blobs, root.digest);
     if (bad) {
       const repaired = options.repair && (await store.roots.remove(root.digest)) ? ('dropped' as const) : undefined;
       problems.push({ kind: 'root', id: root.digest, ...bad, ...(repaired ? { repaired } : {}) });
