@@ -171,6 +171,11 @@ export async function openCliStore(flags: StoreFlags, io?: Io, env: NodeJS.Proce
   return store;
 }
 
+/** {@link openCliStore} for commands that read or maintain a store: there must be one. */
+export function openExistingCliStore(flags: StoreFlags, io?: Io): Promise<CliStore> {
+  return openCliStore(flags, io, process.env, process.cwd(), { existing: true });
+}
+
 /** "3 min ago" style ages. */
 export function formatAge(ms: number, now = Date.now()): string {
   const s = Math.max(0, Math.round((now - ms) / 1000));

@@ -95,7 +95,7 @@ export { readAll } from './streams';
 export { RootStore, type StoreRoot } from './roots';
 export { verifyStore, type VerifyOptions, type VerifyProblem, type VerifyReport } from './verify';
 export { formatBytes, parseByteSize } from './format';
-export { executeGc, planEvict, planGc, type EvictOptions, type GcOptions, type GcPlan, type GcResult, type PlannedEntry } from './gc';
+export { DEFAULT_GC_GRACE_MS, executeGc, planEvict, planGc, type EvictOptions, type GcOptions, type GcPlan, type GcResult, type PlannedEntry } from './gc';
 export { indexStats, storeStats, type StoreStats } from './stats';
 export { INDEX_SCHEMA_VERSION, markIndexStale, recordRun, StoreIndex, type IndexCounts, type IndexOpenResult, type RunRecord, type RunSummary, type ToolStats } from './store-index';
 export { writeFileAtomic } from './atomic-write';

@@ -382,18 +382,19 @@ export class LayeredStore {
    * opens (returns the failure that opened it; null otherwise).
    */
   private async pump(tier: RemoteTier, deadline: number): Promise<string | null> {
+    const verdict = (): string => tier.breaker.lastFailure ?? `${tier.name} is unreachable`;
     while (Date.now() < deadline) {
       const items = await this.journal.pending(tier.name);
       if (items.length === 0) return null;
       // Uploads in flight to a tier that is down would only hold the wait until they time out.
-      if (tier.breaker.isOpen) return tier.breaker.lastFailure ?? `${tier.name} is unreachable`;
+      if (tier.breaker.isOpen) return verdict();
       const todo = items.filter((it) => !this.inflight.has(`${tier.name}/${it.id}`));
       if (todo.length === 0) {
         await Promise.race([...this.inflight.values()].map((p) => p.catch(() => undefined)));
         continue;
       }
       const ok = await this.pass(tier, todo);
-      if (!ok && tier.breaker.isOpen) return tier.breaker.lastFailure ?? `${tier.name} is unreachable`;
+      if (!ok && tier.breaker.isOpen) return verdict();
       if (!ok) await this.sleep(Math.min(this.nextBackoff(tier), Math.max(0, deadline - Date.now())));
     }
     return null;

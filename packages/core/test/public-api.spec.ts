@@ -20,6 +20,7 @@ describe('@cascache/core public API', () => {
   "CircuitBreaker",
   "Codec",
   "DEFAULT_CHUNKER_PARAMS",
+  "DEFAULT_GC_GRACE_MS",
   "DEFAULT_PACK_TARGET_BYTES",
   "DIGEST_HEX_LENGTH",
   "DigestHasher",

@@ -3,7 +3,7 @@
  * only). See core's gc.ts for what is kept and why a write in progress is never harmed.
  */
 import type { Command } from 'commander';
-import { CascacheError, ErrorCodes, executeGc, executeRemoteGc, planEvict, planGc, planRemoteGc, type GcPlan, type LocalStore, type RemoteTier } from '@cascache/core';
+import { CascacheError, DEFAULT_GC_GRACE_MS, ErrorCodes, executeGc, executeRemoteGc, planEvict, planGc, planRemoteGc, type GcPlan, type LocalStore, type RemoteTier } from '@cascache/core';
 import { formatBytes, openCliStore, resolveTiers, withStoreFlags, type StoreFlags } from '../context';
 
 /** `1 h`, `10 min`, `30 s`, `0 s`: a span of ms as people write it. */
@@ -13,8 +13,6 @@ function formatAgeSpan(ms: number): string {
   return `${Math.round(ms / 1000)} s`;
 }
 
-/** GC's grace period when `--grace` is not given (core's default), ms. */
-const DEFAULT_GRACE_MS = 60 * 60 * 1000;
 import type { Io } from '../program';
 import { parseAge, parseSize } from '../sizes';
 
@@ -40,7 +38,7 @@ async function run(io: Io, flags: StoreFlags & { dryRun?: boolean; grace?: numbe
     io.stdout.write(`${JSON.stringify({ dryRun: flags.dryRun === true, plan, result }, null, 2)}\n`);
     return;
   }
-  io.stdout.write(describePlan(plan, flags.dryRun === true, flags.grace ?? DEFAULT_GRACE_MS));
+  io.stdout.write(describePlan(plan, flags.dryRun === true, flags.grace ?? DEFAULT_GC_GRACE_MS));
   if (result) io.stdout.write(`cascache: dropped ${result.deletedEntries} entries, deleted ${result.deletedBlobs} blobs, freed ${formatBytes(result.freedBytes)}\n`);
 }
 

@@ -6,7 +6,7 @@
  */
 import type { Command } from 'commander';
 import { CascacheError, ErrorCodes, type ToolStats } from '@cascache/core';
-import { currentStats, formatAge, formatBytes, openCliStore, printRows, withStoreFlags, type StoreFlags } from '../context';
+import { currentStats, formatAge, formatBytes, openExistingCliStore, printRows, withStoreFlags, type StoreFlags } from '../context';
 import type { Io } from '../program';
 import { CLI_TOOL } from './cache';
 
@@ -28,7 +28,7 @@ export function registerStats(program: Command, io: Io): void {
       .description('The whole store, what each tool (Nx, cascache cache) got from it, and the latest runs')
       .option('--runs <n>', 'how many of the latest runs to list (0 for none)', parseCount, 10),
   ).action(async (flags: StoreFlags & { runs: number }) => {
-    const s = await openCliStore(flags, io, process.env, process.cwd(), { existing: true });
+    const s = await openExistingCliStore(flags, io);
     const { index, stats: store } = await currentStats(s, io, flags);
     const recorded = index?.toolStats() ?? [];
     const runs = flags.runs > 0 ? (index?.recentRuns(flags.runs) ?? []) : [];

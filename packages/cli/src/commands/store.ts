@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { assertDigest, CascacheError, ErrorCodes, getManifest } from '@cascache/core';
-import { currentStats, formatAge, formatBytes, ingestWithProgress, openCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
+import { currentStats, formatAge, formatBytes, ingestWithProgress, openCliStore, openExistingCliStore, printRows, restoreBeside, withStoreFlags, type StoreFlags } from '../context';
 import type { Io } from '../program';
 
 export function registerStore(program: Command, io: Io): void {
@@ -27,7 +27,7 @@ export function registerStore(program: Command, io: Io): void {
 
   withStoreFlags(store.command('query').description('Show what a root digest holds').argument('<digest>', 'root digest')).action(async (digest: string, flags: StoreFlags) => {
     assertDigest(digest, 'root digest');
-    const s = await openCliStore(flags, io, process.env, process.cwd(), { existing: true });
+    const s = await openExistingCliStore(flags, io);
     const root = await s.roots.get(digest);
     const manifest = await getManifest(s.blobs, digest);
     if (!root && !manifest) throw new CascacheError(ErrorCodes.NOT_FOUND, `no tree ${digest} in ${s.root}`);
@@ -53,12 +53,12 @@ export function registerStore(program: Command, io: Io): void {
   });
 
   withStoreFlags(store.command('list').description('List store roots, newest first')).action(async (flags: StoreFlags) => {
-    const roots = await (await openCliStore(flags, io, process.env, process.cwd(), { existing: true })).roots.list();
+    const roots = await (await openExistingCliStore(flags, io)).roots.list();
     printRows(io, flags.json, ['digest', 'name', 'size', 'files', 'added'], roots.map((r) => [r.digest.slice(0, 16), r.name, formatBytes(r.size), r.files, formatAge(r.created)]), roots);
   });
 
   withStoreFlags(store.command('stats').description('Roots, logical bytes, blobs and bytes on disk')).action(async (flags: StoreFlags) => {
-    const s = await openCliStore(flags, io, process.env, process.cwd(), { existing: true });
+    const s = await openExistingCliStore(flags, io);
     const roots = await s.roots.list();
     const { blobs, storedBytes } = (await currentStats(s, io, flags)).stats;
     const logicalBytes = roots.reduce((a, r) => a + r.size, 0);
@@ -68,7 +68,7 @@ export function registerStore(program: Command, io: Io): void {
 
   withStoreFlags(store.command('rm').description('Remove a root (its data goes at the next gc)').argument('<digest>', 'root digest')).action(async (digest: string, flags: StoreFlags) => {
     assertDigest(digest, 'root digest');
-    if (!(await (await openCliStore(flags, io, process.env, process.cwd(), { existing: true })).roots.remove(digest))) throw new CascacheError(ErrorCodes.NOT_FOUND, `no root ${digest}`);
+    if (!(await (await openExistingCliStore(flags, io)).roots.remove(digest))) throw new CascacheError(ErrorCodes.NOT_FOUND, `no root ${digest}`);
     if (!flags.json) io.stderr.write(`cascache: removed root ${digest.slice(0, 12)}\n`);
   });
 }

@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { ErrorCodes, isCascacheError, verifyStore } from '@cascache/core';
-import { formatBytes, openCliStore, printRows, withStoreFlags, type StoreFlags } from '../context';
+import { formatBytes, openExistingCliStore, printRows, withStoreFlags, type StoreFlags } from '../context';
 import { ExitCodes } from '../exit-codes';
 import type { Io } from '../program';
 
@@ -16,7 +16,7 @@ export function registerVerify(program: Command, io: Io, setExitCode: (code: num
       .option('--rebuild-index', 'rebuild the SQLite index from the files (it is a cache of them)')
       .option('--repair', 'also drop cache entries and roots that can never be served (their outputs are stored again by the next upload)'),
   ).action(async (flags: StoreFlags & { rebuildIndex?: boolean; repair?: boolean }) => {
-    const s = await openCliStore(flags, io, process.env, process.cwd(), { existing: true });
+    const s = await openExistingCliStore(flags, io);
     // The index is a cache of the files: rebuilt when asked, or when it is lost or cannot be trusted.
     if (!s.index && flags.rebuildIndex) io.stderr.write('cascache: warning: the store index (SQLite) could not be opened, so it was not rebuilt\n');
     const reason = s.index?.staleReason();
