@@ -7,15 +7,16 @@
  * {"created":1732200000000,"format":"cascache.ac/v1","key":"<64 hex>","manifest":"<digest>",
  *  "namespace":"default","sig":"hmac-sha256:<64 hex>","size":12345,"writer":"ci-main"}
  * ```
- * `sig` is HMAC-SHA256 (RFC 2104) under the cache secret over the canonical JSON of every other
- * member, so an entry cannot be moved to another key or namespace, or edited, without the secret.
+ * `sig` signs the canonical JSON of every other member (see `trust.ts`): HMAC-SHA256 (RFC 2104) under
+ * the cache secret, or Ed25519 (RFC 8032) under a trusted writer's private key
+ * (`"sig":"ed25519:<key id>:<base64url>"`), so an entry cannot be moved to another key or namespace,
+ * or edited, without the secret or the key. Which signatures a reader accepts is per namespace.
  *
  * Reads never fail on bad data: an entry that does not parse, whose signature is wrong, or whose
  * manifest or chunks are missing is a miss (reported through `onWarning`), never served.
  * Keys are write-once: a second put with a different manifest is `E_EXISTS`; the same manifest
  * again is a no-op. An entry that fails verification may be replaced, since it can never be served.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
 import { canonicalJson } from './canonical-json';
 import { assertDigest, digestOf, isDigest, type Digest } from './digest';
 import { CascacheError, ErrorCodes, isCascacheError } from './errors';
@@ -23,11 +24,11 @@ import { NAMESPACE_RE } from './format';
 import { manifestChunks, type Manifest } from './manifest';
 import type { BlobStore } from './store/types';
 import { getManifest, treeProblem } from './tree';
+import { MIN_SECRET_BYTES, Trust, type SignatureScheme } from './trust';
 
 /** Format tag of version-1 AC entries. */
 export const AC_FORMAT = 'cascache.ac/v1';
-/** Shortest accepted signing secret, in bytes. */
-export const MIN_SECRET_BYTES = 32;
+export { MIN_SECRET_BYTES };
 /** Largest AC entry accepted from a store, in bytes. */
 export const MAX_AC_ENTRY_BYTES = 64 * 1024;
 
@@ -166,10 +167,12 @@ export interface AcEntry {
 export interface AcHit {
   entry: AcEntry;
   manifest: Manifest;
+  /** The entry as stored, signature included: what another tier keeps when it adopts the hit. */
+  bytes: Buffer;
 }
 
 /** Why a stored entry was not served. */
-export type AcMissReason = 'malformed' | 'bad-signature' | 'mismatch' | 'manifest-missing' | 'manifest-invalid' | 'chunks-missing';
+export type AcMissReason = 'malformed' | 'bad-signature' | 'untrusted' | 'mismatch' | 'manifest-missing' | 'manifest-invalid' | 'chunks-missing';
 
 /** Options for {@link ActionCache}. */
 export interface ActionCacheOptions {
@@ -177,9 +180,11 @@ export interface ActionCacheOptions {
   blobs: BlobStore;
   /**
    * HMAC-SHA256 secret, at least 32 bytes. `null` only for a purely local store: entries are then
-   * written unsigned and read without verification (see `signing`).
+   * written unsigned and read without verification (see `signing`). Ignored when `trust` is given.
    */
   secret: Uint8Array | null;
+  /** How entries are signed and which signatures each namespace accepts; default: from `secret`. */
+  trust?: Trust;
   /** Default writer recorded in new entries. */
   writer?: string;
   /** Clock, ms since the epoch (tests). */
@@ -189,18 +194,16 @@ export interface ActionCacheOptions {
 }
 
 export class ActionCache {
-  /** `hmac-sha256` when entries are signed and verified, `none` for an unsigned local store. */
-  readonly signing: 'hmac-sha256' | 'none';
-  private readonly secret: Buffer | null;
+  /** How new entries are signed: `ed25519`, `hmac-sha256`, or `none` for an unsigned local store. */
+  readonly signing: SignatureScheme;
+  /** The signing and verification rules in use. */
+  readonly trust: Trust;
   private readonly opts: ActionCacheOptions;
 
   /** @throws CascacheError `E_CONFIG` for a secret shorter than 32 bytes. */
   constructor(options: ActionCacheOptions) {
-    if (options.secret !== null && options.secret.length < MIN_SECRET_BYTES) {
-      throw new CascacheError(ErrorCodes.CONFIG, `the action-cache signing secret must be at least ${MIN_SECRET_BYTES} bytes, got ${options.secret.length}`);
-    }
-    this.secret = options.secret === null ? null : Buffer.from(options.secret);
-    this.signing = this.secret ? 'hmac-sha256' : 'none';
+    this.trust = options.trust ?? new Trust({ secret: options.secret });
+    this.signing = this.trust.scheme;
     this.opts = options;
   }
 
@@ -208,13 +211,16 @@ export class ActionCache {
    * Records `key -> manifest` in `namespace`. The manifest and its chunks must already be stored.
    * @returns `created: false` when the same manifest was already recorded (a no-op).
    * @throws CascacheError `E_EXISTS` when the key already maps to a different manifest, `E_BAD_INPUT`
-   * for a malformed key, digest or namespace.
+   * for a malformed key, digest or namespace, `E_CONFIG` when readers with this trust would not accept
+   * what it signs in `namespace` (no trusted signing key for it).
    */
   async put(namespace: string, key: Digest, value: { manifest: Digest; size: number; writer?: string }): Promise<{ created: boolean; entry: AcEntry }> {
     assertNamespace(namespace);
     assertDigest(key, 'action key');
     assertDigest(value.manifest, 'manifest digest');
     if (!Number.isSafeInteger(value.size) || value.size < 0) throw new CascacheError(ErrorCodes.BAD_INPUT, 'size must be a non-negative integer');
+    const unreadable = this.trust.writableProblem(namespace);
+    if (unreadable) throw new CascacheError(ErrorCodes.CONFIG, `cannot write to namespace ${namespace}: ${unreadable}`);
     const entry: AcEntry = {
       format: AC_FORMAT,
       namespace,
@@ -276,7 +282,30 @@ export class ActionCache {
       if (missing > 0) return this.miss(namespace, key, 'chunks-missing', `${missing} of ${chunks.length} chunks`);
     }
     await this.opts.entries.touch?.(namespace, key);
-    return { entry, manifest };
+    return { entry, manifest, bytes };
+  }
+
+  /**
+   * Keeps an entry verified elsewhere (a remote tier's hit) as it was signed, without signing it
+   * again: a reader holds no key for `main`, yet keeps `main`'s entries. Replaces what is stored
+   * only when that cannot be served. @returns false when the bytes do not verify here (nothing
+   * stored) or a servable entry with another manifest is already stored.
+   * @throws CascacheError `E_BAD_INPUT` for a malformed key or namespace.
+   */
+  async adopt(namespace: string, key: Digest, bytes: Buffer): Promise<boolean> {
+    assertNamespace(namespace);
+    assertDigest(key, 'action key');
+    const entry = this.verify(namespace, key, bytes);
+    if (typeof entry === 'string') return false;
+    const r = await this.opts.entries.putIfAbsent(namespace, key, bytes);
+    if (r.created || r.existing.equals(bytes)) return true;
+    const existing = this.verify(namespace, key, r.existing);
+    if (typeof existing !== 'string') {
+      if (existing.manifest === entry.manifest) return true; // the same output, signed twice: keep either
+      if (await this.servable(existing)) return false; // write-once
+    }
+    await this.opts.entries.replace(namespace, key, bytes);
+    return true;
   }
 
   /** Removes an entry (invalidation); true when something was removed. */
@@ -308,8 +337,7 @@ export class ActionCache {
   }
 
   private sign(entry: AcEntry): string {
-    if (!this.secret) return 'none';
-    return `hmac-sha256:${createHmac('sha256', this.secret).update(canonicalJson(entry)).digest('hex')}`;
+    return this.trust.sign(canonicalJson(entry));
   }
 
   /**
@@ -326,11 +354,10 @@ export class ActionCache {
     const parsed = parseAcEntry(bytes);
     if (!parsed) return 'malformed';
     const { entry: e, sig } = parsed;
-    if (this.secret) {
-      const expected = Buffer.from(this.sign(e), 'utf8');
-      const actual = Buffer.from(sig, 'utf8');
-      if (expected.length !== actual.length || !timingSafeEqual(expected, actual)) return 'bad-signature';
-    }
+    // Verified as a reader of the namespace it is stored under: an entry signed for `pr-1` and
+    // copied into `main` fails here (its own namespace field is covered by the signature too).
+    const checked = this.trust.verify(namespace, canonicalJson(e), sig);
+    if (checked !== 'ok') return checked;
     if (e.namespace !== namespace || e.key !== key) return 'mismatch';
     return e;
   }

@@ -27,6 +27,7 @@ import { UploadJournal, type JournalItem, type JournalRecord } from './remote/jo
 import { encodeSharedRun, runObjectKey, type SharedRun } from './remote/runs';
 import type { RemoteTier } from './remote/tier';
 import { fetchBlob, getManifest, putManifest } from './tree';
+import { Trust } from './trust';
 
 /** Something a caller may want to log. Core never prints; the edges decide. */
 export type LayeredEvent =
@@ -78,8 +79,13 @@ export interface LayeredStoreOptions {
   local: LocalStore;
   /** Remote tiers, fastest first. */
   remotes: RemoteTier[];
-  /** The AC signing secret remote entries are verified with (the local store's secret); required with remotes. */
-  secret: Uint8Array | null;
+  /**
+   * The AC signing secret remote entries and run records are verified with (the local store's
+   * secret). Ignored when `trust` is given; with remotes, one of the two must verify something.
+   */
+  secret?: Uint8Array | null;
+  /** Signing and per-namespace verification rules (Ed25519 keys, the secret); default: from `secret`. */
+  trust?: Trust;
   /** Upload before `recordUpload` resolves (CI); on failure the record stays in the journal. */
   sync?: boolean;
   /** Journal records uploaded at once per tier. Default 2. */
@@ -124,13 +130,20 @@ export class LayeredStore {
   private readonly sleepers = new Set<() => void>();
   private closed = false;
 
+  /** Signs run records and verifies remote entries and run records. */
+  readonly trust: Trust;
+
   /**
-   * @throws CascacheError `E_CONFIG` when remote tiers are given without a signing secret: entries
-   * from a shared tier must be verified, or anyone with write access to it could poison builds.
+   * @throws CascacheError `E_CONFIG` when remote tiers are given with nothing to verify their entries
+   * (no secret, no trusted key): anyone with write access to a shared tier could poison builds.
    */
   constructor(options: LayeredStoreOptions) {
-    if (options.remotes.length > 0 && options.secret === null) {
-      throw new CascacheError(ErrorCodes.CONFIG, 'remote tiers need a signing secret (CASCACHE_SECRET, 32+ bytes, the same on every machine): entries read from a shared tier must be verified');
+    this.trust = options.trust ?? new Trust({ secret: options.secret ?? null });
+    if (options.remotes.length > 0 && !this.trust.verifies) {
+      throw new CascacheError(
+        ErrorCodes.CONFIG,
+        'remote tiers need a signing secret (CASCACHE_SECRET, 32+ bytes, the same on every machine) or trusted public keys (CASCACHE_TRUSTED_KEYS): entries read from a shared tier must be verified',
+      );
     }
     this.opts = options;
     this.local = options.local;
@@ -141,16 +154,12 @@ export class LayeredStore {
         new ActionCache({
           entries: tier.entries,
           blobs: tier.blobs,
-          secret: options.secret,
+          secret: null,
+          trust: this.trust,
           onWarning: (w) => this.warn(tier.name, 'E_INTEGRITY', `action-cache entry ${w.namespace}/${w.key} not served: ${w.reason}${w.detail ? ` (${w.detail})` : ''}`),
         }),
     );
     for (const t of this.writable()) this.limiter.set(t.name, new Limiter(options.concurrency ?? 2));
-  }
-
-  /** The secret remote entries and run records are verified and signed with. */
-  get secret(): Uint8Array | null {
-    return this.opts.secret;
   }
 
   private cacheOf(tier: RemoteTier): ActionCache {
@@ -180,6 +189,9 @@ export class LayeredStore {
   private async lookupOnce(namespace: string, key: Digest, fetched?: FetchTally): Promise<AcHit | null> {
     const local = await this.local.actionCache.get(namespace, key);
     if (local) return local;
+    // A namespace with neither trusted keys nor a secret is read from this machine only: a shared
+    // tier's entries are never served unverified.
+    if (this.trust.ruleFor(namespace) === 'none') return null;
     for (let i = 0; i < this.remotes.length; i++) {
       const tier = this.remotes[i]!;
       try {
@@ -189,15 +201,8 @@ export class LayeredStore {
         // re-encoding yields the same digest; if it ever did not, fetchTree fetches it).
         await putManifest(this.local.blobs, hit.manifest);
         if (!(await this.fetchTree(hit.entry.manifest, i, fetched))) continue;
-        const value = { manifest: hit.entry.manifest, size: hit.entry.size, writer: hit.entry.writer };
-        try {
-          await this.local.actionCache.put(namespace, key, value);
-        } catch (err) {
-          // A local entry that could not be served (its blobs were evicted) yields to the remote hit.
-          if (!isCascacheError(err, ErrorCodes.EXISTS)) throw err;
-          await this.local.actionCache.delete(namespace, key);
-          await this.local.actionCache.put(namespace, key, value);
-        }
+        // Kept as its writer signed it: this machine may hold no key for the namespace.
+        if (!(await this.local.actionCache.adopt(namespace, key, hit.bytes))) continue;
         for (const faster of this.remotes.slice(0, i)) if (!faster.readOnly) await this.enqueue(faster, { kind: 'ac', namespace, key }).catch(() => undefined);
         return hit;
       } catch (err) {
@@ -292,7 +297,7 @@ export class LayeredStore {
   /** Starts the write-behind workers (one per writable tier); replays what the journal holds. */
   /**
    * Journals a run record for every writable remote (uploaded after the entries journaled before
-   * it, signed with the store's secret), so other machines can prefetch what the run produced.
+   * it, signed with the store's key or secret), so other machines can prefetch what the run produced.
    * Never throws for a remote's failure. @throws `E_IO` when the journal cannot be written.
    */
   async recordRun(run: SharedRun): Promise<void> {
@@ -540,7 +545,7 @@ export class LayeredStore {
     // Run records last: they name entries, which are in the tier by now (or will be, journaled).
     for (const { item, run } of runs) {
       try {
-        if (tier.entries.putRun && this.opts.secret) stats.bytesSent += await tier.entries.putRun(runObjectKey(run), encodeSharedRun(run, this.opts.secret));
+        if (tier.entries.putRun && this.trust.scheme !== 'none') stats.bytesSent += await tier.entries.putRun(runObjectKey(run), encodeSharedRun(run, this.trust));
         await finish(item);
       } catch (err) {
         if (retryable(err)) failure ??= err;

@@ -16,6 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { ActionCache, type ActionCacheOptions } from './action-cache';
+import type { Trust } from './trust';
 import { CHUNKER_ALGORITHM, DEFAULT_CHUNKER_PARAMS, validateChunkerParams, type ChunkerParams } from './chunker';
 import { CascacheError, ErrorCodes, toIoError } from './errors';
 import { RootStore } from './roots';
@@ -43,6 +44,8 @@ export interface LocalStoreOptions {
   level?: number;
   /** Action-cache signing secret (>= 32 bytes), or null for an unsigned local-only store. */
   secret: Uint8Array | null;
+  /** Signing key and trusted keys per namespace (see trust.ts); default: from `secret`. */
+  trust?: Trust;
   /** Recorded as the writer of new AC entries. */
   writer?: string;
   onWarning?: ActionCacheOptions['onWarning'];
@@ -91,7 +94,7 @@ export async function openLocalStore(options: LocalStoreOptions): Promise<LocalS
   const observer: StoreObserver = index ?? staleMarkingObserver(options.root);
   const blobs = new FsBlobStore({ root: options.root, level: options.level, onCorrupt: options.onCorrupt, observer });
   const entries = new FsAcStore(options.root, observer);
-  const actionCache = new ActionCache({ entries, blobs, secret: options.secret, writer: options.writer, onWarning: options.onWarning });
+  const actionCache = new ActionCache({ entries, blobs, secret: options.secret, trust: options.trust, writer: options.writer, onWarning: options.onWarning });
   return { root: options.root, descriptor, blobs, entries, actionCache, roots: new RootStore(options.root, observer), index, close: () => {
       blobs.close();
       index?.close();

@@ -51,19 +51,19 @@ const RECENT_RUNS = 20;
 
 /**
  * The most relevant run on the remote tiers, fastest tier first: the exact `runKey`; else, per branch
- * in order, a recent run of `commit` if there is one, else the newest. Records that fail their MAC
- * are skipped. Never throws for a remote's failure (the tier is skipped).
+ * in order, a recent run of `commit` if there is one, else the newest. Records whose signature this
+ * machine does not accept are skipped. Never throws for a remote's failure (the tier is skipped).
  */
 export async function findRun(layered: LayeredStore, query: RunQuery): Promise<FoundRun | null> {
-  const secret = layered.secret;
-  if (!secret) return null;
+  const trust = layered.trust;
+  if (!trust.verifies) return null;
   for (const tier of layered.remotes) {
     const entries = tier.entries;
     if (!entries.listRuns || !entries.getRun) continue;
     try {
       const read = async (key: string): Promise<FoundRun | null> => {
         const bytes = await entries.getRun!(key);
-        const run = bytes && decodeSharedRun(bytes, secret);
+        const run = bytes && decodeSharedRun(bytes, trust);
         return run && run.tool === query.tool ? { tier: tier.name, key, run } : null;
       };
       if (query.runKey) {

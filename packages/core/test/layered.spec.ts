@@ -16,7 +16,9 @@ import {
   materializeToDirectory,
   prefetchRun,
   MemoryObjectStore,
+  generateSigningKey,
   openRemoteTier,
+  Trust,
   S3ObjectStore,
   type LayeredEvent,
   type LocalStore,
@@ -43,8 +45,8 @@ describe('LayeredStore', () => {
     );
   }
 
-  async function machine(name: string, remotes: RemoteTier[], options: { sync?: boolean } = {}) {
-    const local = await openTestStore({ root: join(dir, name), secret: SECRET });
+  async function machine(name: string, remotes: RemoteTier[], options: { sync?: boolean; trust?: Trust } = {}) {
+    const local = await openTestStore({ root: join(dir, name), secret: SECRET, trust: options.trust });
     const events: LayeredEvent[] = [];
     const waiting: Array<{ type: LayeredEvent['type']; resolve: () => void }> = [];
     const onEvent = (e: LayeredEvent) => {
@@ -52,7 +54,7 @@ describe('LayeredStore', () => {
       for (const w of waiting.splice(0)) if (w.type === e.type) w.resolve();
       else waiting.push(w);
     };
-    const store = new LayeredStore({ local, remotes, secret: SECRET, sync: options.sync, retryBaseMs: 5, retryMaxMs: 20, warnIntervalMs: 0, onEvent });
+    const store = new LayeredStore({ local, remotes, secret: SECRET, trust: options.trust, sync: options.sync, retryBaseMs: 5, retryMaxMs: 20, warnIntervalMs: 0, onEvent });
     closeBeforeRemoval(store);
     /** Resolves on the next event of a type (or at once if one arrived already). */
     const next = (type: LayeredEvent['type']) => new Promise<void>((resolve) => (events.some((e) => e.type === type) ? resolve() : waiting.push({ type, resolve })));
@@ -71,11 +73,11 @@ describe('LayeredStore', () => {
     return root;
   }
 
-  async function build(local: LocalStore, store: LayeredStore, src: string, task: string) {
+  async function build(local: LocalStore, store: LayeredStore, src: string, task: string, ns = NS) {
     const r = await ingestDirectory(local.blobs, src);
     const key = computeActionKey(['test', task]);
-    await local.actionCache.put(NS, key, { manifest: r.digest, size: r.logicalBytes });
-    await store.recordUpload({ kind: 'ac', namespace: NS, key });
+    await local.actionCache.put(ns, key, { manifest: r.digest, size: r.logicalBytes });
+    await store.recordUpload({ kind: 'ac', namespace: ns, key });
     return { key, digest: r.digest };
   }
 
@@ -115,6 +117,35 @@ describe('LayeredStore', () => {
     // The three outputs repeat one set of files: every byte of the first two is saved.
     const bytesOf = async (src: string) => (await Promise.all((await readdir(src)).map(async (f) => (await readFile(join(src, f))).length))).reduce((x, y) => x + y, 0);
     expect(b.store.stats.bytesDeduplicated).toBe((await bytesOf(srcs[0]!)) + (await bytesOf(srcs[1]!)));
+  });
+
+  it('namespaces with keys: a keyless PR machine reads main from the tier as main signed it; nothing unverified comes back', async () => {
+    const objects = new MemoryObjectStore();
+    const main = generateSigningKey();
+    const trustedKeys = { main: [main.publicKey] };
+    const ci = await machine('main-ci', [tier(objects)], { sync: true, trust: new Trust({ signingKey: main.privateKey, trustedKeys }) });
+    const src = await tree('app', 4);
+    const { key } = await build(ci.local, ci.store, src, 'app', 'main');
+    await ci.store.recordRun({ tool: 'nx', namespace: 'main', branch: 'main', commit: null, targets: ['build'], startTime: 1, keys: [key] });
+    await ci.store.drain({ timeoutMs: 30_000 });
+
+    // The PR machine holds no secret and no private key: main verifies by key, its own namespace not at all.
+    const pr = await machine('pr', [tier(objects)], { trust: new Trust({ trustedKeys }) });
+    const found = await findRun(pr.store, { tool: 'nx', branches: ['main'], commit: null });
+    expect(found?.run.keys).toEqual([key]);
+    const hit = await pr.store.lookup('main', key);
+    expect(hit).not.toBeNull();
+    // Kept locally as main signed it (a keyless machine cannot sign it again).
+    expect(await pr.local.entries.get('main', key)).toEqual(await ci.local.entries.get('main', key));
+    await materializeToDirectory(pr.local.blobs, hit!.manifest, join(dir, 'pr-out'));
+    await expectSameFlatTree(src, join(dir, 'pr-out'));
+
+    // An entry in the tier for a namespace this machine cannot verify is never read from the tier.
+    const prKey = computeActionKey(['test', 'pr-task']);
+    const other = await machine('other', [tier(objects)], { sync: true, trust: new Trust({ secret: SECRET }) });
+    await build(other.local, other.store, await tree('pr-task', 2), 'pr-task', 'pr-1');
+    await other.store.drain({ timeoutMs: 30_000 });
+    expect(await pr.store.lookup('pr-1', prKey)).toBeNull();
   });
 
   describe('shared run records and prefetch', () => {

@@ -9,16 +9,18 @@
  * ```
  * The branch id is the first 16 hex digits of the branch name's BLAKE3 (any name, no escaping);
  * inverted start times make the newest run of a branch list first on S3 and GCS. A record is
- * canonical JSON with `mac`: HMAC-SHA256 (RFC 2104) under the cache secret over the canonical JSON of
- * every other field, so someone with bucket access but no secret cannot steer other machines'
- * prefetching. Entries are verified on their own when fetched; a bad record is skipped, never an error.
+ * canonical JSON with `sig` over the canonical JSON of every other field, signed as the run's
+ * namespace's entries are (`trust.ts`: Ed25519 under a trusted writer's key, or HMAC-SHA256 under the
+ * cache secret), so someone with bucket access but no key cannot steer other machines' prefetching.
+ * Records from before `sig` carry `mac` (hex HMAC-SHA256) and are still read. Entries are verified on
+ * their own when fetched; a bad record is skipped, never an error.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
 import { canonicalJson } from '../canonical-json';
 import { digestOf, isDigest, type Digest } from '../digest';
 import { NAMESPACE_RE } from '../action-cache';
 import { CascacheError, ErrorCodes } from '../errors';
 import { isCommitId } from '../git';
+import type { Trust } from '../trust';
 
 /** One run as shared through remote tiers (before signing). */
 export interface SharedRun {
@@ -58,20 +60,21 @@ export function runObjectKey(run: SharedRun): string {
   return `${runPrefix(run.tool, run.branch)}${inverted}-${digestOf(Buffer.from(canonicalJson(run), 'utf8')).slice(0, 8)}.json`;
 }
 
-const mac = (secret: Uint8Array, body: string): string => createHmac('sha256', secret).update(body, 'utf8').digest('hex');
-
 /**
  * Canonical JSON bytes of a signed run record.
  * @throws CascacheError `E_BAD_INPUT` for a malformed run.
  */
-export function encodeSharedRun(run: SharedRun, secret: Uint8Array): Buffer {
+export function encodeSharedRun(run: SharedRun, trust: Trust): Buffer {
   const clean = checkRun(run);
   if (!clean) throw new CascacheError(ErrorCodes.BAD_INPUT, 'malformed run record');
-  return Buffer.from(canonicalJson({ ...clean, mac: mac(secret, canonicalJson(clean)) }), 'utf8');
+  return Buffer.from(canonicalJson({ ...clean, sig: trust.sign(canonicalJson(clean)) }), 'utf8');
 }
 
-/** The run in a record's bytes, or null when it is malformed or its MAC does not verify. */
-export function decodeSharedRun(bytes: Uint8Array, secret: Uint8Array): SharedRun | null {
+/**
+ * The run in a record's bytes, or null when it is malformed or its signature is not one `trust`
+ * accepts for the run's namespace (an unsigned record is never accepted).
+ */
+export function decodeSharedRun(bytes: Uint8Array, trust: Trust): SharedRun | null {
   let parsed: unknown;
   try {
     parsed = JSON.parse(Buffer.from(bytes).toString('utf8'));
@@ -79,11 +82,12 @@ export function decodeSharedRun(bytes: Uint8Array, secret: Uint8Array): SharedRu
     return null;
   }
   if (!parsed || typeof parsed !== 'object') return null;
-  const { mac: claimed, ...rest } = parsed as Record<string, unknown>;
+  const { sig, mac, ...rest } = parsed as Record<string, unknown>;
   const run = checkRun(rest as unknown as SharedRun);
-  if (!run || typeof claimed !== 'string' || !/^[0-9a-f]{64}$/.test(claimed)) return null;
-  const expected = Buffer.from(mac(secret, canonicalJson(run)), 'hex');
-  return timingSafeEqual(expected, Buffer.from(claimed, 'hex')) ? run : null;
+  // `mac`: a record written before `sig`, a bare hex HMAC.
+  const claimed = typeof sig === 'string' ? sig : typeof mac === 'string' ? `hmac-sha256:${mac}` : null;
+  if (!run || claimed === null || (sig !== undefined && mac !== undefined) || trust.ruleFor(run.namespace) === 'none') return null;
+  return trust.verify(run.namespace, canonicalJson(run), claimed) === 'ok' ? run : null;
 }
 
 /** A copy of a run with only its known fields, or null when one is malformed (journal records). */
