@@ -39,6 +39,14 @@ export interface EnsureAgentOptions {
   tiers?: string;
   /** Upload before answering each PUT. */
   syncUploads?: boolean;
+  /** Ed25519 private key text (`cascache keygen`); passed as CASCACHE_SIGNING_KEY. */
+  signingKey?: string;
+  /** Trusted public keys per namespace as JSON; passed as CASCACHE_TRUSTED_KEYS (the agent validates them). */
+  trustedKeys?: string;
+  /** The namespace Nx entries are written to; passed as CASCACHE_NAMESPACE. */
+  namespace?: string;
+  /** Namespaces Nx lookups read, in order, comma-separated; passed as CASCACHE_READ_NAMESPACES. */
+  readNamespaces?: string;
   /**
    * The environment the agent inherits; its cloud SDKs read credentials, region and endpoints from
    * it. Default `process.env`.
@@ -53,13 +61,15 @@ export interface EnsureAgentOptions {
 const TIER_ENV_RE = /^(AWS_(?!SDK_JS_)|GOOGLE_|GCLOUD_|CLOUDSDK_|CASCACHE_REMOTE_TOKEN$)/;
 
 /**
- * What an agent's behaviour depends on, hashed: tiers, size limit, upload mode, the secret, and with
- * tiers, the tier variables of its environment (credentials exported after the agent started must
- * reach it: a different fingerprint restarts it, as a change of tiers does). Values are hashed,
- * never stored.
+ * What an agent's behaviour depends on, hashed: tiers, size limit, upload mode, the secret and
+ * signing key, trusted keys and namespaces, and with tiers, the tier variables of its environment
+ * (credentials exported after the agent started must reach it: a different fingerprint restarts
+ * it, as a change of tiers does). Values are hashed, never stored.
  */
 export function agentConfig(options: EnsureAgentOptions): string {
-  const secret = options.secret ? createHash('sha256').update(options.secret).digest('hex') : '';
+  const hashed = (v: string | undefined): string => (v ? createHash('sha256').update(v).digest('hex') : '');
+  const secret = hashed(options.secret);
+  const trust = options.signingKey || options.trustedKeys || options.namespace || options.readNamespaces ? [hashed(options.signingKey), options.trustedKeys ?? '', options.namespace ?? '', options.readNamespaces ?? ''] : [];
   const env = options.env ?? process.env;
   const tierEnv = options.tiers
     ? Object.keys(env)
@@ -68,7 +78,7 @@ export function agentConfig(options: EnsureAgentOptions): string {
         .map((k) => [k, env[k]])
     : [];
   return createHash('sha256')
-    .update(JSON.stringify([options.tiers ?? '', options.maxSize ?? '', options.syncUploads === true, secret, tierEnv]))
+    .update(JSON.stringify([options.tiers ?? '', options.maxSize ?? '', options.syncUploads === true, secret, tierEnv, ...(trust.length > 0 ? [trust] : [])]))
     .digest('hex')
     .slice(0, 16);
 }
@@ -175,6 +185,10 @@ async function startAgent(options: EnsureAgentOptions, deadline: number): Promis
       ...(options.maxSize ? { CASCACHE_MAX_SIZE: options.maxSize } : {}),
       CASCACHE_TIERS: options.tiers ?? '',
       CASCACHE_SYNC_UPLOADS: options.syncUploads ? '1' : '',
+      CASCACHE_SIGNING_KEY: options.signingKey ?? '',
+      CASCACHE_TRUSTED_KEYS: options.trustedKeys ?? '',
+      CASCACHE_NAMESPACE: options.namespace ?? '',
+      CASCACHE_READ_NAMESPACES: options.readNamespaces ?? '',
     },
   });
   closeSync(log);
@@ -337,6 +351,10 @@ export const isCi = (env: NodeJS.ProcessEnv): boolean => env.CI === 'true' || en
 export const SECRET_MISMATCH_HINT =
   'use one CASCACHE_SECRET on every machine that shares this store and its tiers; entries written without it or with another secret are misses, and each is replaced when its task runs again';
 
+/** What to do when entries were signed by keys this machine does not trust for their namespace. */
+export const UNTRUSTED_HINT =
+  'a namespace with trusted keys (CASCACHE_TRUSTED_KEYS) serves only entries signed by one of them; add the writer\'s public key there if it is yours, and each such entry is replaced when a trusted writer runs its task';
+
 /**
  * The line a run's summary adds when its lookups found entries they could not serve, from the
  * report route's `unservable` counts (`AcMissReason` -> count); null when there is nothing to say.
@@ -347,6 +365,8 @@ export function unservableLine(counts: Record<string, number> | undefined): stri
   const parts: string[] = [];
   const unsigned = n('bad-signature');
   if (unsigned > 0) parts.push(`${unsigned} stored entr${unsigned === 1 ? 'y' : 'ies'} did not verify with this CASCACHE_SECRET and ${unsigned === 1 ? 'was' : 'were'} not used: ${SECRET_MISMATCH_HINT}`);
+  const untrusted = n('untrusted');
+  if (untrusted > 0) parts.push(`${untrusted} stored entr${untrusted === 1 ? 'y was' : 'ies were'} signed by no key trusted for ${untrusted === 1 ? 'its' : 'their'} namespace and not used: ${UNTRUSTED_HINT}`);
   const damaged = n('malformed') + n('mismatch') + n('manifest-invalid');
   if (damaged > 0) parts.push(`${damaged} damaged entr${damaged === 1 ? 'y was' : 'ies were'} not used and will be replaced as their tasks run (\`cascache verify\` checks the whole store)`);
   return parts.length > 0 ? parts.map((p) => `cascache: ${p}`).join('\n') : null;

@@ -15,11 +15,18 @@
  * - `CASCACHE_HOT_BODIES` (optional): bytes of recent Nx bodies kept whole and served as files
  *   (default 256MiB; `0` turns it off).
  * - `CASCACHE_REMOTE_TOKEN` (optional): bearer token for https:// tiers (team servers).
+ * - `CASCACHE_SIGNING_KEY` (optional): Ed25519 private key (`cascache keygen`); entries this agent
+ *   writes are signed with it instead of the secret.
+ * - `CASCACHE_TRUSTED_KEYS` (optional): JSON `{"main": ["ed25519:..."], "*": [...]}`; a namespace
+ *   with trusted keys serves only entries they signed (core's trust.ts).
+ * - `CASCACHE_NAMESPACE` (optional): the namespace Nx entries are written to (default `default`).
+ * - `CASCACHE_READ_NAMESPACES` (optional): namespaces Nx lookups read, in order, e.g. `main,pr-123`
+ *   (default: the write namespace; it is read last when not listed).
  *
  * Listens on 127.0.0.1 on a free port and prints one JSON line `{"port","pid"}` on stdout when
  * ready; logs (pino) go to stderr, which the plugin points at `<store>/agent.log`.
  */
-import { isCascacheError, parseByteSize, parseTierConfigs, withDefaultToken } from '@cascache/core';
+import { isCascacheError, parseByteSize, parseNamespaceList, parseTierConfigs, parseTrustedKeys, Trust, withDefaultToken } from '@cascache/core';
 import { listen } from './listen';
 
 async function main(): Promise<void> {
@@ -33,6 +40,14 @@ async function main(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const tiers = withDefaultToken(parseTierConfigs(process.env.CASCACHE_TIERS ? JSON.parse(process.env.CASCACHE_TIERS) : [], 'CASCACHE_TIERS'), process.env.CASCACHE_REMOTE_TOKEN);
   const secret = process.env.CASCACHE_SECRET ? Buffer.from(process.env.CASCACHE_SECRET, 'utf8') : null;
+  const trust = new Trust({
+    secret,
+    signingKey: process.env.CASCACHE_SIGNING_KEY || null,
+    trustedKeys: process.env.CASCACHE_TRUSTED_KEYS ? parseTrustedKeys(process.env.CASCACHE_TRUSTED_KEYS, 'CASCACHE_TRUSTED_KEYS') : {},
+  });
+  const namespace = process.env.CASCACHE_NAMESPACE ? parseNamespaceList(process.env.CASCACHE_NAMESPACE, 'CASCACHE_NAMESPACE')[0]! : 'default';
+  const read = process.env.CASCACHE_READ_NAMESPACES ? parseNamespaceList(process.env.CASCACHE_READ_NAMESPACES, 'CASCACHE_READ_NAMESPACES') : [];
+  const readNamespaces = read.includes(namespace) ? read : [...read, namespace];
   const idleMs = Number(process.env.CASCACHE_AGENT_IDLE_MS ?? 30 * 60 * 1000);
   let timer: NodeJS.Timeout | undefined;
   let shuttingDown = false;
@@ -53,6 +68,9 @@ async function main(): Promise<void> {
     port: 0,
     tokens: { readWrite: [token], readOnly: process.env.CASCACHE_AGENT_RO_TOKEN ? [process.env.CASCACHE_AGENT_RO_TOKEN] : [] },
     secret,
+    trust,
+    namespace,
+    readNamespaces,
     writer: 'nx-agent',
     // Loopback: compressing a body that never leaves the machine only costs time (level 0 is a
     // valid gzip stream of stored blocks, which Nx's client inflates like any other).

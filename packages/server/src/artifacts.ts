@@ -99,7 +99,8 @@ export interface Stored {
 
 export class ArtifactService {
   /** Bodies answered and not yet stored (`deferIngest`), by activity id. Never rejects. */
-  private readonly pending = new Map<string, Promise<void>>();
+  /** Uploads being stored behind their answer, by hot-body id (one per namespace and hash). */
+  private readonly pending = new Map<string, { id: string; done: Promise<void> }>();
   private readonly ingestSlots: Limiter;
 
   constructor(private readonly o: ArtifactServiceOptions) {
@@ -112,7 +113,7 @@ export class ArtifactService {
 
   /** True while a body for this artifact is being stored behind its answer. */
   isPending(ref: ArtifactRef): boolean {
-    return this.pending.has(ref.id);
+    return this.pending.has(ref.bodyId);
   }
 
   /**
@@ -120,7 +121,7 @@ export class ArtifactService {
    * written again. An entry whose manifest or chunks are gone is not: a new upload of it heals it.
    */
   async exists(ref: ArtifactRef): Promise<boolean> {
-    return this.pending.has(ref.id) || (await this.o.actionCache.get(ref.namespace, ref.key)) !== null;
+    return this.pending.has(ref.bodyId) || (await this.o.actionCache.get(ref.namespace, ref.key)) !== null;
   }
 
   /**
@@ -128,7 +129,7 @@ export class ArtifactService {
    * Waits for a body of it still being stored first.
    */
   async hot(ref: ArtifactRef): Promise<{ stream: Readable | Buffer; size: number } | null> {
-    await this.pending.get(ref.id);
+    await this.pending.get(ref.bodyId)?.done;
     const bodies = this.o.bodies;
     if (!bodies?.has(ref.bodyId) || !(await this.o.actionCache.peek(ref.namespace, ref.key))) return null;
     return bodies.open(ref.bodyId);
@@ -139,13 +140,13 @@ export class ArtifactService {
    * the local store). Null on a miss. @throws CascacheError for store failures (never a miss).
    */
   async find(ref: ArtifactRef): Promise<AcHit | null> {
-    await this.pending.get(ref.id);
+    await this.pending.get(ref.bodyId)?.done;
     return this.o.layered ? this.o.layered.lookup(ref.namespace, ref.key) : this.o.actionCache.get(ref.namespace, ref.key);
   }
 
   /** The artifact's entry in the local store only (no remote lookups). Null on a miss. */
   async findLocal(ref: ArtifactRef): Promise<AcHit | null> {
-    await this.pending.get(ref.id);
+    await this.pending.get(ref.bodyId)?.done;
     return this.o.actionCache.get(ref.namespace, ref.key);
   }
 
@@ -294,7 +295,7 @@ export class ArtifactService {
       rmSync(file, { force: true });
       throw isCascacheError(err) ? err : new CascacheError(ErrorCodes.IO, `spooling the upload failed: ${(err as Error).message}`, { cause: err });
     }
-    if (this.pending.has(ref.id)) {
+    if (this.pending.has(ref.bodyId)) {
       rmSync(file, { force: true });
       return false;
     }
@@ -307,12 +308,9 @@ export class ArtifactService {
       .catch((err) => this.o.log.warn({ err: { code: (err as { code?: string }).code, message: (err as Error).message }, hash: ref.id }, 'dropped an upload stored behind its answer'))
       .finally(() => {
         rmSync(file, { force: true });
-        this.pending.delete(ref.id);
+        this.pending.delete(ref.bodyId);
       });
-    this.pending.set(
-      ref.id,
-      job.then(() => undefined),
-    );
+    this.pending.set(ref.bodyId, { id: ref.id, done: job.then(() => undefined) });
     return true;
   }
 
@@ -323,14 +321,14 @@ export class ArtifactService {
 
   /** How many of these activity ids are still being stored. */
   stillStoring(ids: Iterable<string>): number {
-    let n = 0;
-    for (const id of new Set(ids)) if (this.pending.has(id)) n++;
-    return n;
+    const wanted = new Set(ids);
+    return new Set([...this.pending.values()].filter((p) => wanted.has(p.id)).map((p) => p.id)).size;
   }
 
   /** Waits until the given artifacts (all, by default) are stored or dropped, at most `timeoutMs`. */
   async settled(ids?: Iterable<string>, timeoutMs = 60_000): Promise<void> {
-    const waits = ids ? [...new Set(ids)].map((h) => this.pending.get(h)).filter((p) => p !== undefined) : [...this.pending.values()];
+    const wanted = ids ? new Set(ids) : null;
+    const waits = [...this.pending.values()].filter((p) => !wanted || wanted.has(p.id)).map((p) => p.done);
     if (waits.length === 0) return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(waits), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);

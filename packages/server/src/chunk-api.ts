@@ -31,7 +31,7 @@ import {
   type RootStore,
   type StoreRoot,
 } from '@cascache/core';
-import type { Access } from './auth';
+import { readsNamespace, writesNamespace, type Access, type Principal } from './auth';
 import { ByteCounter } from './upload-guard';
 
 /** What the chunk API serves. */
@@ -43,7 +43,7 @@ export interface ChunkApiOptions {
   actionCache: ActionCache;
   /** Largest upload request, bytes. Default 256 MiB. */
   maxUploadBytes?: number;
-  authorize: (req: FastifyRequest, reply: FastifyReply, access: Access) => unknown;
+  authorize: (req: FastifyRequest, reply: FastifyReply, access: Access) => Principal | null;
   fail: (req: FastifyRequest, reply: FastifyReply, err: unknown) => FastifyReply;
 }
 
@@ -136,7 +136,10 @@ export function registerChunkApi(app: FastifyInstance, o: ChunkApiOptions): void
   });
 
   app.delete<{ Params: { digest: string } }>('/cas/v1/blobs/:digest', async (req, reply) => {
-    if (!o.authorize(req, reply, 'write')) return reply;
+    const principal = o.authorize(req, reply, 'write');
+    if (!principal) return reply;
+    // Deleting a blob turns every entry that needs it, in any namespace, into one that may be replaced.
+    if (principal.namespaces) return reply.code(403).send({ error: 'forbidden', message: 'a namespace-scoped token cannot delete blobs' });
     try {
       assertDigest(req.params.digest);
       return reply.code((await o.blobs.delete(req.params.digest)) ? 204 : 404).send();
@@ -152,10 +155,15 @@ export function registerChunkApi(app: FastifyInstance, o: ChunkApiOptions): void
     return [req.params.namespace, req.params.key] as const;
   };
 
+  const forbidden = (reply: FastifyReply, namespace: string): FastifyReply => reply.code(403).send({ error: 'forbidden', message: `this token's scope does not include namespace ${namespace}` });
+
   app.get<AcParams>('/cas/v1/ac/:namespace/:key', async (req, reply) => {
-    if (!o.authorize(req, reply, 'read')) return reply;
+    const principal = o.authorize(req, reply, 'read');
+    if (!principal) return reply;
     try {
-      const bytes = await o.entries.get(...acTarget(req));
+      const target = acTarget(req);
+      if (!readsNamespace(principal, target[0])) return forbidden(reply, target[0]);
+      const bytes = await o.entries.get(...target);
       return bytes ? reply.code(200).type('application/json').send(bytes) : reply.code(404).send({ error: 'not found' });
     } catch (err) {
       return o.fail(req, reply, err);
@@ -163,10 +171,11 @@ export function registerChunkApi(app: FastifyInstance, o: ChunkApiOptions): void
   });
 
   app.put<AcParams>('/cas/v1/ac/:namespace/:key', async (req, reply) => {
-    const principal = o.authorize(req, reply, 'write') as { access: Access } | null;
+    const principal = o.authorize(req, reply, 'write');
     if (!principal) return reply;
     try {
       const [namespace, key] = acTarget(req);
+      if (!writesNamespace(principal, namespace)) return forbidden(reply, namespace);
       const bytes = await readAll(req.raw, MAX_AC_ENTRY_BYTES);
       // Only what this store's readers could serve: a body they would reject is never stored.
       const checked = o.actionCache.check(namespace, key, bytes);
@@ -198,8 +207,13 @@ export function registerChunkApi(app: FastifyInstance, o: ChunkApiOptions): void
   });
 
   app.get('/cas/v1/ac', async (req, reply) => {
-    if (!o.authorize(req, reply, 'read')) return reply;
-    return reply.code(200).type('application/x-ndjson').send(ndjson(o.entries.list()));
+    const principal = o.authorize(req, reply, 'read');
+    if (!principal) return reply;
+    const entries = o.entries.list();
+    const visible = async function* () {
+      for await (const e of entries) if (readsNamespace(principal, e.namespace)) yield e;
+    };
+    return reply.code(200).type('application/x-ndjson').send(ndjson(visible()));
   });
 
   app.put<{ Params: { digest: string } }>('/cas/v1/roots/:digest', async (req, reply) => {

@@ -5,8 +5,8 @@
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { CascacheError, ErrorCodes, LayeredStore, openLocalStore, openRemoteTier, type LocalStore, type TierConfig } from '@cascache/core';
-import { SECRET_MISMATCH_HINT } from './agent-control';
+import { CascacheError, ErrorCodes, LayeredStore, openLocalStore, openRemoteTier, Trust, type LocalStore, type TierConfig } from '@cascache/core';
+import { SECRET_MISMATCH_HINT, UNTRUSTED_HINT } from './agent-control';
 import type { TokenConfig } from './auth';
 import { AutoEvictor } from './auto-evict';
 import { ActivityLog } from './report';
@@ -20,7 +20,12 @@ export interface ListenOptions {
   tokens?: TokenConfig;
   /** Action-cache signing secret (>= 32 bytes) or null for an unsigned local store. */
   secret: Uint8Array | null;
+  /** Signing key and trusted keys per namespace (core's trust.ts); default: from `secret`. */
+  trust?: Trust;
+  /** Namespace Nx entries are written to. Default `default`. */
   namespace?: string;
+  /** Namespaces Nx lookups read, in order; default `[namespace]`. */
+  readNamespaces?: string[];
   gzipLevel?: number;
   /** Allow binding beyond loopback with no token configured. */
   allowUnauthenticated?: boolean;
@@ -59,9 +64,13 @@ export function isLoopback(host: string): boolean {
 
 /**
  * Opens the store and listens.
- * @throws CascacheError `E_CONFIG` when asked to listen beyond loopback with no token.
+ * @throws CascacheError `E_CONFIG` when asked to listen beyond loopback with no token, or when the
+ * write namespace accepts only trusted keys and this process has no trusted signing key for it.
  */
 export async function listen(options: ListenOptions): Promise<Listening> {
+  const trust = options.trust ?? new Trust({ secret: options.secret });
+  const unwritable = trust.writableProblem(options.namespace ?? 'default');
+  if (unwritable) throw new CascacheError(ErrorCodes.CONFIG, `${unwritable}; write to a namespace of your own (CASCACHE_NAMESPACE) and read this one through CASCACHE_READ_NAMESPACES`);
   const tokens = options.tokens ?? {};
   const noTokens = !(tokens.readWrite?.length || tokens.readOnly?.length);
   if (noTokens && !isLoopback(options.host) && !options.allowUnauthenticated) {
@@ -73,17 +82,19 @@ export async function listen(options: ListenOptions): Promise<Listening> {
   }
   let log: CascacheServer['log'] | null = null;
   const activity = new ActivityLog();
-  let warnedSecret = false;
+  const warned = new Set<string>();
   const store = await openLocalStore({
     root: options.storeDir,
     secret: options.secret,
+    trust,
     writer: options.writer,
     onWarning: (w) => {
       activity.recordUnservable(w.reason);
-      if (w.reason !== 'bad-signature' || warnedSecret) return;
-      // Once per process here; each run's summary gives its own count.
-      warnedSecret = true;
-      log?.warn({ namespace: w.namespace, key: w.key }, `an action-cache entry did not verify with this secret and was not served: ${SECRET_MISMATCH_HINT}`);
+      if ((w.reason !== 'bad-signature' && w.reason !== 'untrusted') || warned.has(w.reason)) return;
+      // Once per process and reason here; each run's summary gives its own count.
+      warned.add(w.reason);
+      if (w.reason === 'bad-signature') log?.warn({ namespace: w.namespace, key: w.key }, `an action-cache entry did not verify with this secret and was not served: ${SECRET_MISMATCH_HINT}`);
+      else log?.warn({ namespace: w.namespace, key: w.key }, `an action-cache entry was signed by no key this machine trusts for its namespace and was not served: ${UNTRUSTED_HINT}`);
     },
   });
   let evictor: AutoEvictor | undefined;
@@ -96,6 +107,7 @@ export async function listen(options: ListenOptions): Promise<Listening> {
           local: store,
           remotes: tiers,
           secret: options.secret,
+          trust,
           sync: options.syncUploads,
           onEvent: (e) => {
             if (e.type === 'warning') log?.warn({ tier: e.tier, code: e.code }, e.message);
@@ -110,6 +122,7 @@ export async function listen(options: ListenOptions): Promise<Listening> {
     actionCache: store.actionCache,
     tokens,
     namespace: options.namespace,
+    readNamespaces: options.readNamespaces,
     gzipLevel: options.gzipLevel,
     logger: options.logger,
     onRequest: options.onRequest,

@@ -9,7 +9,7 @@
  */
 import { createGunzip, createGzip, constants as zlibConstants } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { CascacheError, computeActionKey, ErrorCodes, materializeToTar, type BlobStore } from '@cascache/core';
+import { CascacheError, computeActionKey, digestOf, ErrorCodes, materializeToTar, type BlobStore } from '@cascache/core';
 import { ArtifactService, type ArtifactRef } from './artifacts';
 import type { Access, Principal } from './auth';
 import type { ActivityLog } from './report';
@@ -51,7 +51,10 @@ const U64_MAX = '18446744073709551615';
 export interface NxApiOptions {
   service: ArtifactService;
   blobs: BlobStore;
+  /** The namespace Nx entries are written to, unless a scoped token says otherwise. */
   namespace: string;
+  /** The namespaces a GET looks in, in order (default: `namespace` alone), unless a scoped token says otherwise. */
+  readNamespaces?: string[];
   activity: ActivityLog;
   limits: Required<UploadLimits>;
   /** gzip level of GET bodies (0 on loopback). */
@@ -62,21 +65,36 @@ export interface NxApiOptions {
 
 export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
   const { service, activity } = o;
-  const ref = (hash: string): ArtifactRef => ({ namespace: o.namespace, key: computeActionKey(['nx', o.namespace, hash]), id: hash, bodyId: `nx-${hash}` });
+  const ref = (namespace: string, hash: string): ArtifactRef => ({
+    namespace,
+    key: computeActionKey(['nx', namespace, hash]),
+    id: hash,
+    // One hot body per namespace: a PR's upload of a hash must never answer main's GET of it.
+    bodyId: namespace === 'default' ? `nx-${hash}` : `nx-${digestOf(`${namespace}\0${hash}`).slice(0, 40)}`,
+  });
+  const reads = (p: Principal): string[] => p.namespaces?.read ?? o.readNamespaces ?? [o.namespace];
+  const writes = (p: Principal): string | null => (p.namespaces ? p.namespaces.write : o.namespace);
 
   app.get<{ Params: { hash: string } }>('/v1/cache/:hash', async (req, reply) => {
-    if (!o.authorize(req, reply, 'read')) return reply;
+    const principal = o.authorize(req, reply, 'read');
+    if (!principal) return reply;
     const { hash } = req.params;
     if (!isNxHash(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be an unsigned 64-bit integer in decimal' });
-    const r = ref(hash);
+    let r = ref(o.namespace, hash);
     try {
-      // A hot body is served as it was stored, while its entry is still a hit here.
-      const hot = await service.hot(r);
-      if (hot) {
-        activity.record(hash, { hits: 1, bytesSent: hot.size });
-        return reply.code(200).type('application/octet-stream').send(hot.stream);
+      // Namespaces in order (main, then the PR's own): the first that holds the hash answers.
+      let hit = null;
+      for (const namespace of reads(principal)) {
+        r = ref(namespace, hash);
+        // A hot body is served as it was stored, while its entry is still a hit here.
+        const hot = await service.hot(r);
+        if (hot) {
+          activity.record(hash, { hits: 1, bytesSent: hot.size });
+          return reply.code(200).type('application/octet-stream').send(hot.stream);
+        }
+        hit = await service.find(r);
+        if (hit) break;
       }
-      const hit = await service.find(r);
       if (!hit) {
         activity.record(hash, { misses: 1 });
         return reply.code(404).send({ error: 'not found' });
@@ -113,7 +131,9 @@ export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
     if (!principal) return reply;
     const { hash } = req.params;
     if (!isNxHash(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be an unsigned 64-bit integer in decimal' });
-    const r = ref(hash);
+    const namespace = writes(principal);
+    if (namespace === null) return reply.code(403).send({ error: 'forbidden', message: 'this token writes no namespace' });
+    const r = ref(namespace, hash);
     try {
       const conflict = (): FastifyReply => {
         service.conflict(r);

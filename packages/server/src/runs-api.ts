@@ -14,13 +14,13 @@
 import { computeActionKey, ErrorCodes, findRun, isCommitId, prefetchRun, type LayeredStore, type PrefetchReport } from '@cascache/core';
 import { NAMESPACE_RE } from '@cascache/core/format';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Access } from './auth';
+import { writesNamespace, type Access, type Principal } from './auth';
 
 export interface RunsApiOptions {
   layered?: LayeredStore;
   /** Action-cache namespace of the tool's entries. */
   namespace: string;
-  authorize: (req: FastifyRequest, reply: FastifyReply, access: Access) => unknown;
+  authorize: (req: FastifyRequest, reply: FastifyReply, access: Access) => Principal | null;
   fail: (req: FastifyRequest, reply: FastifyReply, err: unknown) => FastifyReply;
 }
 
@@ -37,7 +37,8 @@ export function registerRunsApi(app: FastifyInstance, o: RunsApiOptions): void {
   let last: PrefetchReport | null = null;
 
   app.post<{ Body: Record<string, unknown> | undefined }>('/_cascache/run', async (req, reply) => {
-    if (!o.authorize(req, reply, 'write')) return reply;
+    const principal = o.authorize(req, reply, 'write');
+    if (!principal) return reply;
     const b = req.body ?? {};
     const keyOf = typeof b.tool === 'string' ? KEY_OF[b.tool] : undefined;
     const hashes = b.hashes;
@@ -55,9 +56,10 @@ export function registerRunsApi(app: FastifyInstance, o: RunsApiOptions): void {
     ) {
       return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be {"tool": "nx" | "turbo", "namespace"?: string, "branch", "commit", "targets": [string], "startTime": ms, "hashes": [string]}' });
     }
+    const namespace = (b.namespace as string | undefined) ?? principal.namespaces?.write ?? o.namespace;
+    if (!writesNamespace(principal, namespace)) return reply.code(403).send({ error: 'forbidden', message: `this token's scope does not include namespace ${namespace}` });
     if (!o.layered) return { recorded: 0 };
     try {
-      const namespace = (b.namespace as string | undefined) ?? o.namespace;
       const keys: string[] = [];
       for (const h of new Set(hashes as string[])) {
         const key = keyOf(namespace, h);

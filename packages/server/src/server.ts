@@ -44,8 +44,13 @@ export interface ServerOptions {
   layered?: LayeredStore;
   /** Serve cascache's chunk API (`/cas/v1/...`) from this store, so others can use it as an HTTP tier. */
   chunkApi?: { blobs: FsBlobStore; entries: AcStore; roots: RootStore; maxUploadBytes?: number };
-  /** Action-cache namespace for Nx entries. Default `default`. */
+  /** Action-cache namespace Nx entries are written to. Default `default`. */
   namespace?: string;
+  /**
+   * Namespaces an Nx GET looks in, in order; default `[namespace]`. A token scoped to namespaces
+   * (`tokens.scoped`) uses its own list and write namespace instead.
+   */
+  readNamespaces?: string[];
   /** Tokens; none configured means every request may read and write (bind to loopback only). */
   tokens?: TokenConfig;
   /**
@@ -189,7 +194,7 @@ export function createServer(options: ServerOptions): CascacheServer {
     return { status: 'ok', signing: options.actionCache.signing };
   });
 
-  registerNxApi(app, { service, blobs: options.blobs, namespace, activity, limits, gzipLevel: options.gzipLevel ?? 1, authorize, fail });
+  registerNxApi(app, { service, blobs: options.blobs, namespace, readNamespaces: options.readNamespaces, activity, limits, gzipLevel: options.gzipLevel ?? 1, authorize, fail });
   registerTurboApi(app, { service, blobs: options.blobs, activity, limits, layered: options.layered, authorize, fail });
 
   app.post<{ Body: { hashes?: unknown; prefix?: unknown; since?: unknown; waitMs?: unknown } }>('/_cascache/report', async (req, reply) => {

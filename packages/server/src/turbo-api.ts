@@ -34,7 +34,7 @@ import {
 } from '@cascache/core';
 import { NAMESPACE_RE } from '@cascache/core/format';
 import { ArtifactService, type ArtifactRef } from './artifacts';
-import type { Access, Principal } from './auth';
+import { readsNamespace, writesNamespace, type Access, type Principal } from './auth';
 import type { ActivityLog } from './report';
 import { ByteCounter, inflate, type UploadLimits } from './upload-guard';
 
@@ -65,12 +65,19 @@ export const turboActivityId = (team: string, hash: string): string => `turbo:${
 export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void {
   const { service, activity } = o;
 
-  /** The team of a request, or null after answering 400. */
-  const teamOf = (req: FastifyRequest<{ Querystring: Query }>, reply: FastifyReply): string | null => {
+  /**
+   * The team of a request, or null after answering 400 (malformed) or 403 (a scoped token whose
+   * namespaces do not include it, for `access`).
+   */
+  const teamOf = (req: FastifyRequest<{ Querystring: Query }>, reply: FastifyReply, principal: Principal, access: 'read' | 'write'): string | null => {
     const team = req.query.slug ?? req.query.teamId ?? 'default';
     // Teams become namespaces, so they follow the namespace rule.
-    if (typeof team === 'string' && NAMESPACE_RE.test(team)) return team;
-    void reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'slug/teamId must be 1-64 characters of A-Z a-z 0-9 . _ -' });
+    if (typeof team !== 'string' || !NAMESPACE_RE.test(team)) {
+      void reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'slug/teamId must be 1-64 characters of A-Z a-z 0-9 . _ -' });
+      return null;
+    }
+    if (access === 'read' ? readsNamespace(principal, team) : writesNamespace(principal, team)) return team;
+    void reply.code(403).send({ error: 'forbidden', message: `this token's scope does not include team ${team}` });
     return null;
   };
   const ref = (team: string, hash: string): ArtifactRef => ({
@@ -105,14 +112,15 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
   };
 
   app.get<{ Querystring: Query }>('/v8/artifacts/status', async (req, reply) => {
-    if (!o.authorize(req, reply, 'read')) return reply;
-    if (!teamOf(req, reply)) return reply;
+    const principal = o.authorize(req, reply, 'read');
+    if (!principal || !teamOf(req, reply, principal, 'read')) return reply;
     return { status: 'enabled' };
   });
 
   app.head<{ Params: { hash: string }; Querystring: Query }>('/v8/artifacts/:hash', async (req, reply) => {
-    if (!o.authorize(req, reply, 'read')) return reply;
-    const team = teamOf(req, reply);
+    const principal = o.authorize(req, reply, 'read');
+    if (!principal) return reply;
+    const team = teamOf(req, reply, principal, 'read');
     if (!team) return reply;
     if (!TURBO_HASH_RE.test(req.params.hash)) return badHash(reply);
     try {
@@ -125,8 +133,9 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
   });
 
   app.get<{ Params: { hash: string }; Querystring: Query }>('/v8/artifacts/:hash', { exposeHeadRoute: false }, async (req, reply) => {
-    if (!o.authorize(req, reply, 'read')) return reply;
-    const team = teamOf(req, reply);
+    const principal = o.authorize(req, reply, 'read');
+    if (!principal) return reply;
+    const team = teamOf(req, reply, principal, 'read');
     if (!team) return reply;
     const { hash } = req.params;
     if (!TURBO_HASH_RE.test(hash)) return badHash(reply);
@@ -171,7 +180,7 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
   app.put<{ Params: { hash: string }; Querystring: Query }>('/v8/artifacts/:hash', async (req, reply) => {
     const principal = o.authorize(req, reply, 'write');
     if (!principal) return reply;
-    const team = teamOf(req, reply);
+    const team = teamOf(req, reply, principal, 'write');
     if (!team) return reply;
     const { hash } = req.params;
     if (!TURBO_HASH_RE.test(hash)) return badHash(reply);
@@ -225,8 +234,9 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
   });
 
   app.post<{ Querystring: Query; Body: { hashes?: unknown } }>('/v8/artifacts', async (req, reply) => {
-    if (!o.authorize(req, reply, 'read')) return reply;
-    const team = teamOf(req, reply);
+    const principal = o.authorize(req, reply, 'read');
+    if (!principal) return reply;
+    const team = teamOf(req, reply, principal, 'read');
     if (!team) return reply;
     const hashes = req.body?.hashes;
     if (!Array.isArray(hashes) || hashes.length > 1000 || !hashes.every((h) => typeof h === 'string' && TURBO_HASH_RE.test(h))) {
@@ -251,8 +261,9 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
   });
 
   app.post<{ Querystring: Query; Body: unknown }>('/v8/artifacts/events', async (req, reply) => {
-    if (!o.authorize(req, reply, 'read')) return reply;
-    const team = teamOf(req, reply);
+    const principal = o.authorize(req, reply, 'read');
+    if (!principal) return reply;
+    const team = teamOf(req, reply, principal, 'read');
     if (!team) return reply;
     const events = req.body;
     if (!Array.isArray(events) || events.length > 10_000) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'body must be an array of at most 10000 events' });

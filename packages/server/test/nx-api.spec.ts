@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import * as tarStream from 'tar-stream';
-import { computeActionKey, openLocalStore, readAll, StoreIndex, type LocalStore } from '@cascache/core';
+import { computeActionKey, generateSigningKey, openLocalStore, readAll, StoreIndex, Trust, type LocalStore } from '@cascache/core';
 import { createServer, listen, type CascacheServer, type ServerOptions, type UploadEvent } from '../src';
 import { unservableLine } from '../src/agent-control';
 
@@ -353,6 +353,65 @@ describe('Nx self-hosted cache API over a real listening server', () => {
     const later = Date.now() + 1;
     const none = await done(fetch(`${base}/_cascache/report`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ hashes: ['100'], since: later }) }));
     expect(await none.json()).toMatchObject({ hashes: 0, hits: 0, stored: 0, bytesReceived: 0 });
+  });
+
+  describe('namespaces and scoped tokens', () => {
+    const main = generateSigningKey();
+    const scoped = [
+      { token: 'main-ci', name: 'main-ci', read: ['main'], write: 'main' },
+      { token: 'pr-1', name: 'pr-1', read: ['main'], write: 'pr-1' },
+      { token: 'reader', read: ['main'] },
+    ];
+
+    it('a PR token reads main then its own namespace and writes only its own: its upload of a hash never answers main', async () => {
+      store.close();
+      // The team server signs what it accepts; its token scopes are what keep a PR out of main.
+      store = await openLocalStore({ root: dir, secret: null, trust: new Trust({ signingKey: main.privateKey, trustedKeys: { '*': [main.publicKey] } }) });
+      await start({ tokens: { scoped }, deferIngest: { spoolDir: join(dir, 'spool') }, hotBodies: { dir: join(dir, 'hot'), maxBytes: 1 << 30 } });
+      const poison = await nxBody([{ header: { name: 'dist/a.js' }, body: 'poisoned();\n'.repeat(500) }]);
+      const good = await nxBody([{ header: { name: 'dist/a.js' }, body: 'good();\n'.repeat(500) }]);
+
+      let stored = nextUpload();
+      expect((await put('4242', poison, 'pr-1')).status).toBe(200);
+      expect(await stored).toMatchObject({ outcome: 'stored' });
+      expect((await get('4242', 'pr-1')).body.equals(poison)).toBe(true); // its own, from its hot body
+      expect((await get('4242', 'main-ci')).status).toBe(404);
+      expect((await get('4242', 'reader')).status).toBe(404);
+      expect((await put('4242', good, 'reader')).status).toBe(403);
+
+      stored = nextUpload();
+      expect((await put('4242', good, 'main-ci')).status).toBe(200); // not a 409: another namespace
+      await stored;
+      for (const token of ['main-ci', 'reader', 'pr-1']) expect((await get('4242', token)).body.equals(good)).toBe(true);
+
+      // Main first, then the PR uploads the same hash: main's hot body is not the PR's.
+      stored = nextUpload();
+      expect((await put('4343', good, 'main-ci')).status).toBe(200);
+      await stored;
+      stored = nextUpload();
+      expect((await put('4343', poison, 'pr-1')).status).toBe(200);
+      await stored;
+      for (const token of ['main-ci', 'reader', 'pr-1']) expect((await get('4343', token)).body.equals(good)).toBe(true);
+      // The writer is the token's name, covered by the signature.
+      const entry = await store.actionCache.peek('main', computeActionKey(['nx', 'main', '4242']));
+      expect(entry?.writer).toBe('main-ci');
+    });
+
+    it('keeps a scoped token to its namespaces on the chunk and turbo APIs too', async () => {
+      store.close();
+      store = await openLocalStore({ root: dir, secret: null, trust: new Trust({ signingKey: main.privateKey, trustedKeys: { '*': [main.publicKey] } }) });
+      await start({ tokens: { scoped }, chunkApi: { blobs: store.blobs, entries: store.entries, roots: store.roots } });
+      const auth = (token: string) => ({ authorization: `Bearer ${token}` });
+      const key = computeActionKey(['nx', 'main', '1']);
+      expect((await done(fetch(`${base}/cas/v1/ac/main/${key}`, { method: 'PUT', body: '{}', headers: auth('pr-1') }))).status).toBe(403);
+      expect((await done(fetch(`${base}/cas/v1/ac/pr-2/${key}`, { headers: auth('pr-1') }))).status).toBe(403);
+      expect((await done(fetch(`${base}/cas/v1/ac/main/${key}`, { headers: auth('pr-1') }))).status).toBe(404);
+      expect((await done(fetch(`${base}/cas/v1/blobs/${'a'.repeat(64)}`, { method: 'DELETE', headers: auth('pr-1') }))).status).toBe(403);
+      const turboPut = (team: string, token: string) =>
+        done(fetch(`${base}/v8/artifacts/abc123?slug=${team}`, { method: 'PUT', body: Buffer.from('x'), headers: { ...auth(token), 'content-type': 'application/octet-stream' } }));
+      expect((await turboPut('main', 'pr-1')).status).toBe(403);
+      expect((await done(fetch(`${base}/v8/artifacts/abc123?slug=pr-2`, { headers: auth('pr-1') }))).status).toBe(403);
+    });
   });
 
   describe('with deferIngest (the agent)', () => {
