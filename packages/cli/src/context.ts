@@ -22,7 +22,9 @@ import {
   openLocalStore,
   openRemoteTier,
   parseTierConfigs,
+  parseTrustedKeys,
   storeStats,
+  Trust,
   withDefaultToken,
   type Digest,
   type IngestResult,
@@ -115,8 +117,23 @@ function configuredTiers(flags: StoreFlags, env: NodeJS.ProcessEnv): TierConfig[
   return configFile(flags, env).tiers ?? [];
 }
 
+/**
+ * The signing and verification rules from the environment, then the config file: CASCACHE_SECRET,
+ * CASCACHE_SIGNING_KEY, CASCACHE_TRUSTED_KEYS (JSON). @throws CascacheError `E_CONFIG`.
+ */
+export function resolveTrust(flags: StoreFlags, env: NodeJS.ProcessEnv): Trust {
+  const file = configFile(flags, env);
+  const secret = env.CASCACHE_SECRET || file.secret || null;
+  if (secret !== null && Buffer.byteLength(secret) < 32) throw new CascacheError(ErrorCodes.CONFIG, 'CASCACHE_SECRET must be at least 32 bytes');
+  return new Trust({
+    secret: secret === null ? null : Buffer.from(secret, 'utf8'),
+    signingKey: env.CASCACHE_SIGNING_KEY || file.signingKey || null,
+    trustedKeys: env.CASCACHE_TRUSTED_KEYS ? parseTrustedKeys(env.CASCACHE_TRUSTED_KEYS, 'CASCACHE_TRUSTED_KEYS') : (file.trustedKeys ?? {}),
+  });
+}
+
 /** Opens a LayeredStore over `local` for `tiers`; remote warnings go to stderr, once per tier. */
-export function openLayered(local: LocalStore, tiers: TierConfig[], io: Io | undefined, secret: Uint8Array | null): LayeredStore {
+export function openLayered(local: LocalStore, tiers: TierConfig[], io: Io | undefined): LayeredStore {
   const remotes = tiers.map((t) =>
     openRemoteTier(t, {
       breaker: { threshold: 2, onOpen: (name) => io?.stderr.write(`cascache: warning: ${name} is unreachable; skipping it for this command (uploads stay journaled for \`cascache flush\`)\n`) },
@@ -125,7 +142,7 @@ export function openLayered(local: LocalStore, tiers: TierConfig[], io: Io | und
   return new LayeredStore({
     local,
     remotes,
-    secret,
+    trust: local.actionCache.trust,
     sync: true, // a CLI process ends with its command: upload now, or leave it journaled
     retryBaseMs: 500,
     retryMaxMs: 5000,
@@ -161,12 +178,10 @@ export async function openCliStore(flags: StoreFlags, io?: Io, env: NodeJS.Proce
       throw new CascacheError(ErrorCodes.NOT_FOUND, `no cascache store at ${dir}: run this from the workspace root, or name the store with --store-dir or CASCACHE_DIR`);
     }
   }
-  const secret = env.CASCACHE_SECRET;
-  if (secret !== undefined && secret !== '' && Buffer.byteLength(secret) < 32) throw new CascacheError(ErrorCodes.CONFIG, 'CASCACHE_SECRET must be at least 32 bytes');
-  const key = secret ? Buffer.from(secret, 'utf8') : null;
+  const trust = resolveTrust(flags, env);
   const tiers = resolveTiers(flags, env);
-  const local = await openLocalStore({ root: resolveCliStoreDir(flags, env, cwd), secret: key, writer: 'cascache-cli' });
-  const store = Object.assign(local, { layered: tiers.length > 0 ? openLayered(local, tiers, io, key) : null });
+  const local = await openLocalStore({ root: resolveCliStoreDir(flags, env, cwd), secret: null, trust, writer: 'cascache-cli' });
+  const store = Object.assign(local, { layered: tiers.length > 0 ? openLayered(local, tiers, io) : null });
   openStores.add(store);
   return store;
 }

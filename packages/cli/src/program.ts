@@ -9,6 +9,7 @@ import { closeCliStores } from './context';
 import { registerCache } from './commands/cache';
 import { registerFlush } from './commands/flush';
 import { registerGc } from './commands/gc';
+import { registerKeygen } from './commands/keygen';
 import { registerStats } from './commands/stats';
 import { registerStore } from './commands/store';
 import { registerVerify } from './commands/verify';
@@ -70,6 +71,7 @@ export function createProgram(io: Io, setExitCode: (code: number) => void = () =
   registerTurbo(program, io, setExitCode);
   registerFlush(program, io, setExitCode);
   registerWarm(program, io, setExitCode);
+  registerKeygen(program, io);
   return program;
 }
 

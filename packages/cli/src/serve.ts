@@ -7,8 +7,8 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { CascacheError, ErrorCodes, parseByteSize, parseTierConfigs, withDefaultToken, type TierConfig } from '@cascache/core';
-import { listen } from '@cascache/server';
+import { CascacheError, ErrorCodes, parseByteSize, parseNamespaceList, parseTierConfigs, parseTrustedKeys, publicKeyOf, Trust, withDefaultToken, type TierConfig } from '@cascache/core';
+import { listen, type ScopedToken } from '@cascache/server';
 import type { Io } from './program';
 import { parseSize } from './sizes';
 
@@ -16,11 +16,18 @@ export interface ServeConfig {
   host: string;
   port: number;
   storeDir: string;
+  /** The namespace Nx entries are written to (tokens without a scope). */
   namespace: string;
+  /** Namespaces Nx lookups read, in order (tokens without a scope); the write namespace is read last when not listed. */
+  readNamespaces: string[];
   gzipLevel: number;
   allowUnauthenticated: boolean;
-  tokens: { readWrite: string[]; readOnly: string[]; admin: string[] };
+  tokens: { readWrite: string[]; readOnly: string[]; admin: string[]; scoped: ScopedToken[] };
   secret: string | null;
+  /** Ed25519 private key text: what this server stores is signed with it. */
+  signingKey: string | null;
+  /** Trusted public keys per namespace (`*`: all). */
+  trustedKeys: Record<string, string[]>;
   /** Evict automatically above this many bytes; null for no limit. */
   maxSizeBytes: number | null;
   /** Remote tiers behind the store, fastest first. */
@@ -61,9 +68,9 @@ export function readConfigFile(path: string): Partial<ServeConfig> {
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) bad(`config file ${path} must hold a JSON object`);
   const c = raw as Record<string, unknown>;
-  const known = ['host', 'port', 'storeDir', 'namespace', 'gzipLevel', 'allowUnauthenticated', 'tokens', 'secret', 'maxSize', 'tiers', 'syncUploads', 'hotBodies'];
+  const known = ['host', 'port', 'storeDir', 'namespace', 'readNamespaces', 'gzipLevel', 'allowUnauthenticated', 'tokens', 'secret', 'signingKey', 'trustedKeys', 'maxSize', 'tiers', 'syncUploads', 'hotBodies'];
   for (const k of Object.keys(c)) if (!known.includes(k)) bad(`config file ${path}: unknown key "${k}" (known: ${known.join(', ')})`);
-  const tokens = c.tokens as { readWrite?: unknown; readOnly?: unknown; admin?: unknown } | undefined;
+  const tokens = c.tokens as { readWrite?: unknown; readOnly?: unknown; admin?: unknown; scoped?: unknown } | undefined;
   const strList = (v: unknown, what: string): string[] | undefined => {
     if (v === undefined) return undefined;
     if (!Array.isArray(v) || !v.every((x) => typeof x === 'string' && x.length > 0)) bad(`config file ${path}: ${what} must be a list of non-empty strings`);
@@ -73,7 +80,10 @@ export function readConfigFile(path: string): Partial<ServeConfig> {
     ...(c.host !== undefined ? { host: String(c.host) } : {}),
     ...(c.port !== undefined ? { port: Number(c.port) } : {}),
     ...(c.storeDir !== undefined ? { storeDir: resolve(String(c.storeDir)) } : {}),
-    ...(c.namespace !== undefined ? { namespace: String(c.namespace) } : {}),
+    ...(c.namespace !== undefined ? { namespace: parseNamespaceList([c.namespace], `config file ${path}: namespace`)[0]! } : {}),
+    ...(c.readNamespaces !== undefined ? { readNamespaces: parseNamespaceList(c.readNamespaces, `config file ${path}: readNamespaces`) } : {}),
+    ...(c.signingKey !== undefined ? { signingKey: String(c.signingKey) } : {}),
+    ...(c.trustedKeys !== undefined ? { trustedKeys: parseTrustedKeys(c.trustedKeys, `config file ${path}: trustedKeys`) } : {}),
     ...(c.gzipLevel !== undefined ? { gzipLevel: Number(c.gzipLevel) } : {}),
     ...(c.allowUnauthenticated !== undefined ? { allowUnauthenticated: c.allowUnauthenticated === true } : {}),
     ...(c.secret !== undefined ? { secret: String(c.secret) } : {}),
@@ -81,8 +91,33 @@ export function readConfigFile(path: string): Partial<ServeConfig> {
     ...(c.tiers !== undefined ? { tiers: parseTierConfigs(c.tiers, `config file ${path}`) } : {}),
     ...(c.syncUploads !== undefined ? { syncUploads: c.syncUploads === true } : {}),
     ...(c.hotBodies !== undefined ? { hotBodiesBytes: parseByteSize(String(c.hotBodies)) } : {}),
-    tokens: { readWrite: strList(tokens?.readWrite, 'tokens.readWrite') ?? [], readOnly: strList(tokens?.readOnly, 'tokens.readOnly') ?? [], admin: strList(tokens?.admin, 'tokens.admin') ?? [] },
+    tokens: {
+      readWrite: strList(tokens?.readWrite, 'tokens.readWrite') ?? [],
+      readOnly: strList(tokens?.readOnly, 'tokens.readOnly') ?? [],
+      admin: strList(tokens?.admin, 'tokens.admin') ?? [],
+      scoped: tokens?.scoped === undefined ? [] : parseScopedTokens(tokens.scoped, `config file ${path}: tokens.scoped`),
+    },
   };
+}
+
+/**
+ * Namespace-scoped tokens: `[{"token", "name"?, "read": [namespaces], "write"?: namespace}]`.
+ * @throws CascacheError `E_CONFIG` naming `where`.
+ */
+export function parseScopedTokens(value: unknown, where: string): ScopedToken[] {
+  if (!Array.isArray(value)) bad(`${where} must be a list of {"token", "name", "read": [...], "write"}`);
+  return value.map((t: unknown, i) => {
+    const o = t as Record<string, unknown>;
+    if (typeof o !== 'object' || o === null || typeof o.token !== 'string' || o.token.length < 16) bad(`${where}[${i}]: "token" must be a string of 16+ characters`);
+    for (const k of Object.keys(o)) if (!['token', 'name', 'read', 'write'].includes(k)) bad(`${where}[${i}]: unknown key "${k}" (known: token, name, read, write)`);
+    if (o.name !== undefined && (typeof o.name !== 'string' || !/^[\w.@:-]{1,64}$/.test(o.name))) bad(`${where}[${i}]: "name" must be 1-64 of A-Z a-z 0-9 _ . @ : -`);
+    return {
+      token: o.token,
+      ...(o.name !== undefined ? { name: o.name as string } : {}),
+      read: parseNamespaceList(o.read ?? [], `${where}[${i}].read`),
+      ...(o.write !== undefined ? { write: parseNamespaceList([o.write], `${where}[${i}].write`)[0]! } : {}),
+    };
+  });
 }
 
 export interface ServeFlags {
@@ -107,15 +142,19 @@ export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv, cw
     host: flags.host ?? env.CASCACHE_HOST ?? file.host ?? DEFAULTS.host,
     port: flags.port ?? envPort ?? file.port ?? DEFAULTS.port,
     storeDir: resolve(cwd, flags.storeDir ?? env.CASCACHE_DIR ?? file.storeDir ?? '.cascache'),
-    namespace: flags.namespace ?? env.CASCACHE_NAMESPACE ?? file.namespace ?? DEFAULTS.namespace,
+    namespace: parseNamespaceList([flags.namespace ?? env.CASCACHE_NAMESPACE ?? file.namespace ?? DEFAULTS.namespace], 'the namespace')[0]!,
+    readNamespaces: env.CASCACHE_READ_NAMESPACES ? parseNamespaceList(env.CASCACHE_READ_NAMESPACES, 'CASCACHE_READ_NAMESPACES') : (file.readNamespaces ?? []),
     gzipLevel: flags.gzipLevel ?? file.gzipLevel ?? DEFAULTS.gzipLevel,
     allowUnauthenticated: flags.allowUnauthenticated ?? file.allowUnauthenticated ?? DEFAULTS.allowUnauthenticated,
     tokens: {
       readWrite: splitList(env.CASCACHE_TOKENS_RW) ?? file.tokens?.readWrite ?? [],
       readOnly: splitList(env.CASCACHE_TOKENS_RO) ?? file.tokens?.readOnly ?? [],
       admin: splitList(env.CASCACHE_TOKENS_ADMIN) ?? file.tokens?.admin ?? [],
+      scoped: env.CASCACHE_TOKENS_SCOPED ? parseScopedTokens(parseJson(env.CASCACHE_TOKENS_SCOPED, 'CASCACHE_TOKENS_SCOPED'), 'CASCACHE_TOKENS_SCOPED') : (file.tokens?.scoped ?? []),
     },
     secret: env.CASCACHE_SECRET ?? file.secret ?? null,
+    signingKey: env.CASCACHE_SIGNING_KEY || file.signingKey || null,
+    trustedKeys: env.CASCACHE_TRUSTED_KEYS ? parseTrustedKeys(env.CASCACHE_TRUSTED_KEYS, 'CASCACHE_TRUSTED_KEYS') : (file.trustedKeys ?? {}),
     maxSizeBytes: flags.maxSize ?? (env.CASCACHE_MAX_SIZE ? parseByteSize(env.CASCACHE_MAX_SIZE) : undefined) ?? file.maxSizeBytes ?? null,
     tiers: withDefaultToken(flags.remote?.length
       ? parseTierConfigs(flags.remote, '--remote')
@@ -130,6 +169,7 @@ export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv, cw
   if (!Number.isInteger(cfg.port) || cfg.port < 0 || cfg.port > 65535) bad(`port must be 0-65535, got ${String(cfg.port)}`);
   if (!Number.isInteger(cfg.gzipLevel) || cfg.gzipLevel < 0 || cfg.gzipLevel > 9) bad(`gzip level must be 0-9 (0: no compression, for loopback), got ${String(cfg.gzipLevel)}`);
   if (cfg.secret !== null && Buffer.byteLength(cfg.secret) < 32) bad('CASCACHE_SECRET must be at least 32 bytes');
+  if (!cfg.readNamespaces.includes(cfg.namespace)) cfg.readNamespaces = [...cfg.readNamespaces, cfg.namespace];
   return cfg;
 }
 
@@ -138,8 +178,14 @@ export function redact(cfg: ServeConfig): Record<string, unknown> {
   return {
     ...cfg,
     tiers: cfg.tiers.map((t) => ({ ...t, ...(t.token ? { token: '[redacted]' } : {}) })),
-    tokens: { readWrite: `${cfg.tokens.readWrite.length} token(s)`, readOnly: `${cfg.tokens.readOnly.length} token(s)`, admin: `${cfg.tokens.admin.length} token(s)` },
+    tokens: {
+      readWrite: `${cfg.tokens.readWrite.length} token(s)`,
+      readOnly: `${cfg.tokens.readOnly.length} token(s)`,
+      admin: `${cfg.tokens.admin.length} token(s)`,
+      scoped: cfg.tokens.scoped.map((t) => ({ name: t.name, read: t.read, write: t.write ?? null })),
+    },
     secret: cfg.secret === null ? 'none (unsigned local store)' : '[redacted]',
+    signingKey: cfg.signingKey === null ? 'none' : `ed25519 ${publicKeyOf(cfg.signingKey).keyId}`,
   };
 }
 
@@ -157,12 +203,15 @@ export function registerServe(program: Command, io: Io): void {
     .option('--remote <url>', 'a remote tier behind the store, repeatable, fastest first (env CASCACHE_REMOTE)', (v: string, acc: string[] = []) => [...acc, v])
     .option('--sync-uploads', 'upload to remote tiers before answering a PUT (default: write-behind)')
     .option('--hot-bodies <size>', 'keep this many bytes of recently stored and served bodies whole and serve them as files (default 1GiB; 0: off)', parseSize)
-    .option('--config <file>', 'JSON config file (host, port, storeDir, namespace, gzipLevel, tokens, secret, maxSize, tiers, syncUploads, hotBodies)')
+    .option('--config <file>', 'JSON config file (host, port, storeDir, namespace, readNamespaces, gzipLevel, tokens, secret, signingKey, trustedKeys, maxSize, tiers, syncUploads, hotBodies)')
     .addHelpText(
       'after',
       '\nTokens: CASCACHE_TOKENS_RW and CASCACHE_TOKENS_RO (comma-separated) or "tokens" in the config file;\n' +
         'CASCACHE_TOKENS_ADMIN (or tokens.admin) only if someone must replace or delete cache entries.\n' +
-        'Signing secret: CASCACHE_SECRET (at least 32 bytes) or "secret" in the config file.',
+        'Namespace-scoped tokens (a PR build reads main, writes only its own): CASCACHE_TOKENS_SCOPED or tokens.scoped,\n' +
+        '  [{"token": "...", "name": "pr-123", "read": ["main"], "write": "pr-123"}].\n' +
+        'Signing: CASCACHE_SECRET (HMAC, 32+ bytes) or "secret"; CASCACHE_SIGNING_KEY (Ed25519, `cascache keygen`)\n' +
+        '  or "signingKey"; CASCACHE_TRUSTED_KEYS or "trustedKeys": {"main": ["ed25519:..."]}. See docs/security.md.',
     )
     .action(async (flags: ServeFlags) => {
       const cfg = resolveServeConfig(flags, process.env, process.cwd());
@@ -172,7 +221,9 @@ export function registerServe(program: Command, io: Io): void {
         port: cfg.port,
         tokens: cfg.tokens,
         secret: cfg.secret === null ? null : Buffer.from(cfg.secret, 'utf8'),
+        trust: new Trust({ secret: cfg.secret === null ? null : Buffer.from(cfg.secret, 'utf8'), signingKey: cfg.signingKey, trustedKeys: cfg.trustedKeys }),
         namespace: cfg.namespace,
+        readNamespaces: cfg.readNamespaces,
         gzipLevel: cfg.gzipLevel,
         allowUnauthenticated: cfg.allowUnauthenticated,
         logger: { level: process.env.CASCACHE_LOG_LEVEL ?? 'info' },

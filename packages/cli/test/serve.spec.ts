@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { generateSigningKey } from '@cascache/core';
 import { redact, resolveServeConfig } from '../src/serve';
 
 const BIN = join(__dirname, '../dist/bin.js');
@@ -18,8 +19,30 @@ describe('cascache serve configuration', () => {
     writeFileSync(join(dir, 'c.json'), JSON.stringify({ host: '10.0.0.1', port: 9000, namespace: 'file', tokens: { readWrite: ['file-rw'] } }));
     const cfg = resolveServeConfig({ config: 'c.json', port: 9100 }, { CASCACHE_HOST: '127.0.0.2', CASCACHE_TOKENS_RO: 'a, b' }, dir);
     expect(cfg).toMatchObject({ host: '127.0.0.2', port: 9100, namespace: 'file', gzipLevel: 1, storeDir: join(dir, '.cascache') });
-    expect(cfg.tokens).toEqual({ readWrite: ['file-rw'], readOnly: ['a', 'b'], admin: [] });
-    expect(resolveServeConfig({}, {}, dir)).toMatchObject({ host: '127.0.0.1', port: 7380, namespace: 'default', secret: null });
+    expect(cfg.tokens).toEqual({ readWrite: ['file-rw'], readOnly: ['a', 'b'], admin: [], scoped: [] });
+    expect(resolveServeConfig({}, {}, dir)).toMatchObject({ host: '127.0.0.1', port: 7380, namespace: 'default', readNamespaces: ['default'], secret: null, signingKey: null, trustedKeys: {} });
+  });
+
+  it('takes namespaces, scoped tokens and keys from the environment over the file, checked', () => {
+    const k = generateSigningKey();
+    const scoped = [{ token: 'pr-token-0123456789', name: 'pr-1', read: ['main'], write: 'pr-1' }];
+    writeFileSync(join(dir, 'c.json'), JSON.stringify({ readNamespaces: ['main'], namespace: 'dev', trustedKeys: { main: [k.publicKey] }, tokens: { scoped } }));
+    const cfg = resolveServeConfig({ config: 'c.json' }, { CASCACHE_SIGNING_KEY: k.privateKey }, dir);
+    expect(cfg).toMatchObject({ namespace: 'dev', readNamespaces: ['main', 'dev'], trustedKeys: { main: [k.publicKey] }, signingKey: k.privateKey });
+    expect(cfg.tokens.scoped).toEqual(scoped);
+    const shown = JSON.stringify(redact(cfg));
+    expect(shown).not.toContain('pr-token-0123456789');
+    expect(shown).not.toContain(k.privateKey.slice(20));
+    expect(shown).toContain(`ed25519 ${k.keyId}`);
+    expect(resolveServeConfig({ config: 'c.json' }, { CASCACHE_READ_NAMESPACES: 'a,b', CASCACHE_TOKENS_SCOPED: '[]' }, dir)).toMatchObject({ readNamespaces: ['a', 'b', 'dev'], tokens: { scoped: [] } });
+    for (const [env, what] of [
+      [{ CASCACHE_TRUSTED_KEYS: '{"main": ["ed25519:nope"]}' }, 'CASCACHE_TRUSTED_KEYS'],
+      [{ CASCACHE_READ_NAMESPACES: 'main,../x' }, 'CASCACHE_READ_NAMESPACES'],
+      [{ CASCACHE_TOKENS_SCOPED: '[{"token": "short", "read": ["main"]}]' }, 'CASCACHE_TOKENS_SCOPED'],
+      [{ CASCACHE_TOKENS_SCOPED: '[{"token": "long-enough-token-1", "read": ["main"], "writes": "x"}]' }, 'unknown key "writes"'],
+    ] as const) {
+      expect(() => resolveServeConfig({}, env, dir)).toThrow(expect.objectContaining({ code: 'E_CONFIG', message: expect.stringContaining(what) }));
+    }
   });
 
   it('takes remote tiers from --remote, then CASCACHE_REMOTE / CASCACHE_TIERS, then the file, validated', () => {

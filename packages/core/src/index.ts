@@ -89,7 +89,7 @@ export {
   type AcStore,
   type ActionCacheOptions,
 } from './action-cache';
-export { generateSigningKey, parsePrivateKey, parsePublicKey, publicKeyOf, Trust, type SignatureCheck, type SignatureScheme, type TrustOptions } from './trust';
+export { generateSigningKey, parseNamespaceList, parsePrivateKey, parsePublicKey, parseTrustedKeys, publicKeyOf, Trust, type SignatureCheck, type SignatureScheme, type TrustOptions } from './trust';
 export { descriptorChunker, openLocalStore, type LocalStore, type LocalStoreOptions, type StoreDescriptor } from './local-store';
 export { Limiter } from './limiter';
 export { readAll } from './streams';

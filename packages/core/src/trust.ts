@@ -219,3 +219,44 @@ export class Trust {
     return own.length + all.length === 0 ? [] : [...own, ...all];
   }
 }
+
+/**
+ * Trusted keys as configured: a JSON object of namespace (or `*`) to a list of `ed25519:...` keys,
+ * as text (an environment variable) or already parsed (a config file). Keys are checked here.
+ * @throws CascacheError `E_CONFIG` naming `source` for anything else.
+ */
+export function parseTrustedKeys(value: unknown, source: string): Record<string, string[]> {
+  let parsed = value;
+  if (typeof value === 'string') {
+    try {
+      parsed = JSON.parse(value);
+    } catch {
+      throw config(`${source} must be JSON such as {"main": ["ed25519:..."]}`);
+    }
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw config(`${source} must be an object of namespace -> ["ed25519:...", ...]`);
+  const out: Record<string, string[]> = {};
+  for (const [namespace, keys] of Object.entries(parsed)) {
+    if (namespace !== '*' && !NAMESPACE_RE.test(namespace)) throw config(`${source} names an invalid namespace ${JSON.stringify(namespace.slice(0, 80))}`);
+    if (!Array.isArray(keys) || keys.length === 0) throw config(`${source}: the keys of ${namespace} must be a non-empty list of "ed25519:..." keys`);
+    out[namespace] = keys.map((k) => {
+      try {
+        return parsePublicKey(k).text;
+      } catch (err) {
+        throw config(`${source}: ${(err as Error).message}`);
+      }
+    });
+  }
+  return out;
+}
+
+/**
+ * A list of namespaces in lookup order: `main,pr-123` (text) or a list. Duplicates are dropped.
+ * @throws CascacheError `E_CONFIG` naming `source` for an empty list or a malformed name.
+ */
+export function parseNamespaceList(value: unknown, source: string): string[] {
+  const list = typeof value === 'string' ? value.split(',').map((s) => s.trim()).filter(Boolean) : value;
+  if (!Array.isArray(list) || list.length === 0) throw config(`${source} must list one or more namespaces, e.g. main,pr-123`);
+  for (const n of list) if (typeof n !== 'string' || !NAMESPACE_RE.test(n)) throw config(`${source}: ${JSON.stringify(String(n).slice(0, 80))} is not a namespace (1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit)`);
+  return [...new Set(list as string[])];
+}

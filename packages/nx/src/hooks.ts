@@ -60,17 +60,24 @@ function agentSettings(options: CascacheNxOptions | undefined, workspaceRoot: st
   const secretEnv = options?.signingSecretEnv ?? 'CASCACHE_SECRET';
   const secret = process.env[secretEnv];
   const tiers = options?.tiers?.length ? JSON.stringify(options.tiers) : process.env.CASCACHE_TIERS || undefined;
+  // Per job (CI sets the PR's namespace), then nx.json for the whole workspace.
+  const trustedKeys = process.env.CASCACHE_TRUSTED_KEYS || (options?.trustedKeys ? JSON.stringify(options.trustedKeys) : undefined);
+  const verified = Boolean(secret || trustedKeys);
   return {
     storeDir,
     secretEnv,
-    // Entries from a shared tier must be verified: without the secret, use the local store only.
-    droppedTiers: Boolean(tiers && !secret),
+    // Entries from a shared tier must be verified: without a secret or trusted keys, use the local store only.
+    droppedTiers: Boolean(tiers && !verified),
     ensure: {
       storeDir,
       secret,
+      signingKey: process.env[options?.signingKeyEnv ?? 'CASCACHE_SIGNING_KEY'] || undefined,
+      trustedKeys,
+      namespace: process.env.CASCACHE_NAMESPACE || options?.namespace,
+      readNamespaces: process.env.CASCACHE_READ_NAMESPACES || options?.readNamespaces?.join(','),
       idleTimeoutMs: options?.idleTimeoutMs,
       maxSize: options?.maxSize,
-      tiers: secret ? tiers : undefined,
+      tiers: verified ? tiers : undefined,
       syncUploads: options?.syncUploads ?? process.env.CASCACHE_SYNC_UPLOADS === '1',
     },
   };
@@ -107,7 +114,7 @@ export async function preTasksExecution(given: CascacheNxOptions | undefined, co
   if (!settings) return;
   const { storeDir, secretEnv } = settings;
   try {
-    if (settings.droppedTiers) console.warn(`cascache: remote tiers need $${secretEnv} (32+ bytes, the same on every machine); this run uses the local store only`);
+    if (settings.droppedTiers) console.warn(`cascache: remote tiers need $${secretEnv} (32+ bytes, the same on every machine) or trusted keys (CASCACHE_TRUSTED_KEYS); this run uses the local store only`);
     const started = early && early.config === agentConfig(settings.ensure) && Date.now() - early.at < EARLY_FRESH_MS ? early.agent : undefined;
     early = undefined;
     const info = await (started ?? ensureAgent(settings.ensure)).catch((err: unknown) => (started ? ensureAgent(settings.ensure) : Promise.reject(err)));

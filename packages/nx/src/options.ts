@@ -2,12 +2,31 @@
  * Plugin options (nx.json `plugins[].options` for `@cascache/nx`) and where the store lives.
  */
 import { isAbsolute, join, resolve } from 'node:path';
+import { NAMESPACE_RE } from '@cascache/core/format';
 
 export interface CascacheNxOptions {
   /** Local store directory. Else `CASCACHE_DIR`, else `<workspace>/.cascache`. */
   storeDir?: string;
   /** Environment variable holding the action-cache signing secret (>= 32 bytes). Default `CASCACHE_SECRET`. */
   signingSecretEnv?: string;
+  /**
+   * Environment variable holding an Ed25519 private key (`cascache keygen`): entries this workspace
+   * writes are signed with it. Set it only where trusted builds run (main-branch CI). Default
+   * `CASCACHE_SIGNING_KEY`.
+   */
+  signingKeyEnv?: string;
+  /**
+   * Public keys trusted per namespace, e.g. `{"main": ["ed25519:..."]}` (`*`: every namespace). A
+   * namespace with trusted keys serves only entries they signed. `CASCACHE_TRUSTED_KEYS` (JSON) overrides.
+   */
+  trustedKeys?: Record<string, string[]>;
+  /** The namespace this workspace's entries are written to. Default `default`; `CASCACHE_NAMESPACE` overrides (e.g. `pr-123` in CI). */
+  namespace?: string;
+  /**
+   * Namespaces looked up, in order, e.g. `["main"]`; the write namespace is read last when not
+   * listed. `CASCACHE_READ_NAMESPACES` (comma-separated) overrides.
+   */
+  readNamespaces?: string[];
   /** Give Nx a read-only token: hits are served, nothing is written (PR builds). */
   readOnly?: boolean;
   /**
@@ -56,6 +75,13 @@ function editDistance(a: string, b: string): number {
 const OPTION_TYPES: Record<keyof CascacheNxOptions, [(v: unknown) => boolean, string]> = {
   storeDir: [(v) => typeof v === 'string' && v.length > 0, 'a path'],
   signingSecretEnv: [(v) => typeof v === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(v), 'an environment variable name'],
+  signingKeyEnv: [(v) => typeof v === 'string' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(v), 'an environment variable name'],
+  trustedKeys: [
+    (v) => typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every((l) => Array.isArray(l) && l.every((k) => typeof k === 'string' && k.startsWith('ed25519:'))),
+    'an object of namespace -> ["ed25519:...", ...]',
+  ],
+  namespace: [(v) => typeof v === 'string' && NAMESPACE_RE.test(v), 'a namespace (1-64 of A-Z a-z 0-9 . _ -)'],
+  readNamespaces: [(v) => Array.isArray(v) && v.length > 0 && v.every((n) => typeof n === 'string' && NAMESPACE_RE.test(n)), 'a list of namespaces'],
   readOnly: [(v) => typeof v === 'boolean', 'true or false'],
   tiers: [(v) => Array.isArray(v) && v.every((t) => typeof t === 'string' || (typeof t === 'object' && t !== null && typeof (t as { url?: unknown }).url === 'string')), 'a list of URLs or {"url": ...} objects'],
   syncUploads: [(v) => typeof v === 'boolean', 'true or false'],

@@ -118,11 +118,13 @@ describe('plugin hooks with a real agent', () => {
 
   it('warns about unknown options and values of the wrong type, once, and ignores them', async () => {
     const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
-    await preTasksExecution({ storDir: 'x', tiers: 's3://b/x', readOnly: 'yes' } as never, { workspaceRoot: workspace });
+    await preTasksExecution({ storDir: 'x', tiers: 's3://b/x', readOnly: 'yes', namespace: '../main', trustedKeys: { main: 'ed25519:x' } } as never, { workspaceRoot: workspace });
     expect(warn.mock.calls.map((c) => String(c[0]))).toEqual([
       'cascache: nx.json, plugin @cascache/nx: unknown option "storDir" (did you mean "storeDir"?); it is ignored',
       'cascache: nx.json, plugin @cascache/nx: option "tiers" must be a list of URLs or {"url": ...} objects, got "s3://b/x"; it is ignored',
       'cascache: nx.json, plugin @cascache/nx: option "readOnly" must be true or false, got "yes"; it is ignored',
+      'cascache: nx.json, plugin @cascache/nx: option "namespace" must be a namespace (1-64 of A-Z a-z 0-9 . _ -), got "../main"; it is ignored',
+      'cascache: nx.json, plugin @cascache/nx: option "trustedKeys" must be an object of namespace -> ["ed25519:...", ...], got {"main":"ed25519:x"}; it is ignored',
     ]);
     // The rest works: the agent serves this run on the default store.
     expect(process.env[SERVER]).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
@@ -151,7 +153,7 @@ describe('plugin hooks with a real agent', () => {
     const unreachableTier = { tiers: ['s3://unreachable-bucket/x?endpoint=http%3A%2F%2F127.0.0.1%3A9'] };
     const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
     await preTasksExecution(unreachableTier, { workspaceRoot: workspace });
-    expect(warn.mock.calls.map((c) => String(c[0]))).toEqual(['cascache: remote tiers need $CASCACHE_SECRET (32+ bytes, the same on every machine); this run uses the local store only']);
+    expect(warn.mock.calls.map((c) => String(c[0]))).toEqual(['cascache: remote tiers need $CASCACHE_SECRET (32+ bytes, the same on every machine) or trusted keys (CASCACHE_TRUSTED_KEYS); this run uses the local store only']);
     warn.mockRestore();
     process.env.CASCACHE_SECRET = 'hooks-test-signing-secret-0123456789abcdef';
     await preTasksExecution({}, { workspaceRoot: workspace });

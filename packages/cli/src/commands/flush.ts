@@ -6,7 +6,7 @@
  */
 import type { Command } from 'commander';
 import { openLocalStore, UploadJournal, type TierConfig } from '@cascache/core';
-import { formatBytes, openLayered, printRows, resolveCliStoreDir, resolveTiers, withStoreFlags, type StoreFlags } from '../context';
+import { formatBytes, openLayered, printRows, resolveCliStoreDir, resolveTiers, resolveTrust, withStoreFlags, type StoreFlags } from '../context';
 import { ExitCodes } from '../exit-codes';
 import type { Io } from '../program';
 import { parseAge } from '../sizes';
@@ -22,8 +22,7 @@ export function registerFlush(program: Command, io: Io, setExitCode: (code: numb
       .option('--timeout <age>', 'give up after this long, e.g. 30s, 5m (default 10m)', parseAge)
       .option('--retry-set-aside', 'first move uploads set aside after permanent errors (credentials, permissions) back to pending'),
   ).action(async (flags: StoreFlags & { timeout?: number; retrySetAside?: boolean }) => {
-    const secret = process.env.CASCACHE_SECRET ? Buffer.from(process.env.CASCACHE_SECRET, 'utf8') : null;
-    const local = await openLocalStore({ root: resolveCliStoreDir(flags, process.env, process.cwd()), secret, writer: 'cascache-cli' });
+    const local = await openLocalStore({ root: resolveCliStoreDir(flags, process.env, process.cwd()), secret: null, trust: resolveTrust(flags, process.env), writer: 'cascache-cli' });
     const tiers: TierConfig[] = resolveTiers(flags, process.env);
     const journal = new UploadJournal(local.root);
     if (flags.retrySetAside) {
@@ -37,7 +36,7 @@ export function registerFlush(program: Command, io: Io, setExitCode: (code: numb
       else io.stderr.write('cascache: no remote tiers configured and nothing pending in the journal\n');
       return;
     }
-    const layered = openLayered(local, tiers, io, secret);
+    const layered = openLayered(local, tiers, io);
     try {
       const timeoutMs = flags.timeout ?? DEFAULT_FLUSH_TIMEOUT_MS;
       const pendingBefore = known.reduce((n, t) => n + t.pending, 0);
