@@ -17,7 +17,7 @@
  * Failures of a remote never fail a read or a write: they become `onEvent` warnings (at most one per
  * tier per `warnIntervalMs`) and misses, and the journal keeps the uploads.
  */
-import { ActionCache, type AcHit } from './action-cache';
+import { ActionCache, type AcHit, type ActionCacheOptions } from './action-cache';
 import type { Digest } from './digest';
 import { CascacheError, ErrorCodes, isCascacheError } from './errors';
 import { Limiter } from './limiter';
@@ -104,6 +104,11 @@ export interface LayeredStoreOptions {
    */
   lookupTimeoutMs?: number;
   onEvent?: (event: LayeredEvent) => void;
+  /**
+   * Told about each remote entry found but not served (another secret, an untrusted key, damage),
+   * as the local action cache's `onWarning` is; the tier is in the `warning` event.
+   */
+  onEntryWarning?: ActionCacheOptions['onWarning'];
 }
 
 const emptyStats = (): UploadStats => ({ records: 0, packs: 0, blobsSent: 0, bytesSent: 0, blobsDeduplicated: 0, bytesDeduplicated: 0 });
@@ -156,7 +161,10 @@ export class LayeredStore {
           blobs: tier.blobs,
           secret: null,
           trust: this.trust,
-          onWarning: (w) => this.warn(tier.name, 'E_INTEGRITY', `action-cache entry ${w.namespace}/${w.key} not served: ${w.reason}${w.detail ? ` (${w.detail})` : ''}`),
+          onWarning: (w) => {
+            options.onEntryWarning?.(w);
+            this.warn(tier.name, 'E_INTEGRITY', `action-cache entry ${w.namespace}/${w.key} not served: ${w.reason}${w.detail ? ` (${w.detail})` : ''}`);
+          },
         }),
     );
     for (const t of this.writable()) this.limiter.set(t.name, new Limiter(options.concurrency ?? 2));
@@ -285,6 +293,10 @@ export class LayeredStore {
    * @throws `E_IO` when the journal cannot be written.
    */
   async recordUpload(record: JournalRecord): Promise<void> {
+    // A namespace with nothing to verify it stays on this machine: no shared tier serves it (see
+    // lookupOnce), so sending its entries and runs would only fill the bucket.
+    const namespace = record.kind === 'ac' ? record.namespace : record.kind === 'run' ? record.run.namespace : null;
+    if (namespace !== null && this.trust.ruleFor(namespace) === 'none') return;
     for (const tier of this.writable()) {
       const id = await this.enqueue(tier, record);
       if (this.opts.sync) {
@@ -294,7 +306,6 @@ export class LayeredStore {
     this.wakeIdle();
   }
 
-  /** Starts the write-behind workers (one per writable tier); replays what the journal holds. */
   /**
    * Journals a run record for every writable remote (uploaded after the entries journaled before
    * it, signed with the store's key or secret), so other machines can prefetch what the run produced.
@@ -304,6 +315,7 @@ export class LayeredStore {
     await this.recordUpload({ kind: 'run', run });
   }
 
+  /** Starts the write-behind workers (one per writable tier); replays what the journal holds. */
   start(): void {
     if (this.workers.length > 0 || this.closed) return;
     this.workers = this.writable().map((tier) => this.worker(tier));

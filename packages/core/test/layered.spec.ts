@@ -24,6 +24,7 @@ import {
   type LocalStore,
   type RemoteTier,
 } from '../src';
+import { runPrefix } from '../src/remote/runs';
 import { expectSameFlatTree } from './support/same-tree';
 import { closeBeforeRemoval, openTestStore, tempDir } from './support/tmp';
 
@@ -146,6 +147,15 @@ describe('LayeredStore', () => {
     await build(other.local, other.store, await tree('pr-task', 2), 'pr-task', 'pr-1');
     await other.store.drain({ timeoutMs: 30_000 });
     expect(await pr.store.lookup('pr-1', prKey)).toBeNull();
+
+    // And the keyless machine's own namespace stays on it: nothing of pr-2 reaches the bucket.
+    await build(pr.local, pr.store, await tree('pr-own', 2), 'pr-own', 'pr-2');
+    await pr.store.recordRun({ tool: 'nx', namespace: 'pr-2', branch: 'pr-2', commit: null, targets: ['build'], startTime: 2, keys: [computeActionKey(['test', 'pr-own'])] });
+    await pr.store.drain({ timeoutMs: 30_000 });
+    const keys: string[] = [];
+    for await (const o of objects.list('')) keys.push(o.key);
+    expect(keys.some((k) => k.includes('/ac/pr-1/'))).toBe(true);
+    expect(keys.filter((k) => k.includes('/ac/pr-2/') || k.includes(runPrefix('nx', 'pr-2')))).toEqual([]);
   });
 
   describe('shared run records and prefetch', () => {

@@ -5,7 +5,7 @@
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { CascacheError, ErrorCodes, LayeredStore, openLocalStore, openRemoteTier, Trust, type LocalStore, type TierConfig } from '@cascache/core';
+import { CascacheError, ErrorCodes, LayeredStore, openLocalStore, openRemoteTier, Trust, type AcMissReason, type LocalStore, type TierConfig } from '@cascache/core';
 import { SECRET_MISMATCH_HINT, UNTRUSTED_HINT } from './agent-control';
 import type { TokenConfig } from './auth';
 import { AutoEvictor } from './auto-evict';
@@ -72,7 +72,7 @@ export async function listen(options: ListenOptions): Promise<Listening> {
   const unwritable = trust.writableProblem(options.namespace ?? 'default');
   if (unwritable) throw new CascacheError(ErrorCodes.CONFIG, `${unwritable}; write to a namespace of your own (CASCACHE_NAMESPACE) and read this one through CASCACHE_READ_NAMESPACES`);
   const tokens = options.tokens ?? {};
-  const noTokens = !(tokens.readWrite?.length || tokens.readOnly?.length);
+  const noTokens = !(tokens.readWrite?.length || tokens.readOnly?.length || tokens.scoped?.length);
   if (noTokens && !isLoopback(options.host) && !options.allowUnauthenticated) {
     throw new CascacheError(
       ErrorCodes.CONFIG,
@@ -83,20 +83,15 @@ export async function listen(options: ListenOptions): Promise<Listening> {
   let log: CascacheServer['log'] | null = null;
   const activity = new ActivityLog();
   const warned = new Set<string>();
-  const store = await openLocalStore({
-    root: options.storeDir,
-    secret: options.secret,
-    trust,
-    writer: options.writer,
-    onWarning: (w) => {
-      activity.recordUnservable(w.reason);
-      if ((w.reason !== 'bad-signature' && w.reason !== 'untrusted') || warned.has(w.reason)) return;
-      // Once per process and reason here; each run's summary gives its own count.
-      warned.add(w.reason);
-      if (w.reason === 'bad-signature') log?.warn({ namespace: w.namespace, key: w.key }, `an action-cache entry did not verify with this secret and was not served: ${SECRET_MISMATCH_HINT}`);
-      else log?.warn({ namespace: w.namespace, key: w.key }, `an action-cache entry was signed by no key this machine trusts for its namespace and was not served: ${UNTRUSTED_HINT}`);
-    },
-  });
+  const onEntryWarning = (w: { namespace: string; key: string; reason: AcMissReason }): void => {
+    activity.recordUnservable(w.reason);
+    if ((w.reason !== 'bad-signature' && w.reason !== 'untrusted') || warned.has(w.reason)) return;
+    // Once per process and reason here; each run's summary gives its own count.
+    warned.add(w.reason);
+    if (w.reason === 'bad-signature') log?.warn({ namespace: w.namespace, key: w.key }, `an action-cache entry did not verify with this secret and was not served: ${SECRET_MISMATCH_HINT}`);
+    else log?.warn({ namespace: w.namespace, key: w.key }, `an action-cache entry was signed by no key this machine trusts for its namespace and was not served: ${UNTRUSTED_HINT}`);
+  };
+  const store = await openLocalStore({ root: options.storeDir, secret: options.secret, trust, writer: options.writer, onWarning: onEntryWarning });
   let evictor: AutoEvictor | undefined;
   const tiers = (options.tiers ?? []).map((t) =>
     openRemoteTier(t, { breaker: { onOpen: (name, err, ms) => log?.warn({ tier: name, code: err.code }, `remote tier unreachable; skipping it for ${Math.round(ms / 1000)} s (uploads stay journaled)`), onClose: (name) => log?.info({ tier: name }, 'remote tier reachable again') } }),
@@ -108,6 +103,7 @@ export async function listen(options: ListenOptions): Promise<Listening> {
           remotes: tiers,
           secret: options.secret,
           trust,
+          onEntryWarning,
           sync: options.syncUploads,
           onEvent: (e) => {
             if (e.type === 'warning') log?.warn({ tier: e.tier, code: e.code }, e.message);
