@@ -77,13 +77,25 @@ async function agentFor(flags: TurboFlags, io: Io): Promise<{ info: AgentInfo; s
   if (!NAMESPACE_RE.test(flags.team)) throw new CascacheError(ErrorCodes.CONFIG, `--team must be 1-64 characters of A-Z a-z 0-9 . _ -, got ${JSON.stringify(flags.team)}`);
   const storeDir = storeDirOf(flags, process.env, process.cwd());
   mkdirSync(storeDir, { recursive: true });
-  const secret = process.env.CASCACHE_SECRET || undefined;
-  let tiers = tiersOf(flags, process.env);
-  if (tiers && !secret) {
-    io.stderr.write('cascache: remote tiers need $CASCACHE_SECRET (32+ bytes, the same on every machine); this run uses the local store only\n');
+  const env = process.env;
+  const secret = env.CASCACHE_SECRET || undefined;
+  // Keys and namespaces as the Nx plugin passes them, so both start the same agent.
+  const trustedKeys = env.CASCACHE_TRUSTED_KEYS || undefined;
+  let tiers = tiersOf(flags, env);
+  if (tiers && !secret && !trustedKeys) {
+    io.stderr.write('cascache: remote tiers need $CASCACHE_SECRET (32+ bytes, the same on every machine) or trusted keys (CASCACHE_TRUSTED_KEYS); this run uses the local store only\n');
     tiers = undefined;
   }
-  const info = await ensureAgent({ storeDir, secret, tiers, maxSize: process.env.CASCACHE_MAX_SIZE || undefined });
+  const info = await ensureAgent({
+    storeDir,
+    secret,
+    signingKey: env.CASCACHE_SIGNING_KEY || undefined,
+    trustedKeys,
+    namespace: env.CASCACHE_NAMESPACE || undefined,
+    readNamespaces: env.CASCACHE_READ_NAMESPACES || undefined,
+    tiers,
+    maxSize: env.CASCACHE_MAX_SIZE || undefined,
+  });
   return { info, storeDir, tiers: tiers !== undefined };
 }
 
