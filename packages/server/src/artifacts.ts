@@ -33,6 +33,7 @@ import {
   type TarLimits,
 } from '@cascache/core';
 import type { BodyCache } from './body-cache';
+import type { ServerMetrics } from './metrics';
 import type { ActivityLog } from './report';
 import { ByteCounter, type UploadLimits } from './upload-guard';
 
@@ -58,6 +59,7 @@ export interface ArtifactServiceOptions {
   activity: ActivityLog;
   log: FastifyBaseLogger;
   onUpload?: (event: UploadEvent) => void;
+  metrics: ServerMetrics;
   deferIngest?: { spoolDir: string; concurrency?: number };
   /** Where GET bodies are assembled before they are answered ({@link ArtifactService.wholeBody}). */
   spoolDir: string;
@@ -65,6 +67,8 @@ export interface ArtifactServiceOptions {
 
 /** One artifact: where its entry lives and what the activity log and hot bodies call it. */
 export interface ArtifactRef {
+  /** The protocol it came through (metrics labels). */
+  tool: 'nx' | 'turbo';
   namespace: string;
   key: Digest;
   /** Activity-log id (Nx: the hash itself, which the plugin's report asks about). */
@@ -162,7 +166,10 @@ export class ArtifactService {
     const stages = capture ? [encoder, tee(capture)] : [encoder];
     return pipeline([tar, ...stages, sent], (err) => {
       if (err) this.o.log.error({ err }, `streaming ${ref.id} failed`);
-      else this.o.activity.record(ref.id, { bytesSent: sent.bytes });
+      else {
+        this.o.activity.record(ref.id, { bytesSent: sent.bytes });
+        this.o.metrics.served(ref.tool, sent.bytes);
+      }
     }) as unknown as Readable;
   }
 
@@ -190,6 +197,7 @@ export class ArtifactService {
     const size = hashed.length;
     const bodies = this.o.bodies;
     this.o.activity.record(ref.id, { bytesSent: size });
+    this.o.metrics.served(ref.tool, size);
     if (bodies?.fits(size)) {
       // Another GET of it may have kept the same body meanwhile: serve that one (it is verified).
       const other = bodies.has(ref.bodyId) ? await bodies.open(ref.bodyId) : null;
@@ -222,6 +230,7 @@ export class ArtifactService {
     if (!isCascacheError(err, ErrorCodes.INTEGRITY) && !isCascacheError(err, ErrorCodes.NOT_FOUND)) return false;
     log.warn({ err: { code: err.code, message: err.message }, id: ref.id }, 'stored artifact failed verification; answered as a miss');
     this.o.activity.record(ref.id, { misses: 1 });
+    this.o.metrics.lookup(ref.tool, ref.namespace, false);
     return true;
   }
 
@@ -248,7 +257,7 @@ export class ArtifactService {
       const put = await this.o.actionCache.put(ref.namespace, ref.key, { manifest: result.digest, size: result.logicalBytes, writer: r.writer });
       if (!put.created) {
         this.o.activity.record(ref.id, { conflicts: 1 });
-        this.o.onUpload?.({ hash: ref.id, outcome: 'conflict', deferred });
+        this.uploaded(ref, { outcome: 'conflict', deferred });
         return null;
       }
       // A hot body kept for this key belonged to the entry this one replaced (a healed key): drop it.
@@ -258,12 +267,11 @@ export class ArtifactService {
         await this.o.layered.recordUpload({ kind: 'ac', namespace: ref.namespace, key: ref.key }).catch((err) => this.o.log.warn({ err }, 'could not journal the upload to remote tiers'));
       }
       this.o.activity.record(ref.id, { stored: 1, bytesReceived: r.received.bytes, bytesStored: result.newBytes });
-      this.o.onUpload?.({ hash: ref.id, outcome: 'stored', bytesReceived: r.received.bytes, bytesStored: result.newBytes, deferred });
+      this.uploaded(ref, { outcome: 'stored', bytesReceived: r.received.bytes, bytesStored: result.newBytes, deferred });
       return { digest: result.digest, bytesReceived: r.received.bytes, bytesStored: result.newBytes };
     } catch (err) {
       const rejected = isCascacheError(err) && err.code !== ErrorCodes.IO && err.code !== ErrorCodes.UNAVAILABLE;
-      this.o.onUpload?.({
-        hash: ref.id,
+      this.uploaded(ref, {
         outcome: isCascacheError(err, ErrorCodes.EXISTS) ? 'conflict' : rejected ? 'rejected' : 'failed',
         code: isCascacheError(err) ? err.code : undefined,
         deferred,
@@ -275,7 +283,13 @@ export class ArtifactService {
   /** Records a conflict (a write-once key written again). */
   conflict(ref: ArtifactRef): void {
     this.o.activity.record(ref.id, { conflicts: 1 });
-    this.o.onUpload?.({ hash: ref.id, outcome: 'conflict' });
+    this.uploaded(ref, { outcome: 'conflict' });
+  }
+
+  /** Tells `onUpload` and the metrics how an upload ended. */
+  private uploaded(ref: ArtifactRef, e: Omit<UploadEvent, 'hash'>): void {
+    this.o.metrics.upload(ref.tool, ref.namespace, e.outcome, e.bytesReceived, e.bytesStored);
+    this.o.onUpload?.({ hash: ref.id, ...e });
   }
 
   /**

@@ -10,6 +10,7 @@ import { SECRET_MISMATCH_HINT, UNTRUSTED_HINT } from './agent-control';
 import type { TokenConfig } from './auth';
 import { AutoEvictor } from './auto-evict';
 import { ActivityLog } from './report';
+import { ServerMetrics, type StoreGauges } from './metrics';
 import { createServer, type CascacheServer, type ServerOptions } from './server';
 
 export interface ListenOptions {
@@ -62,6 +63,28 @@ export function isLoopback(host: string): boolean {
   return host === '::1' || host === '[::1]';
 }
 
+/** The store's size and entries (from its index) and each remote tier's journal and breaker, for /metrics. */
+function storeGauges(store: LocalStore, layered: LayeredStore | undefined): StoreGauges {
+  return {
+    store: () => {
+      if (!store.index) return null;
+      const c = store.index.counts();
+      return { storedBytes: c.storedBytes, logicalBytes: c.logicalBytes, entries: c.entries, blobs: c.blobs };
+    },
+    tiers: async () => {
+      if (!layered) return [];
+      const journal = await layered.journal.tiers();
+      return Promise.all(
+        layered.remotes.map(async (t) => {
+          const j = journal.find((x) => x.name === t.name);
+          const oldest = await layered.journal.oldestPending(t.name);
+          return { tier: t.name, pending: j?.pending ?? 0, setAside: j?.failed ?? 0, oldestAgeSeconds: oldest === null ? 0 : Math.max(0, (Date.now() - oldest) / 1000), breakerOpen: t.breaker.isOpen };
+        }),
+      );
+    },
+  };
+}
+
 /**
  * Opens the store and listens.
  * @throws CascacheError `E_CONFIG` when asked to listen beyond loopback with no token, or when the
@@ -83,8 +106,10 @@ export async function listen(options: ListenOptions): Promise<Listening> {
   let log: CascacheServer['log'] | null = null;
   const activity = new ActivityLog();
   const warned = new Set<string>();
+  const metrics = new ServerMetrics();
   const onEntryWarning = (w: { namespace: string; key: string; reason: AcMissReason }): void => {
     activity.recordUnservable(w.reason);
+    metrics.unservable(w.reason);
     if ((w.reason !== 'bad-signature' && w.reason !== 'untrusted') || warned.has(w.reason)) return;
     // Once per process and reason here; each run's summary gives its own count.
     warned.add(w.reason);
@@ -111,6 +136,7 @@ export async function listen(options: ListenOptions): Promise<Listening> {
           },
         })
       : undefined;
+  metrics.setGauges(storeGauges(store, layered));
   const server = createServer({
     layered,
     chunkApi: { blobs: store.blobs, entries: store.entries, roots: store.roots },
@@ -128,12 +154,17 @@ export async function listen(options: ListenOptions): Promise<Listening> {
     deferIngest: options.deferIngest ? { spoolDir: join(options.storeDir, 'v1', 'tmp') } : undefined,
     spoolDir: join(options.storeDir, 'v1', 'tmp'),
     activity,
+    metrics,
     hotBodies: options.hotBodiesBytes ? { dir: join(options.storeDir, 'v1', 'hot'), maxBytes: options.hotBodiesBytes } : undefined,
   });
   if (options.maxSizeBytes !== undefined) {
     evictor = new AutoEvictor(store, {
       maxBytes: options.maxSizeBytes,
-      onEvict: (e) => ('error' in e ? server.log.error({ err: e.error }, 'eviction failed') : server.log.info({ before: e.before, ...e.result }, 'evicted to stay under the maximum size')),
+      onEvict: (e) => {
+        metrics.eviction('error' in e ? 'failed' : e.result);
+        if ('error' in e) server.log.error({ err: e.error }, 'eviction failed');
+        else server.log.info({ before: e.before, ...e.result }, 'evicted to stay under the maximum size');
+      },
     });
     server.addHook('onClose', async () => evictor?.stop());
   }
@@ -151,6 +182,7 @@ export async function listen(options: ListenOptions): Promise<Listening> {
   await server.listen({ host: options.host, port: options.port });
   // Load cloud SDKs and open connections now, while the client is still hashing its tasks.
   for (const t of tiers) setImmediate(() => void t.warm());
+  setImmediate(() => metrics.warm());
   const { port } = server.server.address() as AddressInfo;
   const host = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;
   return { server, store, url: `http://${host}:${port}`, port, evictor, layered };

@@ -12,6 +12,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { CascacheError, computeActionKey, digestOf, ErrorCodes, materializeToTar, type BlobStore } from '@cascache/core';
 import { ArtifactService, type ArtifactRef } from './artifacts';
 import type { Access, Principal } from './auth';
+import type { ServerMetrics } from './metrics';
 import type { ActivityLog } from './report';
 import { ByteCounter, inflate, type UploadLimits } from './upload-guard';
 
@@ -56,6 +57,7 @@ export interface NxApiOptions {
   /** The namespaces a GET looks in, in order (default: `namespace` alone), unless a scoped token says otherwise. */
   readNamespaces?: string[];
   activity: ActivityLog;
+  metrics: ServerMetrics;
   limits: Required<UploadLimits>;
   /** gzip level of GET bodies (0 on loopback). */
   gzipLevel: number;
@@ -66,6 +68,7 @@ export interface NxApiOptions {
 export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
   const { service, activity } = o;
   const ref = (namespace: string, hash: string): ArtifactRef => ({
+    tool: 'nx',
     namespace,
     key: computeActionKey(['nx', namespace, hash]),
     id: hash,
@@ -90,6 +93,8 @@ export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
         const hot = await service.hot(r);
         if (hot) {
           activity.record(hash, { hits: 1, bytesSent: hot.size });
+          o.metrics.lookup('nx', namespace, true);
+          o.metrics.served('nx', hot.size);
           return reply.code(200).type('application/octet-stream').send(hot.stream);
         }
         hit = await service.find(r);
@@ -97,12 +102,14 @@ export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
       }
       if (!hit) {
         activity.record(hash, { misses: 1 });
+        o.metrics.lookup('nx', r.namespace, false);
         return reply.code(404).send({ error: 'not found' });
       }
       const tar = await materializeToTar(o.blobs, hit.manifest, { extraEntries: NX_EXTRAS_OUT });
       // Whole before the status line: Nx fails the run on a body that ends early.
       const body = await service.wholeBody(r, tar, createGzip({ level: o.gzipLevel, flush: zlibConstants.Z_NO_FLUSH, chunkSize: GZIP_CHUNK_BYTES }));
       activity.record(hash, { hits: 1 });
+      o.metrics.lookup('nx', r.namespace, true);
       // Chunked, as hot bodies are: the client's read ends with the server's response, not before it.
       return reply.code(200).type('application/octet-stream').send(body.stream);
     } catch (err) {

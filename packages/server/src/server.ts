@@ -30,6 +30,7 @@ import { ArtifactService, type UploadEvent } from './artifacts';
 import { Authorizer, type Access, type Principal, type TokenConfig } from './auth';
 import { BodyCache } from './body-cache';
 import { registerChunkApi } from './chunk-api';
+import { ServerMetrics } from './metrics';
 import { ActivityLog } from './report';
 import { registerRunsApi } from './runs-api';
 import { registerNxApi } from './nx-api';
@@ -96,6 +97,11 @@ export interface ServerOptions {
    * (entries found but not served, e.g. signed with another secret). Default: a new one.
    */
   activity?: ActivityLog;
+  /**
+   * The Prometheus metrics `GET /metrics` exposes; pass one to give it store and tier gauges (listen
+   * does). Default: request, lookup and upload metrics only.
+   */
+  metrics?: ServerMetrics;
 }
 
 export type { UploadEvent } from './artifacts';
@@ -103,7 +109,7 @@ export type { UploadEvent } from './artifacts';
 /** An optional duration or time in a request body: absent, or a finite number >= 0 (ms). */
 const isOptionalMs = (v: unknown): boolean => v === undefined || (Number.isFinite(v) && (v as number) >= 0);
 
-export type CascacheServer = FastifyInstance & { activity: ActivityLog };
+export type CascacheServer = FastifyInstance & { activity: ActivityLog; metrics: ServerMetrics };
 
 export function createServer(options: ServerOptions): CascacheServer {
   const namespace = options.namespace ?? 'default';
@@ -120,6 +126,8 @@ export function createServer(options: ServerOptions): CascacheServer {
     },
   }) as unknown as CascacheServer;
   app.decorate('activity', activity);
+  const metrics = options.metrics ?? new ServerMetrics();
+  app.decorate('metrics', metrics);
 
   // Upload bodies are streamed by the handlers themselves, never buffered by Fastify.
   app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
@@ -134,8 +142,9 @@ export function createServer(options: ServerOptions): CascacheServer {
     // Once the body is in, the server's own work (storing, a synchronous upload) is not bounded.
     req.raw.once('end', () => socket.setTimeout(0));
   });
-  app.addHook('onResponse', async (req) => {
+  app.addHook('onResponse', async (req, reply) => {
     req.raw.socket?.setTimeout(0);
+    metrics.request(req.routeOptions.url, req.method, reply.statusCode, reply.elapsedTime / 1000);
   });
   // Error answers never echo the request: a URL can be long and carry anything.
   app.setNotFoundHandler((_req, reply) => reply.code(404).send({ error: 'not found' }));
@@ -162,6 +171,7 @@ export function createServer(options: ServerOptions): CascacheServer {
     activity,
     log: app.log,
     onUpload: options.onUpload,
+    metrics,
     deferIngest: options.deferIngest,
     spoolDir: options.spoolDir ?? options.deferIngest?.spoolDir ?? (options.hotBodies ? join(options.hotBodies.dir, 'tmp') : join(tmpdir(), 'cascache-spool')),
   });
@@ -189,13 +199,20 @@ export function createServer(options: ServerOptions): CascacheServer {
   if (options.chunkApi) registerChunkApi(app, { ...options.chunkApi, actionCache: options.actionCache, authorize, fail });
   registerRunsApi(app, { layered: options.layered, namespace, authorize, fail });
 
+  // Prometheus: a scraper sends a read token where tokens are configured (bearer_token in its config).
+  app.get('/metrics', async (req, reply) => {
+    if (!authorize(req, reply, 'read')) return reply;
+    const { contentType, body } = await metrics.expose();
+    return reply.code(200).type(contentType).send(body);
+  });
+
   app.get('/healthz', async (req, reply) => {
     if (req.headers.authorization && !auth.check(req.headers.authorization, 'read').ok) return reply.code(401).send({ error: 'unauthorized' });
     return { status: 'ok', signing: options.actionCache.signing };
   });
 
-  registerNxApi(app, { service, blobs: options.blobs, namespace, readNamespaces: options.readNamespaces, activity, limits, gzipLevel: options.gzipLevel ?? 1, authorize, fail });
-  registerTurboApi(app, { service, blobs: options.blobs, activity, limits, layered: options.layered, authorize, fail });
+  registerNxApi(app, { service, blobs: options.blobs, namespace, readNamespaces: options.readNamespaces, activity, metrics, limits, gzipLevel: options.gzipLevel ?? 1, authorize, fail });
+  registerTurboApi(app, { service, blobs: options.blobs, activity, metrics, limits, layered: options.layered, authorize, fail });
 
   app.post<{ Body: { hashes?: unknown; prefix?: unknown; since?: unknown; waitMs?: unknown } }>('/_cascache/report', async (req, reply) => {
     if (!authorize(req, reply, 'read')) return reply;

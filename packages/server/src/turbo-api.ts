@@ -35,6 +35,7 @@ import {
 import { NAMESPACE_RE } from '@cascache/core/format';
 import { ArtifactService, type ArtifactRef } from './artifacts';
 import { readsNamespace, writesNamespace, type Access, type Principal } from './auth';
+import type { ServerMetrics } from './metrics';
 import type { ActivityLog } from './report';
 import { ByteCounter, inflate, type UploadLimits } from './upload-guard';
 
@@ -51,6 +52,7 @@ export interface TurboApiOptions {
   service: ArtifactService;
   blobs: BlobStore;
   activity: ActivityLog;
+  metrics: ServerMetrics;
   layered?: LayeredStore;
   limits: Required<UploadLimits>;
   authorize: (req: FastifyRequest, reply: FastifyReply, access: Access) => Principal | null;
@@ -81,6 +83,7 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
     return null;
   };
   const ref = (team: string, hash: string): ArtifactRef => ({
+    tool: 'turbo',
     namespace: team,
     key: computeActionKey(['turbo', team, hash]),
     id: turboActivityId(team, hash),
@@ -145,11 +148,14 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
       const hot = known ? await service.hot(r) : null;
       if (known && hot) {
         activity.record(r.id, { hits: 1, bytesSent: hot.size });
+        o.metrics.lookup('turbo', team, true);
+        o.metrics.served('turbo', hot.size);
         return reply.code(200).headers(known).send(hot.stream);
       }
       const hit = await service.find(r);
       if (!hit) {
         activity.record(r.id, { misses: 1 });
+        o.metrics.lookup('turbo', team, false);
         return reply.code(404).send({ error: 'not found' });
       }
       const headers = headersOf(hit);
@@ -158,6 +164,8 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
       const hotNow = known ? hot : await service.hot(r);
       if (hotNow) {
         activity.record(r.id, { hits: 1, bytesSent: hotNow.size });
+        o.metrics.lookup('turbo', team, true);
+        o.metrics.served('turbo', hotNow.size);
         return reply.code(200).headers(headers).send(hotNow.stream);
       }
       const raw = rawChunks(hit);
@@ -166,10 +174,12 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
         // Read and verify every chunk first: a damaged one is a miss now, not a cut body turbo rejects.
         for await (const _ of readChunks(o.blobs, raw)) void _;
         body = pipeline([Readable.from(readChunks(o.blobs, raw)), new PassThrough()], (err) => err && req.log.error({ err }, `streaming ${r.id} failed`));
+        o.metrics.served('turbo', hit.entry.size);
       } else {
         body = service.rebuiltBody(r, await materializeToTar(o.blobs, hit.manifest), zstdCompressStream(ZSTD_LEVEL));
       }
       activity.record(r.id, { hits: 1 });
+      o.metrics.lookup('turbo', team, true);
       return reply.code(200).headers(headers).send(body);
     } catch (err) {
       if (service.damagedIsMiss(r, err, req.log)) return reply.code(404).send({ error: 'not found' });

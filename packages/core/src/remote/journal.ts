@@ -79,6 +79,13 @@ export class UploadJournal {
     return id;
   }
 
+  /** When the oldest pending record of a tier was journaled, ms since the epoch, or null for none. Reads names only. */
+  async oldestPending(tier: string): Promise<number | null> {
+    const names = await fsp.readdir(join(this.dir, tierId(tier))).catch(() => [] as string[]);
+    const oldest = names.filter((n) => /^\d{15}-[0-9a-f]{8}\.json$/.test(n)).sort()[0];
+    return oldest === undefined ? null : Number(oldest.slice(0, 15));
+  }
+
   /** The pending records of a tier, oldest first. Unreadable records are skipped (and kept). */
   async pending(tier: string): Promise<JournalItem[]> {
     const dir = join(this.dir, tierId(tier));
