@@ -14,7 +14,7 @@
 import { describeAcEntry } from './action-cache';
 import { ErrorCodes, isCascacheError } from './errors';
 import type { LocalStore } from './local-store';
-import type { StoreIndex } from './store-index';
+import type { RunSummary, StoreIndex, TaskMisses, ToolStats } from './store-index';
 
 export interface StoreStats {
   blobs: number;
@@ -74,5 +74,36 @@ function withRatios(t: Omit<StoreStats, 'dedupRatio' | 'compressionRatio' | 'avg
     dedupRatio: ratio(t.logicalBytes, t.uniqueBytes),
     compressionRatio: ratio(t.uniqueBytes, t.storedBytes),
     avgChunkBytes: t.blobs > 0 ? Math.round(t.uniqueBytes / t.blobs) : 0,
+  };
+}
+
+/** Tools every report lists, with zeros before their first run. */
+export const REPORTED_TOOLS = ['nx', 'cascache cache'] as const;
+
+/**
+ * What `cascache stats --json` prints and the dashboard draws, from one index: the store's figures,
+ * what each tool got from it (those in {@link REPORTED_TOOLS} always, then any other that ran), the
+ * latest `runs` runs and the `topMisses` tasks that missed most.
+ */
+export interface StoreReport {
+  store: StoreStats;
+  tools: ToolStats[];
+  runs: RunSummary[];
+  topMisses: TaskMisses[];
+}
+
+/** See {@link StoreReport}; `store` is computed by the caller (from the index, or the files). */
+export function storeReport(index: StoreIndex | null, store: StoreStats, options: { runs: number; topMisses: number }): StoreReport {
+  const recorded = index?.toolStats() ?? [];
+  const always: readonly string[] = REPORTED_TOOLS;
+  const tools: ToolStats[] = [
+    ...always.map((tool) => recorded.find((t) => t.tool === tool) ?? { tool, runs: 0, hits: 0, localHits: 0, misses: 0, hitRate: 0, savedMs: tool === 'nx' ? 0 : null }),
+    ...recorded.filter((t) => !always.includes(t.tool)),
+  ];
+  return {
+    store,
+    tools,
+    runs: options.runs > 0 ? (index?.recentRuns(options.runs) ?? []) : [],
+    topMisses: options.topMisses > 0 ? (index?.topMisses(options.topMisses) ?? []) : [],
   };
 }

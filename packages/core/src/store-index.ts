@@ -104,6 +104,18 @@ export interface ToolStats {
   savedMs: number | null;
 }
 
+/** A task that missed often (see {@link StoreIndex.topMisses}). */
+export interface TaskMisses {
+  tool: string;
+  /** The tool's task id, e.g. `app-web:build`. */
+  task: string;
+  misses: number;
+  /** Times it was looked up at all (hits, local hits and misses). */
+  lookups: number;
+  /** ms since the epoch of its last miss. */
+  lastMiss: number;
+}
+
 /** One recorded run as the index summarises it (see {@link StoreIndex.recentRuns}). */
 export interface RunSummary {
   tool: string;
@@ -582,6 +594,20 @@ export class StoreIndex implements StoreObserver {
       hitRate: hitRate(r.hits + r.localHits, r.misses),
       savedMs: r.timed > 0 ? (savedBy.get(r.tool) ?? 0) : null,
     }));
+  }
+
+  /** The tasks (by tool and task id) that missed most across recorded runs, most first; ties by the latest miss. */
+  topMisses(limit: number): TaskMisses[] {
+    return this.db
+      .prepare(
+        `SELECT r.tool tool, t.id task,
+           SUM(t.status IN (${inList(MISS_STATUSES)})) misses,
+           SUM(t.status IN (${inList([...HIT_STATUSES, ...LOCAL_HIT_STATUSES, ...MISS_STATUSES])})) lookups,
+           MAX(CASE WHEN t.status IN (${inList(MISS_STATUSES)}) THEN t.started END) lastMiss
+         FROM tasks t JOIN runs r ON r.file = t.run WHERE t.id IS NOT NULL AND r.tool != '?'
+         GROUP BY r.tool, t.id HAVING misses > 0 ORDER BY misses DESC, lastMiss DESC, task LIMIT ?`,
+      )
+      .all(limit) as TaskMisses[];
   }
 
   /** The `limit` most recent runs, newest first. */

@@ -296,4 +296,18 @@ describe('the SQLite store index', () => {
       { tool: 'nx', startTime: t + 2, durationMs: null, tasks: 4, hits: 2, localHits: 0, misses: 1, savedMs: 4000 },
     ]);
   });
+  it('names the tasks that miss most, with how often they were looked up and when they last missed', async () => {
+    const t = 1_700_000_000_000;
+    const run = (i: number, tasks: Array<[string, string]>) => recordRun(store.root, { tool: 'nx', startTime: t + i, tasks: tasks.map(([id, status]) => ({ id, hash: `${id}-${i}`, status })) });
+    await run(0, [['app:build', 'success'], ['lib:build', 'success'], ['docs:build', 'success']]);
+    await run(1, [['app:build', 'success'], ['lib:build', 'remote-cache'], ['docs:build', 'local-cache']]);
+    await run(2, [['app:build', 'failure'], ['lib:build', 'success'], ['docs:build', 'remote-cache']]);
+    await recordRun(store.root, { tool: 'cascache cache', startTime: t + 3, tasks: [{ id: 'app', hash: 'k', status: 'miss' }] });
+    await store.index!.refresh(store);
+    expect(store.index!.topMisses(3)).toEqual([
+      { tool: 'nx', task: 'app:build', misses: 3, lookups: 3, lastMiss: t + 2 },
+      { tool: 'nx', task: 'lib:build', misses: 2, lookups: 3, lastMiss: t + 2 },
+      { tool: 'cascache cache', task: 'app', misses: 1, lookups: 1, lastMiss: t + 3 },
+    ]);
+  });
 });

@@ -1,17 +1,14 @@
 /**
  * `cascache stats`: the whole store (sizes, dedup, compression) and what each tool got from it:
  * Nx runs recorded by the plugin (hits, misses, time the hits saved: the original duration of each
- * task served from cascache) and `cascache cache get` hits and misses, then the most recent runs.
+ * task served from cascache) and `cascache cache get` hits and misses, then the most recent runs and
+ * the tasks that missed most.
  * Everything is read from the store's SQLite index.
  */
 import type { Command } from 'commander';
-import { CascacheError, ErrorCodes, type ToolStats } from '@cascache/core';
+import { CascacheError, ErrorCodes, storeReport } from '@cascache/core';
 import { currentStats, formatAge, formatBytes, openExistingCliStore, printRows, withStoreFlags, type StoreFlags } from '../context';
 import type { Io } from '../program';
-import { CLI_TOOL } from './cache';
-
-/** The tools always shown, with zeros before their first run. */
-const TOOLS = ['nx', CLI_TOOL];
 
 const seconds = (ms: number | null): string => (ms === null ? '-' : `${(ms / 1000).toFixed(1)} s`);
 
@@ -29,15 +26,10 @@ export function registerStats(program: Command, io: Io): void {
       .option('--runs <n>', 'how many of the latest runs to list (0 for none)', parseCount, 10),
   ).action(async (flags: StoreFlags & { runs: number }) => {
     const s = await openExistingCliStore(flags, io);
-    const { index, stats: store } = await currentStats(s, io, flags);
-    const recorded = index?.toolStats() ?? [];
-    const runs = flags.runs > 0 ? (index?.recentRuns(flags.runs) ?? []) : [];
-    const tools: ToolStats[] = [
-      ...TOOLS.map((tool) => recorded.find((t) => t.tool === tool) ?? { tool, runs: 0, hits: 0, localHits: 0, misses: 0, hitRate: 0, savedMs: tool === 'nx' ? 0 : null }),
-      ...recorded.filter((t) => !TOOLS.includes(t.tool)),
-    ];
+    const { index, stats } = await currentStats(s, io, flags);
+    const { store, tools, runs, topMisses } = storeReport(index, stats, { runs: flags.runs, topMisses: 10 });
     if (flags.json) {
-      io.stdout.write(`${JSON.stringify({ store, tools, runs }, null, 2)}\n`);
+      io.stdout.write(`${JSON.stringify({ store, tools, runs, topMisses }, null, 2)}\n`);
       return;
     }
     printRows(
@@ -60,6 +52,15 @@ export function registerStats(program: Command, io: Io): void {
         false,
         ['latest runs', 'started', 'took', 'tasks', 'hits', "tool's own cache", 'misses', 'task time saved'],
         runs.map((r) => [r.tool, formatAge(r.startTime), seconds(r.durationMs), r.tasks, r.hits, r.localHits, r.misses, seconds(r.savedMs)]),
+        null,
+      );
+    }
+    if (topMisses.length > 0) {
+      printRows(
+        io,
+        false,
+        ['misses most', 'tool', 'misses', 'of lookups', 'last miss'],
+        topMisses.map((t) => [t.task, t.tool, t.misses, t.lookups, formatAge(t.lastMiss)]),
         null,
       );
     }
