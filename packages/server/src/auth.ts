@@ -6,6 +6,7 @@
  * time whatever the token's length or content.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
 
 /**
  * `admin` may also replace or delete action-cache entries on the chunk API, which breaks write-once:
@@ -120,4 +121,11 @@ export class Authorizer {
     if (scoped) return needed === 'admin' || (needed === 'write' && scoped.access === 'read') ? { ok: false, status: 403 } : { ok: true, principal: scoped };
     return { ok: false, status: 401 };
   }
+}
+
+/** True for 127.0.0.0/8, ::1 and `localhost`. */
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1' || host === '[::1]';
 }

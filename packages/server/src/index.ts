@@ -3,8 +3,9 @@
  * the CLI (`cascache serve`) and the Nx plugin's agent listen.
  */
 export { createServer, type CascacheServer, type ServerOptions, type UploadEvent } from './server';
-export { Authorizer, readsNamespace, writesNamespace, type Access, type AuthResult, type Principal, type ScopedToken, type TokenConfig } from './auth';
+export { Authorizer, isLoopback, readsNamespace, writesNamespace, type Access, type AuthResult, type Principal, type ScopedToken, type TokenConfig } from './auth';
 export { ActivityLog, type ActivityTotals, type HashActivity } from './report';
 export { DEFAULT_UPLOAD_LIMITS, type UploadLimits } from './upload-guard';
-export { isLoopback, listen, type ListenOptions, type Listening } from './listen';
+export { listen, type ListenOptions, type Listening } from './listen';
 export { AutoEvictor, type AutoEvictOptions } from './auto-evict';
+export { dashboardData, listenDashboard, registerDashboard, type DashboardData, type DashboardOptions, type TierHealth } from './dashboard';

@@ -2,14 +2,14 @@
  * Opening a store and listening: shared by `cascache serve` (team server) and the Nx plugin's
  * per-workspace agent. Refuses to expose an unauthenticated server beyond loopback unless told to.
  */
-import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { CascacheError, ErrorCodes, LayeredStore, openLocalStore, openRemoteTier, Trust, type AcMissReason, type LocalStore, type TierConfig } from '@cascache/core';
 import { SECRET_MISMATCH_HINT, UNTRUSTED_HINT } from './agent-control';
-import type { TokenConfig } from './auth';
+import { isLoopback, type TokenConfig } from './auth';
 import { AutoEvictor } from './auto-evict';
 import { ActivityLog } from './report';
+import { dashboardData } from './dashboard';
 import { ServerMetrics, type StoreGauges } from './metrics';
 import { createServer, type CascacheServer, type ServerOptions } from './server';
 
@@ -56,12 +56,6 @@ export interface Listening {
   layered?: LayeredStore;
 }
 
-/** True for 127.0.0.0/8, ::1 and `localhost`. */
-export function isLoopback(host: string): boolean {
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host === '::1' || host === '[::1]';
-}
 
 /** The store's size and entries (from its index) and each remote tier's journal and breaker, for /metrics. */
 function storeGauges(store: LocalStore, layered: LayeredStore | undefined): StoreGauges {
@@ -155,6 +149,7 @@ export async function listen(options: ListenOptions): Promise<Listening> {
     spoolDir: join(options.storeDir, 'v1', 'tmp'),
     activity,
     metrics,
+    dashboard: () => dashboardData(store, layered),
     hotBodies: options.hotBodiesBytes ? { dir: join(options.storeDir, 'v1', 'hot'), maxBytes: options.hotBodiesBytes } : undefined,
   });
   if (options.maxSizeBytes !== undefined) {

@@ -30,6 +30,7 @@ import { ArtifactService, type UploadEvent } from './artifacts';
 import { Authorizer, type Access, type Principal, type TokenConfig } from './auth';
 import { BodyCache } from './body-cache';
 import { registerChunkApi } from './chunk-api';
+import { registerDashboard, type DashboardData } from './dashboard';
 import { ServerMetrics } from './metrics';
 import { ActivityLog } from './report';
 import { registerRunsApi } from './runs-api';
@@ -102,6 +103,8 @@ export interface ServerOptions {
    * does). Default: request, lookup and upload metrics only.
    */
   metrics?: ServerMetrics;
+  /** Serve the dashboard at `/` with this data (listen() gives the store's); off without it. */
+  dashboard?: () => Promise<DashboardData>;
 }
 
 export type { UploadEvent } from './artifacts';
@@ -205,6 +208,8 @@ export function createServer(options: ServerOptions): CascacheServer {
     const { contentType, body } = await metrics.expose();
     return reply.code(200).type(contentType).send(body);
   });
+
+  if (options.dashboard) registerDashboard(app, { data: options.dashboard, authorize, fail });
 
   app.get('/healthz', async (req, reply) => {
     if (req.headers.authorization && !auth.check(req.headers.authorization, 'read').ok) return reply.code(401).send({ error: 'unauthorized' });
