@@ -8,6 +8,7 @@ import { chunkStream, DEFAULT_CHUNKER_PARAMS, digestFile, digestOf, validateChun
 import { closeCliStores } from './context';
 import { registerCache } from './commands/cache';
 import { registerFlush } from './commands/flush';
+import { registerDashboard } from './commands/dashboard';
 import { registerGc } from './commands/gc';
 import { registerKeygen } from './commands/keygen';
 import { registerStats } from './commands/stats';
@@ -72,6 +73,7 @@ export function createProgram(io: Io, setExitCode: (code: number) => void = () =
   registerFlush(program, io, setExitCode);
   registerWarm(program, io, setExitCode);
   registerKeygen(program, io);
+  registerDashboard(program, io);
   return program;
 }
 
