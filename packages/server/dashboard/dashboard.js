@@ -130,7 +130,7 @@
         data: {
           labels,
           datasets: [
-            { type: 'line', label: 'served from cache (%)', data: runs.map((r) => (r.hits + r.localHits + r.misses > 0 ? (100 * (r.hits + r.localHits)) / (r.hits + r.localHits + r.misses) : null)), borderColor: '#1a7f52', backgroundColor: '#1a7f52', yAxisID: 'rate', tension: 0.2 },
+            { type: 'line', label: 'served from cache (%)', data: runs.map((r) => (r.hits + r.localHits + r.misses > 0 ? (100 * (r.hits + r.localHits)) / (r.hits + r.localHits + r.misses) : null)), borderColor: '#1a7f52', backgroundColor: '#1a7f52', yAxisID: 'rate', tension: 0 },
             { type: 'bar', label: 'task time saved (s)', data: runs.map((r) => (r.savedMs ?? 0) / 1000), backgroundColor: 'rgba(36, 86, 199, 0.35)', yAxisID: 'saved' },
           ],
         },
