@@ -293,7 +293,7 @@ async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
     const nxDir = tempWorkspaceDir('cascache-faults-nx-');
     dirs.push(nxDir);
     writeWorkspace(nxDir, { idleTimeoutMs: 300_000, tiers: [] });
-    install(nxDir, [t.core, t.server, t.nx]);
+    install(nxDir, [t.core, t.server, t.nx, t.cli]);
     const nx = openWorkspace(nxDir);
     const turboDir = tempWorkspaceDir('cascache-faults-turbo-');
     dirs.push(turboDir);

@@ -4,9 +4,9 @@
  */
 import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 export const NX_VERSION = '24.0.6';
 
@@ -182,7 +182,32 @@ export function cleanEnv(): NodeJS.ProcessEnv {
 
 /** npm install of nx and the given tarballs into the workspace. */
 export function install(dir: string, tarballs: string[]): void {
-  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', `nx@${NX_VERSION}`, ...tarballs], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'], env: cleanEnv() });
+  installOnce(dir, [`nx@${NX_VERSION}`, ...tarballs]);
+}
+
+/**
+ * `npm install <specs>` in `dir`, done for real once per distinct input (the specs, the tarballs'
+ * bytes, the workspace's package.json) and copied after that: the native dependencies compile for
+ * minutes on a machine without prebuilt binaries, and every e2e suite installs the same set. The
+ * copy is what npm made (node_modules with its relative workspace links, package.json and lock).
+ */
+export function installOnce(dir: string, specs: string[]): void {
+  const h = createHash('sha256').update(readFileSync(join(dir, 'package.json')));
+  // A tarball counts by name and bytes, not by path: every suite packs into its own temp directory.
+  for (const s of specs) h.update(`\0${existsSync(s) ? basename(s) : s}\0`).update(existsSync(s) ? readFileSync(s) : '');
+  const cache = join(tmpdir(), 'cascache-e2e-installs', h.digest('hex').slice(0, 24));
+  const files = ['node_modules', 'package.json', 'package-lock.json'];
+  if (!existsSync(join(cache, 'complete'))) {
+    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...specs], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'], env: cleanEnv() });
+    const tmp = `${cache}.${process.pid}`;
+    rmSync(tmp, { recursive: true, force: true });
+    for (const f of files) if (existsSync(join(dir, f))) cpSync(join(dir, f), join(tmp, f), { recursive: true, verbatimSymlinks: true });
+    writeFileSync(join(tmp, 'complete'), '');
+    rmSync(cache, { recursive: true, force: true });
+    renameSync(tmp, cache);
+    return;
+  }
+  for (const f of files) if (existsSync(join(cache, f))) cpSync(join(cache, f), join(dir, f), { recursive: true, verbatimSymlinks: true });
 }
 
 /** Everything observable about the outputs: type, mode, digest or link target, per path. */

@@ -6,7 +6,7 @@
 import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanEnv, GRAPH, NX_VERSION, removeOutputs, writeWorkspace, type WorkspaceShape } from './nx-workspace';
+import { cleanEnv, GRAPH, installOnce, NX_VERSION, removeOutputs, writeWorkspace, type WorkspaceShape } from './nx-workspace';
 
 export const TURBO_VERSION = '2.11.11';
 
@@ -49,11 +49,7 @@ export function setSignature(dir: string, on: boolean): void {
 
 /** npm install of turbo (and nx, for the plugin) and the given tarballs. */
 export function installTurbo(dir: string, tarballs: string[]): void {
-  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', `turbo@${TURBO_VERSION}`, `nx@${NX_VERSION}`, ...tarballs], {
-    cwd: dir,
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: cleanEnv(),
-  });
+  installOnce(dir, [`turbo@${TURBO_VERSION}`, `nx@${NX_VERSION}`, ...tarballs]);
 }
 
 /** Removes every output and turbo's own cache and logs, as on a fresh clone. */

@@ -55,7 +55,7 @@ describe('two clones share one S3 tier (real nx, real agents, s3rver)', () => {
     const dirB = tempWorkspaceDir('cascache-s3-b-');
     dirs.push(dirA, dirB);
     writeWorkspace(dirA, { idleTimeoutMs: 300_000, tiers: [`s3://${BUCKET}/team?endpoint=${encodeURIComponent(s3.endpoint)}&forcePathStyle=true`] });
-    install(dirA, [t.core, t.server, t.nx]);
+    install(dirA, [t.core, t.server, t.nx, t.cli]);
     // A git repository on branch main: run records name the branch and commit they built.
     const git = (...args: string[]) => execFileSync('git', ['-c', 'user.email=e2e@cascache.invalid', '-c', 'user.name=e2e', ...args], { cwd: dirA, stdio: 'ignore' });
     git('init', '-q', '-b', 'main');

@@ -66,7 +66,7 @@ describe('a PR build cannot poison main (real nx, Ed25519 keys, namespaces, s3rv
     });
     // The attacker's lever: an output that depends on something Nx does not hash.
     appendFileSync(join(origin, 'build.js'), "if (process.env.E2E_POISON) fs.writeFileSync('dist/index.js', 'stealCredentials();\\n');\n");
-    install(origin, [t.core, t.server, t.nx]);
+    install(origin, [t.core, t.server, t.nx, t.cli]);
     const git = (...args: string[]) => execFileSync('git', ['-c', 'user.email=e2e@cascache.invalid', '-c', 'user.name=e2e', ...args], { cwd: origin, stdio: 'ignore' });
     git('init', '-q', '-b', 'main');
     git('add', '-A');
