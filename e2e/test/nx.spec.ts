@@ -2,10 +2,13 @@
  * The main job, end to end: real nx 24 in a fresh workspace with 12 projects, our packages installed
  * from npm pack tarballs, the plugin starting a real agent.
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
 import { openLocalStore } from '@cascache/core';
+import { ARTIFACTS, chromiumPath } from '../src/browser';
 import { GRAPH, changeOneLine, dependentsOf, cleanEnv, cloneWorkspace, install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace, type Workspace } from '../src/nx-workspace';
 import { packAll } from '../src/pack';
 
@@ -192,5 +195,48 @@ describe('Nx remote caching through cascache (real nx, real agent)', () => {
     ws.clearBuildLog();
     expect(summary(ws.nx(['run-many', '-t', 'build']).stdout)).toMatchObject({ tasks: 12, fromCascache: 12, ran: 0 });
     expect(snapshotOutputs(ws.dir)).toEqual(first);
+  });
+  it('8. cascache dashboard draws the same figures as cascache stats, in a real Chromium, with no console errors', async () => {
+    const bin = join(ws.dir, 'node_modules', '.bin', 'cascache');
+    const stats = JSON.parse(execFileSync(bin, ['stats', '--json', '--store-dir', storeDir], { cwd: ws.dir, encoding: 'utf8', env: cleanEnv() }));
+    const server = spawn(bin, ['dashboard', '--port', '0', '--store-dir', storeDir], { cwd: ws.dir, env: cleanEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        createInterface({ input: server.stdout! }).once('line', resolve);
+        server.once('exit', (code) => reject(new Error(`cascache dashboard exited with ${code}`)));
+      });
+      const browser = await chromium.launch({ executablePath: chromiumPath() });
+      try {
+        const page = await browser.newPage({ viewport: { width: 1240, height: 1100 } });
+        const problems: string[] = [];
+        page.on('console', (m) => m.type() === 'error' && problems.push(m.text()));
+        page.on('pageerror', (e) => problems.push(e.message));
+        page.on('requestfailed', (r) => problems.push(`${r.url()} failed`));
+        await page.goto(url);
+        await page.waitForSelector('body[data-state="ready"]');
+        const value = (selector: string) => page.$eval(selector, (el) => (el as HTMLElement).dataset.value);
+        // The tiles and every tool row are the stats' own numbers.
+        expect(Number(await value('#entries'))).toBe(stats.store.acEntries);
+        expect(Number(await value('#stored'))).toBe(stats.store.storedBytes);
+        // Each cell's raw value; the tool's name is its text; a figure the store does not know has none.
+        const tools = await page.$$eval('#tools tbody tr', (rows) => rows.map((r) => [...r.querySelectorAll('td')].map((td, i) => (i === 0 ? td.textContent : (td.dataset.value ?? null)))));
+        expect(tools).toEqual(stats.tools.map((t: Record<string, number | string | null>) => [t.tool, t.runs, t.hits, t.localHits, t.misses, t.hitRate, t.savedMs].map((v) => (v === null ? null : String(v)))));
+        const looked = stats.tools.reduce((n: number, t: Record<string, number>) => n + t.hits + t.localHits + t.misses, 0);
+        const served = stats.tools.reduce((n: number, t: Record<string, number>) => n + t.hits + t.localHits, 0);
+        expect(Number(await value('#hit-rate'))).toBeCloseTo(served / looked, 10);
+        const runs = await page.$$eval('#runs tbody tr', (rows) => rows.map((r) => Number((r.children[1] as HTMLElement).dataset.value)));
+        expect(runs).toEqual(stats.runs.map((r: { startTime: number }) => r.startTime));
+        const misses = await page.$$eval('#misses tbody tr', (rows) => rows.map((r) => r.children[0]!.textContent));
+        expect(misses).toEqual(stats.topMisses.map((t: { task: string }) => t.task));
+        expect(await page.$$eval('canvas', (cs) => cs.map((c) => (c as HTMLCanvasElement).width > 0))).toEqual([true, true]);
+        expect(problems).toEqual([]);
+        mkdirSync(ARTIFACTS, { recursive: true });
+        await page.screenshot({ path: join(ARTIFACTS, 'dashboard.png'), fullPage: true });
+      } finally {
+        await browser.close();
+      }
+    } finally {
+      server.kill('SIGTERM');
+    }
   });
 });
