@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureAgent, postTasksExecution, preTasksExecution, summaryLine, uploadLine } from '../src';
@@ -15,17 +15,17 @@ describe('plugin hooks with a real agent', () => {
     workspace = mkdtempSync(join(tmpdir(), 'cascache-hooks-'));
     for (const k of Object.keys(process.env)) if (k.startsWith('NX_SELF_HOSTED') || k.startsWith('CASCACHE_')) delete process.env[k];
   });
+  const alive = (pid: number): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
   /** Resolves once a process (an agent: detached, so no exit event reaches us) is gone; at most 10 s. */
   async function exited(pid: number): Promise<void> {
-    const alive = (): boolean => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    };
-    for (const end = Date.now() + 10_000; alive() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 10));
+    for (const end = Date.now() + 10_000; alive(pid) && Date.now() < end; ) await new Promise((r) => setTimeout(r, 10));
   }
 
   afterEach(async () => {
@@ -83,6 +83,23 @@ describe('plugin hooks with a real agent', () => {
     expect(second.pid).not.toBe(first.pid);
     // The fingerprint holds hashes, never the values.
     expect(readFileSync(join(storeDir, 'agent.json'), 'utf8')).not.toContain('the-right-key');
+  });
+
+  it('an agent whose store is deleted or replaced under it exits, and the next run starts one on the new store', async () => {
+    const storeDir = join(workspace, 'store-gone');
+    const first = await ensureAgent({ storeDir });
+    rmSync(storeDir, { recursive: true, force: true, maxRetries: 5 });
+    await exited(first.pid);
+    expect(alive(first.pid)).toBe(false);
+    const second = await ensureAgent({ storeDir });
+    pids.add(second.pid);
+    expect(second.pid).not.toBe(first.pid);
+    // Replaced: moved away (a CI cache restore puts another store in its place) and a new one made.
+    renameSync(storeDir, `${storeDir}.old`);
+    const third = await ensureAgent({ storeDir });
+    pids.add(third.pid);
+    await exited(second.pid);
+    expect([alive(second.pid), alive(third.pid)]).toEqual([false, true]);
   });
 
   it("leaves a user's own server alone", async () => {

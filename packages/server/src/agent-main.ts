@@ -23,11 +23,18 @@
  * - `CASCACHE_READ_NAMESPACES` (optional): namespaces Nx lookups read, in order, e.g. `main,pr-123`
  *   (default: the write namespace; it is read last when not listed).
  *
+ * Exits when its store directory is deleted or replaced (checked every second).
+ *
  * Listens on 127.0.0.1 on a free port and prints one JSON line `{"port","pid"}` on stdout when
  * ready; logs (pino) go to stderr, which the plugin points at `<store>/agent.log`.
  */
-import { isCascacheError, parseByteSize, parseNamespaceList, parseTierConfigs, parseTrustedKeys, Trust, withDefaultToken } from '@cascache/core';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { isCascacheError, LAYOUT_VERSION, parseByteSize, parseNamespaceList, parseTierConfigs, parseTrustedKeys, Trust, withDefaultToken } from '@cascache/core';
 import { listen } from './listen';
+
+/** How often the agent checks that its store directory is still the one it opened, ms. */
+const STORE_CHECK_MS = 1000;
 
 async function main(): Promise<void> {
   const token = process.env.CASCACHE_AGENT_TOKEN;
@@ -86,6 +93,24 @@ async function main(): Promise<void> {
     syncUploads: process.env.CASCACHE_SYNC_UPLOADS === '1',
   });
   touch();
+  // A store deleted or replaced under the agent (`rm -rf .cascache`, a CI cache restore) is not its
+  // store any more: the plugin starts a new agent for the new one, and this one must not write into
+  // it. It exits at once, dropping what it has not stored yet (that belonged to the deleted store).
+  const descriptor = join(storeDir, LAYOUT_VERSION, 'store.json');
+  const inode = statSync(descriptor).ino;
+  const watch = setInterval(() => {
+    let now: number | null = null;
+    try {
+      now = statSync(descriptor).ino;
+    } catch {
+      /* gone */
+    }
+    if (now === inode) return;
+    clearInterval(watch);
+    server.log.warn({ storeDir }, now === null ? 'agent stopping: its store directory was deleted' : 'agent stopping: its store directory was replaced');
+    process.exit(0);
+  }, STORE_CHECK_MS);
+  watch.unref();
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.stdout.write(`${JSON.stringify({ port, pid: process.pid })}\n`);
