@@ -22,7 +22,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { connect, createServer as createNetServer, type Socket } from 'node:net';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
@@ -376,11 +376,89 @@ async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
   return rows;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Scenario: the store directory deleted under a running agent
+
+const pidOf = (storeDir: string): number | null => {
+  try {
+    return (JSON.parse(readFileSync(join(storeDir, 'agent.json'), 'utf8')) as { pid: number }).pid;
+  } catch {
+    return null;
+  }
+};
+const running = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * Real nx runs while the agent's store is deleted under it (what `rm -rf .cascache` or a CI cache
+ * cleanup does mid-session): the next run must build, with outputs identical to a clean build, and
+ * the run after it must be served from cache again.
+ */
+async function storeDeleted(o: FaultOptions): Promise<FaultRow> {
+  const row: FaultRow = { scenario: 'store directory deleted under a running agent: real nx runs', attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0, worstMs: 0 };
+  const t = packAll();
+  const dir = tempWorkspaceDir('cascache-faults-store-');
+  const home = tempWorkspaceDir('cascache-faults-home-');
+  const storeDir = join(dir, '.cascache');
+  const env = { HOME: home, CI: 'true', CASCACHE_SECRET: SECRET };
+  const leftRunning: number[] = [];
+  try {
+    writeWorkspace(dir, { idleTimeoutMs: 300_000, tiers: [] });
+    install(dir, [t.core, t.server, t.nx, t.cli]);
+    const ws = openWorkspace(dir);
+    const fresh = () => {
+      ws.nx(['reset'], env);
+      removeOutputs(dir);
+    };
+    ws.nx(['run-many', '-t', 'build'], env);
+    const clean = JSON.stringify(snapshotOutputs(dir));
+    const rounds = o.short ? 1 : 3;
+    for (let round = 0; round < rounds; round++) {
+      row.attempts++;
+      const pid = pidOf(storeDir);
+      // Moved away in one step, then deleted: the agent may be writing into it (its index, runs).
+      renameSync(storeDir, `${storeDir}.deleted`);
+      rmSync(`${storeDir}.deleted`, { recursive: true, force: true, maxRetries: 5 });
+      fresh();
+      const t0 = Date.now();
+      let served = -1;
+      try {
+        ws.nx(['run-many', '-t', 'build'], env); // every task builds: the store is gone
+        if (JSON.stringify(snapshotOutputs(dir)) !== clean) row.wrong++;
+        fresh();
+        const again = ws.nx(['run-many', '-t', 'build'], env); // and the run after it hits again
+        served = Number(/(\d+) from cascache/.exec(again.stdout)?.[1] ?? -1);
+        if (JSON.stringify(snapshotOutputs(dir)) !== clean) row.wrong++;
+        if (served === 12) row.handled++;
+        else o.log?.(`store deleted, round ${round}: the run after the rebuild was served ${served} of 12 tasks from cascache:\n${again.stdout.slice(-1500)}`);
+      } catch (err) {
+        row.buildsFailed++;
+        o.log?.(`store deleted, round ${round}: the build failed: ${(err as Error).message.slice(0, 2000)}`);
+      }
+      row.worstMs = Math.max(row.worstMs!, Date.now() - t0);
+      if (pid !== null && pid !== pidOf(storeDir) && running(pid)) leftRunning.push(pid);
+    }
+    row.notes = leftRunning.length > 0 ? `${leftRunning.length} agent(s) of deleted stores still running` : 'agents of deleted stores exited';
+  } finally {
+    stopAgent(storeDir);
+    for (const pid of leftRunning) if (running(pid)) process.kill(pid, 'SIGTERM');
+    rmSync(dir, { recursive: true, force: true, maxRetries: 10 });
+    rmSync(home, { recursive: true, force: true });
+  }
+  return row;
+}
+
 /** Runs every scenario in turn. */
 export async function runFaults(o: FaultOptions): Promise<FaultRow[]> {
   const rows: FaultRow[] = [];
   const wanted = (name: string) => !o.only || o.only.includes(name);
-  for (const [name, scenario] of [['hostile', hostile], ['kill', killMidUpload]] as const) {
+  for (const [name, scenario] of [['hostile', hostile], ['kill', killMidUpload], ['store', storeDeleted]] as const) {
     if (!wanted(name)) continue;
     const row = await scenario(o);
     o.log?.(`${row.scenario}: ${row.handled}/${row.attempts} handled, ${row.wrong} wrong, ${row.crashes} crashes`);
@@ -393,9 +471,9 @@ export async function runFaults(o: FaultOptions): Promise<FaultRow[]> {
 /** The table docs/reliability.md shows. */
 export function faultTable(rows: FaultRow[]): string {
   const lines = [
-    '| scenario | attempts | handled correctly | stored or served wrongly | crashes | builds failed by the cache | slowest run |',
-    '| --- | --- | --- | --- | --- | --- | --- |',
+    '| scenario | attempts | handled correctly | stored or served wrongly | crashes | builds failed by the cache | slowest run | figures |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
   ];
-  for (const r of rows) lines.push(`| ${r.scenario} | ${r.attempts} | ${r.handled} | ${r.wrong} | ${r.crashes} | ${r.buildsFailed} | ${r.worstMs === undefined ? '' : `${(r.worstMs / 1000).toFixed(1)} s`} |`);
+  for (const r of rows) lines.push(`| ${r.scenario} | ${r.attempts} | ${r.handled} | ${r.wrong} | ${r.crashes} | ${r.buildsFailed} | ${r.worstMs === undefined ? '' : `${(r.worstMs / 1000).toFixed(1)} s`} | ${r.notes ?? ''} |`);
   return lines.join('\n');
 }

@@ -203,8 +203,15 @@ export function installOnce(dir: string, specs: string[]): void {
     rmSync(tmp, { recursive: true, force: true });
     for (const f of files) if (existsSync(join(dir, f))) cpSync(join(dir, f), join(tmp, f), { recursive: true, verbatimSymlinks: true });
     writeFileSync(join(tmp, 'complete'), '');
-    rmSync(cache, { recursive: true, force: true });
-    renameSync(tmp, cache);
+    try {
+      renameSync(tmp, cache);
+    } catch {
+      // Another process installed the same set first (or left an incomplete copy): keep a complete one.
+      if (!existsSync(join(cache, 'complete'))) {
+        rmSync(cache, { recursive: true, force: true });
+        renameSync(tmp, cache);
+      } else rmSync(tmp, { recursive: true, force: true });
+    }
     return;
   }
   for (const f of files) if (existsSync(join(cache, f))) cpSync(join(cache, f), join(dir, f), { recursive: true, verbatimSymlinks: true });
