@@ -13,6 +13,10 @@
  * - `kill -9`: the server killed while it receives a 3 MB upload, at a different point each round,
  *   then started again on the same store: `verify` finds nothing wrong, and the hash is a miss or
  *   its whole, correct output.
+ * - `store`: real nx runs with the agent's store directory deleted under it: the next run builds,
+ *   the one after hits again, and the old agent does not linger.
+ * - `load`: wrk on GETs and on a PUT/GET mix, then 200 slow-header connections beside GETs; every
+ *   answer right, resident memory bounded; throughput and latency reported.
  * - `remote faults`: real nx runs and real turbo runs through `cascache turbo` (CI=true, empty local
  *   store and the tool's own cache emptied, so every lookup goes remote) with the
  *   one remote tier down (connection refused), hanging (accepts, never answers), answering 503, or
@@ -20,6 +24,7 @@
  *   reported, beside a run with the tier healthy.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { connect, createServer as createNetServer, type Socket } from 'node:net';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -57,7 +62,7 @@ export interface FaultRow {
 export interface FaultOptions {
   /** Fewer rounds (the version `npm test` runs). */
   short: boolean;
-  /** Run only these scenarios (`hostile`, `kill`, `remote`); default all. */
+  /** Run only these scenarios (`hostile`, `kill`, `store`, `load`, `remote`); default all. */
   only?: string[];
   log?: (line: string) => void;
 }
@@ -377,6 +382,169 @@ async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scenario: load
+
+/** Resident set of a process, bytes (Linux /proc). */
+function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+const mb = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MB`;
+
+interface WrkResult {
+  requests: number;
+  /** Answers that were not 2xx/3xx, and socket errors (connect, read, write, timeout). */
+  failed: number;
+  perSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/** wrk (Debian's package, installed by `npm run setup`) against `url`; `script` is a Lua file. */
+function wrk(url: string, o: { seconds: number; connections: number; token: string; script?: string; env?: NodeJS.ProcessEnv }): WrkResult {
+  const args = ['-t2', `-c${o.connections}`, `-d${o.seconds}s`, '--latency', '-H', `Authorization: Bearer ${o.token}`, ...(o.script ? ['-s', o.script] : []), url];
+  const r = spawnSync('wrk', args, { encoding: 'utf8', timeout: (o.seconds + 60) * 1000, env: { ...process.env, ...o.env } });
+  if (r.error || r.status !== 0) throw new Error(`wrk failed (${r.error?.message ?? r.status}): ${r.stderr}${r.stdout} -- \`npm run setup\` installs it (apt-get install wrk)`);
+  const out = r.stdout;
+  const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? 0);
+  const ms = (label: string) => {
+    const m = new RegExp(`^\\s*${label}%\\s+([\\d.]+)(us|ms|s)\\s*$`, 'm').exec(out);
+    return m ? Number(m[1]) * { us: 0.001, ms: 1, s: 1000 }[m[2] as 'ms'] : NaN;
+  };
+  const sockets = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  return {
+    requests: num(/(\d+) requests in/),
+    failed: num(/Non-2xx or 3xx responses: (\d+)/) + (sockets ? sockets.slice(1).reduce((a, b) => a + Number(b), 0) : 0),
+    perSecond: num(/Requests\/sec:\s+([\d.]+)/),
+    p50Ms: ms('50'),
+    p99Ms: ms('99'),
+  };
+}
+
+/** Each thread GETs `/v1/cache/1` three times, then PUTs the body under a hash no other request uses. */
+const MIXED_LUA = `
+local threads = 0
+function setup(thread) thread:set("id", threads); threads = threads + 1 end
+function init(args)
+  local f = assert(io.open(os.getenv("CASCACHE_LOAD_BODY"), "rb")); body = f:read("*a"); f:close()
+  n = 0
+end
+function request()
+  n = n + 1
+  if n % 4 == 0 then
+    local headers = { ["Content-Type"] = "application/octet-stream" }
+    for k, v in pairs(wrk.headers) do headers[k] = v end
+    return wrk.format("PUT", "/v1/cache/" .. tostring(1000000000 + id * 100000000 + n), headers, body)
+  end
+  return wrk.format("GET", "/v1/cache/1")
+end
+`;
+
+/**
+ * `cascache serve` under load: wrk GETs of a 100 kB body, then a PUT/GET mix of new hashes, then
+ * 200 connections that send their headers a byte a second while GETs go on. Every answer must be
+ * right (2xx with the stored bytes; nothing stored wrongly, `verify` clean afterwards) and the
+ * server's resident memory bounded; throughput and latency are reported, not asserted.
+ */
+async function load(o: FaultOptions): Promise<FaultRow[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'cascache-faults-load-'));
+  const TOKEN = 'load-token-0123456789abcdef';
+  const seconds = o.short ? 3 : 30;
+  // What the server may grow by under load, beyond what it held once warm: its body caches are
+  // bounded, so growth past this is a leak.
+  const RSS_GROWTH_BOUND = 256 * 2 ** 20;
+  const { child, base } = await serve(join(dir, 'store'), { CASCACHE_TOKENS_RW: TOKEN, CASCACHE_LOG_LEVEL: 'warn' });
+  const rows: FaultRow[] = [];
+  const row = (scenario: string): FaultRow => ({ scenario, attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0 });
+  try {
+    // ~100 kB once gzipped, as the benchmarks' GET table: digests do not compress.
+    const text = Array.from({ length: 2_400 }, (_, i) => `export const v${i} = '${createHash('sha256').update(String(i)).digest('hex')}';`).join('\n');
+    const body = await nxBody([{ name: 'dist/main.js', body: text }]);
+    const expected = JSON.stringify(await filesOf(body));
+    if ((await http(base, 'PUT', '/v1/cache/1', TOKEN, body)).status !== 200) throw new Error('could not seed the server');
+    const bodyFile = join(dir, 'body.bin');
+    writeFileSync(bodyFile, body);
+    const scriptFile = join(dir, 'mixed.lua');
+    writeFileSync(scriptFile, MIXED_LUA);
+    const servesSeed = async () => {
+      const r = await http(base, 'GET', '/v1/cache/1', TOKEN);
+      return r.status === 200 && JSON.stringify(await filesOf(r.body)) === expected;
+    };
+    wrk(`${base}/v1/cache/1`, { seconds: 1, connections: 16, token: TOKEN }); // warm
+    const warmRss = rssOf(child.pid!);
+
+    const get = row(`load: GETs of a ${Math.round(body.length / 1000)} kB body under wrk (64 connections, ${seconds} s)`);
+    const g = wrk(`${base}/v1/cache/1`, { seconds, connections: 64, token: TOKEN });
+    get.attempts = g.requests;
+    get.handled = g.requests - g.failed;
+    if (!(await servesSeed())) get.wrong++;
+    get.notes = `${Math.round(g.perSecond)} req/s, p50 ${g.p50Ms} ms, p99 ${g.p99Ms} ms`;
+    rows.push(get);
+
+    const mixed = row(`load: PUTs of new hashes and GETs, 1 in 4 a PUT, under wrk (64 connections, ${seconds} s)`);
+    const m = wrk(`${base}/v1/cache/1`, { seconds, connections: 64, token: TOKEN, script: scriptFile, env: { CASCACHE_LOAD_BODY: bodyFile } });
+    mixed.attempts = m.requests;
+    mixed.handled = m.requests - m.failed;
+    // The first PUT of each thread serves the body it stored.
+    for (const id of [0, 1]) {
+      const r = await http(base, 'GET', `/v1/cache/${1000000000 + id * 100000000 + 4}`, TOKEN);
+      if (r.status !== 200 || JSON.stringify(await filesOf(r.body)) !== expected) mixed.wrong++;
+    }
+    if (!(await servesSeed())) mixed.wrong++;
+    const loadedRss = rssOf(child.pid!);
+    mixed.attempts++; // the memory bound
+    if (loadedRss - warmRss <= RSS_GROWTH_BOUND) mixed.handled++;
+    else o.log?.(`load: resident memory grew from ${mb(warmRss)} to ${mb(loadedRss)}, more than ${mb(RSS_GROWTH_BOUND)}`);
+    mixed.notes = `${Math.round(m.perSecond)} req/s, p99 ${m.p99Ms} ms; server RSS ${mb(warmRss)} warm, ${mb(loadedRss)} after both loads`;
+    rows.push(mixed);
+
+    // 200 connections that never finish their headers, then GETs beside them.
+    const slow = row('load: 200 connections sending headers a byte a second, GETs beside them');
+    const port = Number(new URL(base).port);
+    const sockets: Socket[] = [];
+    let closedByServer = 0;
+    for (let i = 0; i < 200; i++) {
+      const sock = connect(port, '127.0.0.1');
+      sock.on('error', () => undefined);
+      sock.on('close', () => closedByServer++);
+      sock.write(`GET /v1/cache/1 HTTP/1.1\r\nHost: x\r\nX-Slow: `);
+      sockets.push(sock);
+    }
+    const drip = setInterval(() => {
+      for (const sock of sockets) if (!sock.destroyed) sock.write('a');
+    }, 1000);
+    const latencies: number[] = [];
+    try {
+      const until = Date.now() + seconds * 1000;
+      while (Date.now() < until) {
+        slow.attempts++;
+        const t0 = performance.now();
+        const ok = await servesSeed().catch(() => false);
+        latencies.push(performance.now() - t0);
+        if (ok) slow.handled++;
+      }
+    } finally {
+      clearInterval(drip);
+      const closed = closedByServer;
+      for (const sock of sockets) sock.destroy();
+      latencies.sort((a, b) => a - b);
+      const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]!.toFixed(1);
+      slow.notes = `${latencies.length} GETs, p50 ${pct(50)} ms, p99 ${pct(99)} ms; ${closed} of 200 slow connections closed by the server meanwhile`;
+    }
+    rows.push(slow);
+    if (!alive(child)) for (const r of rows) r.crashes++;
+  } finally {
+    await stopped(child, 'SIGTERM');
+  }
+  if (!verifyClean(join(dir, 'store'))) {
+    rows[rows.length - 1]!.wrong++;
+    o.log?.('load: verify found problems afterwards');
+  }
+  rmSync(dir, { recursive: true, force: true });
+  return rows;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Scenario: the store directory deleted under a running agent
 
 const pidOf = (storeDir: string): number | null => {
@@ -464,6 +632,7 @@ export async function runFaults(o: FaultOptions): Promise<FaultRow[]> {
     o.log?.(`${row.scenario}: ${row.handled}/${row.attempts} handled, ${row.wrong} wrong, ${row.crashes} crashes`);
     rows.push(row);
   }
+  if (wanted('load')) rows.push(...(await load(o)));
   if (wanted('remote')) rows.push(...(await remoteFaults(o)));
   return rows;
 }
