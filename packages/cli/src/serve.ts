@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { CascacheError, ErrorCodes, parseByteSize, parseNamespaceList, parseTierConfigs, parseTrustedKeys, publicKeyOf, Trust, withDefaultToken, type TierConfig } from '@cascache/core';
-import { listen, type ScopedToken } from '@cascache/server';
+import { listen, parseCrashPoint, type ScopedToken } from '@cascache/server';
 import type { Io } from './program';
 import { parseSize } from './sizes';
 
@@ -232,6 +232,8 @@ export function registerServe(program: Command, io: Io): void {
         tiers: cfg.tiers,
         syncUploads: cfg.syncUploads,
         hotBodiesBytes: cfg.hotBodiesBytes,
+        // The fault suite's kills at named points of an upload; never set in normal use.
+        crashAt: parseCrashPoint(process.env.CASCACHE_CRASH_AT, 'CASCACHE_CRASH_AT'),
       });
       io.stderr.write(`cascache: serving ${cfg.storeDir} at ${url} ${JSON.stringify(redact(cfg))}\n`);
       await new Promise<void>((resolveClosed) => {

@@ -20,6 +20,8 @@
  * - `CASCACHE_TRUSTED_KEYS` (optional): JSON `{"main": ["ed25519:..."], "*": [...]}`; a namespace
  *   with trusted keys serves only entries they signed (core's trust.ts).
  * - `CASCACHE_NAMESPACE` (optional): the namespace Nx entries are written to (default `default`).
+ * - `CASCACHE_CRASH_AT` (fault suite only): kill -9 itself at this point of every upload
+ *   (`ingested`, `entry-written`; see artifacts.ts).
  * - `CASCACHE_READ_NAMESPACES` (optional): namespaces Nx lookups read, in order, e.g. `main,pr-123`
  *   (default: the write namespace; it is read last when not listed).
  *
@@ -31,6 +33,7 @@
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { isCascacheError, LAYOUT_VERSION, parseByteSize, parseNamespaceList, parseTierConfigs, parseTrustedKeys, Trust, withDefaultToken } from '@cascache/core';
+import { parseCrashPoint } from './artifacts';
 import { listen } from './listen';
 
 /** How often the agent checks that its store directory is still the one it opened, ms. */
@@ -91,6 +94,7 @@ async function main(): Promise<void> {
     maxSizeBytes: process.env.CASCACHE_MAX_SIZE ? parseByteSize(process.env.CASCACHE_MAX_SIZE) : undefined,
     tiers,
     syncUploads: process.env.CASCACHE_SYNC_UPLOADS === '1',
+    crashAt: parseCrashPoint(process.env.CASCACHE_CRASH_AT, 'CASCACHE_CRASH_AT'),
   });
   touch();
   // A store deleted or replaced under the agent (`rm -rf .cascache`, a CI cache restore) is not its

@@ -37,6 +37,24 @@ import type { ServerMetrics } from './metrics';
 import type { ActivityLog } from './report';
 import { ByteCounter, type UploadLimits } from './upload-guard';
 
+/**
+ * Named points of an upload where the fault suite kills the process (`CASCACHE_CRASH_AT` at the
+ * edges): `ingested`: every chunk and the manifest written, no entry yet; `entry-written`: the entry
+ * written, the upload neither journaled for remote tiers nor answered.
+ */
+export const CRASH_POINTS = ['ingested', 'entry-written'] as const;
+export type CrashPoint = (typeof CRASH_POINTS)[number];
+
+/**
+ * Reads a crash point from configuration (`CASCACHE_CRASH_AT`); empty or absent is none.
+ * @throws CascacheError `E_CONFIG` naming the valid points.
+ */
+export function parseCrashPoint(value: string | undefined, source: string): CrashPoint | undefined {
+  if (!value) return undefined;
+  if ((CRASH_POINTS as readonly string[]).includes(value)) return value as CrashPoint;
+  throw new CascacheError(ErrorCodes.CONFIG, `${source} must be one of ${CRASH_POINTS.join(', ')}, not ${JSON.stringify(value)}`);
+}
+
 /** The outcome of one upload, whatever its protocol. */
 export interface UploadEvent {
   /** The protocol's hash (Nx: decimal; Turbo: `turbo:<team>:<hash>`). */
@@ -63,6 +81,8 @@ export interface ArtifactServiceOptions {
   deferIngest?: { spoolDir: string; concurrency?: number };
   /** Where GET bodies are assembled before they are answered ({@link ArtifactService.wholeBody}). */
   spoolDir: string;
+  /** Called at each {@link CrashPoint} of an upload (the fault suite's kills); absent in normal use. */
+  atPoint?: (point: CrashPoint) => void;
 }
 
 /** One artifact: where its entry lives and what the activity log and hot bodies call it. */
@@ -254,12 +274,14 @@ export class ArtifactService {
         throw isCascacheError(cause) ? cause : err;
       }
       r.validate?.(result.manifest.extras ?? {});
+      this.o.atPoint?.('ingested');
       const put = await this.o.actionCache.put(ref.namespace, ref.key, { manifest: result.digest, size: result.logicalBytes, writer: r.writer });
       if (!put.created) {
         this.o.activity.record(ref.id, { conflicts: 1 });
         this.uploaded(ref, { outcome: 'conflict', deferred });
         return null;
       }
+      this.o.atPoint?.('entry-written');
       // A hot body kept for this key belonged to the entry this one replaced (a healed key): drop it.
       this.o.bodies?.drop(ref.bodyId);
       if (this.o.layered) {

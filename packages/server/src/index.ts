@@ -3,6 +3,7 @@
  * the CLI (`cascache serve`) and the Nx plugin's agent listen.
  */
 export { createServer, type CascacheServer, type ServerOptions, type UploadEvent } from './server';
+export { CRASH_POINTS, parseCrashPoint, type CrashPoint } from './artifacts';
 export { Authorizer, isLoopback, readsNamespace, writesNamespace, type Access, type AuthResult, type Principal, type ScopedToken, type TokenConfig } from './auth';
 export { ActivityLog, type ActivityTotals, type HashActivity } from './report';
 export { DEFAULT_UPLOAD_LIMITS, type UploadLimits } from './upload-guard';

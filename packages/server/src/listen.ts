@@ -11,6 +11,7 @@ import { AutoEvictor } from './auto-evict';
 import { ActivityLog } from './report';
 import { dashboardData } from './dashboard';
 import { ServerMetrics, type StoreGauges } from './metrics';
+import type { CrashPoint } from './artifacts';
 import { createServer, type CascacheServer, type ServerOptions } from './server';
 
 export interface ListenOptions {
@@ -43,6 +44,8 @@ export interface ListenOptions {
   deferIngest?: boolean;
   /** Bytes of hot bodies kept under `<store>/v1/hot` (see ServerOptions.hotBodies); default 0, off. */
   hotBodiesBytes?: number;
+  /** Kill the process with SIGKILL at this point of every upload: for the fault suite only. */
+  crashAt?: CrashPoint;
 }
 
 export interface Listening {
@@ -145,6 +148,11 @@ export async function listen(options: ListenOptions): Promise<Listening> {
     onUpload: (e) => {
       if (e.outcome === 'stored') evictor?.kick();
     },
+    atPoint: options.crashAt
+      ? (point) => {
+          if (point === options.crashAt) process.kill(process.pid, 'SIGKILL');
+        }
+      : undefined,
     deferIngest: options.deferIngest ? { spoolDir: join(options.storeDir, 'v1', 'tmp') } : undefined,
     spoolDir: join(options.storeDir, 'v1', 'tmp'),
     activity,

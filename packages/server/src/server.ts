@@ -26,7 +26,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { ErrorCodes, isCascacheError, type AcStore, type ActionCache, type BlobStore, type FsBlobStore, type LayeredStore, type RootStore, type TarLimits } from '@cascache/core';
-import { ArtifactService, type UploadEvent } from './artifacts';
+import { ArtifactService, type CrashPoint, type UploadEvent } from './artifacts';
 import { Authorizer, type Access, type Principal, type TokenConfig } from './auth';
 import { BodyCache } from './body-cache';
 import { registerChunkApi } from './chunk-api';
@@ -74,6 +74,8 @@ export interface ServerOptions {
   uploadIdleTimeoutMs?: number;
   /** Told how every upload ended (metrics, tests). */
   onUpload?: (event: UploadEvent) => void;
+  /** See ArtifactServiceOptions.atPoint: the fault suite's kills at named points of an upload. */
+  atPoint?: (point: CrashPoint) => void;
   /**
    * Answer an Nx PUT once its body is on disk and store it behind the answer (the agent). Nx waits
    * for each PUT before it starts the task's dependents, so an inline ingest put chunking, hashing
@@ -174,6 +176,7 @@ export function createServer(options: ServerOptions): CascacheServer {
     activity,
     log: app.log,
     onUpload: options.onUpload,
+    atPoint: options.atPoint,
     metrics,
     deferIngest: options.deferIngest,
     spoolDir: options.spoolDir ?? options.deferIngest?.spoolDir ?? (options.hotBodies ? join(options.hotBodies.dir, 'tmp') : join(tmpdir(), 'cascache-spool')),
