@@ -13,6 +13,9 @@
  * - `kill -9`: the server killed while it receives a 3 MB upload, at a different point each round,
  *   then started again on the same store: `verify` finds nothing wrong, and the hash is a miss or
  *   its whole, correct output.
+ * - `points`: three `cascache serve` processes writing to one store at once, one of them killed at
+ *   a named point of its upload (`CASCACHE_CRASH_AT`): the others' uploads all serve, the victim's
+ *   hash is a miss or whole, and `verify` finds nothing wrong.
  * - `store`: real nx runs with the agent's store directory deleted under it: the next run builds,
  *   the one after hits again, and the old agent does not linger.
  * - `load`: wrk on GETs and on a PUT/GET mix, then 200 slow-header connections beside GETs; every
@@ -62,7 +65,7 @@ export interface FaultRow {
 export interface FaultOptions {
   /** Fewer rounds (the version `npm test` runs). */
   short: boolean;
-  /** Run only these scenarios (`hostile`, `kill`, `store`, `load`, `remote`); default all. */
+  /** Run only these scenarios (`hostile`, `kill`, `points`, `store`, `load`, `remote`); default all. */
   only?: string[];
   log?: (line: string) => void;
 }
@@ -382,6 +385,76 @@ async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scenario: kill -9 at named points, with concurrent writers from other processes on the store
+
+/**
+ * Three `cascache serve` processes on one store, each storing uploads at the same time; one of them
+ * kills itself (`CASCACHE_CRASH_AT`) at a named point of its upload: after every chunk and the
+ * manifest are written but before the entry, or after the entry but before the answer. The others'
+ * uploads must all serve their own bytes, the victim's hash must be a miss or its whole output, a
+ * re-upload must store it, and `verify` must find nothing wrong.
+ */
+async function killAtPoints(o: FaultOptions): Promise<FaultRow> {
+  const dir = mkdtempSync(join(tmpdir(), 'cascache-faults-points-'));
+  const store = join(dir, 'store');
+  const row: FaultRow = { scenario: 'kill -9 at named points of an upload, beside 2 writer processes on the same store', attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0 };
+  // Shared text (chunks every writer stores at once) and a line of its own per hash.
+  const shared = Array.from({ length: 30_000 }, (_, i) => `export const s${i} = ${(i * 2654435761) % 1000003};`).join('\n');
+  const bodyFor = (hash: number) => nxBody([{ name: 'dist/shared.js', body: shared }, { name: 'dist/own.js', body: `export const own = ${hash};\n`.repeat(200) }]);
+  const rounds = o.short ? 1 : 3;
+  let next = 70_000;
+  const points = ['ingested', 'entry-written'];
+  for (let round = 0; round < rounds; round++) {
+    for (const point of points) {
+      row.attempts++;
+      const victim = await serve(store, { CASCACHE_CRASH_AT: point, CASCACHE_LOG_LEVEL: 'warn' });
+      const writers = await Promise.all([serve(store, { CASCACHE_LOG_LEVEL: 'warn' }), serve(store, { CASCACHE_LOG_LEVEL: 'warn' })]);
+      const victimHash = next++;
+      const writerHashes = writers.map(() => [next++, next++, next++]);
+      const expected = new Map<number, string>();
+      for (const h of [victimHash, ...writerHashes.flat()]) expected.set(h, JSON.stringify(await filesOf(await bodyFor(h))));
+      const victimExit = new Promise<NodeJS.Signals | null>((ok) => victim.child.once('exit', (_code, signal) => ok(signal)));
+      const puts = await Promise.all([
+        http(victim.base, 'PUT', `/v1/cache/${victimHash}`, null, await bodyFor(victimHash)).catch(() => ({ status: 0 })),
+        ...writers.flatMap((w, i) => writerHashes[i]!.map(async (h) => http(w.base, 'PUT', `/v1/cache/${h}`, null, await bodyFor(h)).catch(() => ({ status: 0 })))),
+      ]);
+      const killedAtPoint = (await victimExit) === 'SIGKILL';
+      const writersOk = puts.slice(1).every((p) => p.status === 200);
+      for (const w of writers) {
+        if (!alive(w.child)) row.crashes++;
+        await stopped(w.child, 'SIGTERM');
+      }
+      // Started again on the same store: every writer's upload serves its own bytes; the victim's
+      // hash is a miss or whole; its upload, sent again, stores.
+      const again = await serve(store, { CASCACHE_LOG_LEVEL: 'warn' });
+      const problems: string[] = [];
+      for (const h of writerHashes.flat()) {
+        const r = await http(again.base, 'GET', `/v1/cache/${h}`, null);
+        if (r.status !== 200 || JSON.stringify(await filesOf(r.body)) !== expected.get(h)) problems.push(`writer hash ${h}: GET ${r.status}`);
+      }
+      const v = await http(again.base, 'GET', `/v1/cache/${victimHash}`, null);
+      const victimOk = v.status === 404 || (v.status === 200 && JSON.stringify(await filesOf(v.body)) === expected.get(victimHash));
+      if (!victimOk) problems.push(`victim hash: GET ${v.status} with other bytes`);
+      const put = await http(again.base, 'PUT', `/v1/cache/${victimHash}`, null, await bodyFor(victimHash));
+      const back = await http(again.base, 'GET', `/v1/cache/${victimHash}`, null);
+      if (![200, 409].includes(put.status) || back.status !== 200 || JSON.stringify(await filesOf(back.body)) !== expected.get(victimHash)) problems.push(`victim re-upload ${put.status}, then GET ${back.status}`);
+      if (!alive(again.child)) row.crashes++;
+      await stopped(again.child, 'SIGTERM');
+      if (!verifyClean(store)) problems.push('verify found problems');
+      if (problems.length > 0) {
+        row.wrong++;
+        o.log?.(`kill at ${point}, round ${round}: ${problems.join('; ')}`);
+      } else if (!killedAtPoint || !writersOk) {
+        o.log?.(`kill at ${point}, round ${round}: victim killed at the point ${killedAtPoint}; writers' uploads ${puts.slice(1).map((p) => p.status).join(',')}`);
+      } else row.handled++;
+    }
+  }
+  row.notes = `points: ${points.join(', ')}; ${rounds} round(s) each`;
+  rmSync(dir, { recursive: true, force: true });
+  return row;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Scenario: load
 
 /** Resident set of a process, bytes (Linux /proc). */
@@ -626,7 +699,7 @@ async function storeDeleted(o: FaultOptions): Promise<FaultRow> {
 export async function runFaults(o: FaultOptions): Promise<FaultRow[]> {
   const rows: FaultRow[] = [];
   const wanted = (name: string) => !o.only || o.only.includes(name);
-  for (const [name, scenario] of [['hostile', hostile], ['kill', killMidUpload], ['store', storeDeleted]] as const) {
+  for (const [name, scenario] of [['hostile', hostile], ['kill', killMidUpload], ['points', killAtPoints], ['store', storeDeleted]] as const) {
     if (!wanted(name)) continue;
     const row = await scenario(o);
     o.log?.(`${row.scenario}: ${row.handled}/${row.attempts} handled, ${row.wrong} wrong, ${row.crashes} crashes`);
