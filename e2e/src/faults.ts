@@ -18,6 +18,8 @@
  *   hash is a miss or whole, and `verify` finds nothing wrong.
  * - `store`: real nx runs with the agent's store directory deleted under it: the next run builds,
  *   the one after hits again, and the old agent does not linger.
+ * - `readonly`: real nx runs with the store on a read-only bind mount (`unshare -rm`): every run
+ *   builds, with the outputs of a build without cache.
  * - `load`: wrk on GETs and on a PUT/GET mix, then 200 slow-header connections beside GETs; every
  *   answer right, resident memory bounded; throughput and latency reported.
  * - `remote faults`: real nx runs and real turbo runs through `cascache turbo` (CI=true, empty local
@@ -38,7 +40,7 @@ import { buffer } from 'node:stream/consumers';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import * as tarStream from 'tar-stream';
 import { S3ObjectStore } from '@cascache/core';
-import { install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace } from './nx-workspace';
+import { changeOneLine, cleanEnv, install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace } from './nx-workspace';
 import { packAll } from './pack';
 import { cascacheTurbo, installTurbo, removeTurboState, writeTurboWorkspace } from './turbo-workspace';
 
@@ -65,7 +67,7 @@ export interface FaultRow {
 export interface FaultOptions {
   /** Fewer rounds (the version `npm test` runs). */
   short: boolean;
-  /** Run only these scenarios (`hostile`, `kill`, `points`, `store`, `load`, `remote`); default all. */
+  /** Run only these scenarios (`hostile`, `kill`, `points`, `store`, `readonly`, `load`, `remote`); default all. */
   only?: string[];
   log?: (line: string) => void;
 }
@@ -695,11 +697,94 @@ async function storeDeleted(o: FaultOptions): Promise<FaultRow> {
   return row;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Scenario: a read-only store
+
+/** Whether this machine lets us bind-mount read-only in a private namespace (`unshare -rm`). */
+function canRemountReadOnly(): boolean {
+  if (process.platform !== 'linux') return false;
+  const d = mkdtempSync(join(tmpdir(), 'cascache-probe-'));
+  try {
+    return spawnSync('unshare', ['-rm', 'sh', '-c', `mount --bind ${d} ${d} && mount -o remount,bind,ro ${d}`], { encoding: 'utf8' }).status === 0;
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Real nx runs with the workspace's store on a read-only filesystem (a read-only bind mount in a
+ * private mount namespace): after a clean build filled it, a run after `nx reset` and a run after a
+ * one-line change must both build, with outputs identical to building without the cache.
+ */
+async function readOnlyStore(o: FaultOptions): Promise<FaultRow> {
+  const row: FaultRow = { scenario: 'store on a read-only filesystem: real nx runs', attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0, worstMs: 0 };
+  if (!canRemountReadOnly()) {
+    row.notes = 'skipped: this machine cannot remount read-only in a user namespace (unshare -rm)';
+    o.log?.(row.notes);
+    return row;
+  }
+  const t = packAll();
+  const dir = tempWorkspaceDir('cascache-faults-ro-');
+  const home = tempWorkspaceDir('cascache-faults-home-');
+  const storeDir = join(dir, '.cascache');
+  const env = { HOME: home, CI: 'true', CASCACHE_SECRET: SECRET };
+  try {
+    writeWorkspace(dir, { idleTimeoutMs: 300_000, tiers: [] });
+    install(dir, [t.core, t.server, t.nx, t.cli]);
+    const ws = openWorkspace(dir);
+    ws.nx(['run-many', '-t', 'build'], env);
+    const clean = JSON.stringify(snapshotOutputs(dir));
+    stopAgent(storeDir);
+    const nxBin = join(dir, 'node_modules', '.bin', 'nx');
+    // One nx run with the store mounted read-only, in a namespace of its own (and its agent's).
+    const readOnlyRun = (before: string): { ok: boolean; served: number; ms: number } => {
+      const script = `set -e; mount --bind ${storeDir} ${storeDir}; mount -o remount,bind,ro ${storeDir}; ${before}; ${nxBin} run-many -t build`;
+      const t0 = Date.now();
+      const r = spawnSync('unshare', ['-rm', 'sh', '-c', script], { cwd: dir, encoding: 'utf8', timeout: 300_000, env: { ...cleanEnv(), NX_TUI: 'false', NX_INTERACTIVE: 'false', NX_NO_CLOUD: 'true', NX_DAEMON: 'false', ...env } });
+      const ms = Date.now() - t0;
+      if (r.status !== 0) o.log?.(`read-only store: the run failed (${r.status}):\n${r.stdout.slice(-1500)}\n${r.stderr.slice(-1500)}`);
+      stopAgent(storeDir); // an agent that started inside the namespace
+      return { ok: r.status === 0, served: Number(/(\d+) from cascache/.exec(r.stdout)?.[1] ?? 0), ms };
+    };
+    const rounds = o.short ? 1 : 2;
+    const served: number[] = [];
+    for (let round = 0; round < rounds; round++) {
+      row.attempts++;
+      removeOutputs(dir);
+      const hit = readOnlyRun(`${nxBin} reset > /dev/null`);
+      row.worstMs = Math.max(row.worstMs!, hit.ms);
+      served.push(hit.served);
+      if (!hit.ok) row.buildsFailed++;
+      else if (JSON.stringify(snapshotOutputs(dir)) !== clean) row.wrong++;
+      else row.handled++;
+    }
+    // A change: the tasks it touches build, and their uploads fail on the read-only store.
+    row.attempts++;
+    changeOneLine(dir);
+    const changed = readOnlyRun('true');
+    row.worstMs = Math.max(row.worstMs!, changed.ms);
+    const afterChange = JSON.stringify(snapshotOutputs(dir));
+    if (!changed.ok) row.buildsFailed++;
+    else {
+      // What the same change builds to without any cache.
+      ws.nx(['run-many', '-t', 'build', '--skip-nx-cache'], env);
+      if (JSON.stringify(snapshotOutputs(dir)) !== afterChange) row.wrong++;
+      else row.handled++;
+    }
+    row.notes = `served from cascache after nx reset: ${served.join(', ')} of 12`;
+  } finally {
+    stopAgent(storeDir);
+    rmSync(dir, { recursive: true, force: true, maxRetries: 10 });
+    rmSync(home, { recursive: true, force: true });
+  }
+  return row;
+}
+
 /** Runs every scenario in turn. */
 export async function runFaults(o: FaultOptions): Promise<FaultRow[]> {
   const rows: FaultRow[] = [];
   const wanted = (name: string) => !o.only || o.only.includes(name);
-  for (const [name, scenario] of [['hostile', hostile], ['kill', killMidUpload], ['points', killAtPoints], ['store', storeDeleted]] as const) {
+  for (const [name, scenario] of [['hostile', hostile], ['kill', killMidUpload], ['points', killAtPoints], ['store', storeDeleted], ['readonly', readOnlyStore]] as const) {
     if (!wanted(name)) continue;
     const row = await scenario(o);
     o.log?.(`${row.scenario}: ${row.handled}/${row.attempts} handled, ${row.wrong} wrong, ${row.crashes} crashes`);
