@@ -9,7 +9,7 @@
  */
 import { createGunzip, createGzip, constants as zlibConstants } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { CascacheError, computeActionKey, digestOf, ErrorCodes, materializeToTar, type BlobStore } from '@cascache/core';
+import { CascacheError, computeActionKey, digestOf, ErrorCodes, isCascacheError, materializeToTar, type BlobStore } from '@cascache/core';
 import { ArtifactService, type ArtifactRef } from './artifacts';
 import type { Access, Principal } from './auth';
 import type { ServerMetrics } from './metrics';
@@ -114,9 +114,16 @@ export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
       return reply.code(200).type('application/octet-stream').send(body.stream);
     } catch (err) {
       if (service.damagedIsMiss(r, err, req.log)) return reply.code(404).send({ error: 'not found' });
-      return o.fail(req, reply, err);
+      // Nx fails the whole run on any other status: a store that cannot answer is a miss.
+      req.log.error({ err }, 'lookup failed; answered as a miss');
+      activity.record(hash, { misses: 1 });
+      o.metrics.lookup('nx', r.namespace, false);
+      return reply.code(404).send({ error: 'not found', reason: isCascacheError(err) ? err.code : 'E_INTERNAL' });
     }
   });
+
+  /** Upload errors answered as such (hostile or conflicting input); any other is "not stored". */
+  const REFUSED: ReadonlySet<string> = new Set([ErrorCodes.BAD_INPUT, ErrorCodes.TOO_LARGE, ErrorCodes.INTEGRITY, ErrorCodes.EXISTS]);
 
   /** Stores one Nx body (gzip tar). */
   const storeBody = (r: ArtifactRef, writer: string, body: NodeJS.ReadableStream, received: ByteCounter, deferred: boolean) => {
@@ -157,7 +164,13 @@ export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
       if (!stored) return reply.code(409).send({ error: ErrorCodes.EXISTS, message: 'this hash is already stored' });
       return reply.code(200).send({ stored: true, ...stored });
     } catch (err) {
-      return o.fail(req, reply, err);
+      // A hostile or broken body is rejected (Nx's client never sends one). A store that fails
+      // (a full disk, an I/O error) answers 200 with `stored: false`: Nx fails the whole run on any
+      // status but 200 and 409, and a cache may always drop a write. The log, the upload event and
+      // the metrics say what happened.
+      if (isCascacheError(err) && REFUSED.has(err.code)) return o.fail(req, reply, err);
+      req.log.error({ err }, 'upload failed; answered as not stored');
+      return reply.code(200).header('connection', 'close').send({ stored: false, error: isCascacheError(err) ? err.code : 'E_INTERNAL' });
     }
   });
 }

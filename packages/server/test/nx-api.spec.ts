@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import * as tarStream from 'tar-stream';
-import { computeActionKey, generateSigningKey, openLocalStore, readAll, StoreIndex, Trust, type LocalStore } from '@cascache/core';
+import { CascacheError, computeActionKey, ErrorCodes, generateSigningKey, openLocalStore, readAll, StoreIndex, Trust, type LocalStore } from '@cascache/core';
 import { createServer, listen, type CascacheServer, type ServerOptions, type UploadEvent } from '../src';
 import { unservableLine } from '../src/agent-control';
 
@@ -228,6 +228,21 @@ describe('Nx self-hosted cache API over a real listening server', () => {
     expect((await get('501')).status).toBe(200);
     expect(unservableLine({ 'chunks-missing': 3 })).toBeNull();
     expect(unservableLine({ malformed: 1 })).toContain('1 damaged entry was not used');
+  });
+
+  it('never answers Nx with a status that fails its run: a store that fails is a miss on GET and 200 "not stored" on PUT', async () => {
+    // Nx 24's client fails the whole run on any GET status but 200/404 and any PUT status but 200/409.
+    const broken = new Proxy(store.actionCache, {
+      get(target, prop, receiver) {
+        if (prop === 'get' || prop === 'put') return async () => { throw new CascacheError(ErrorCodes.IO, 'EIO: i/o error, read'); };
+        const v = Reflect.get(target, prop, receiver);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    await start({ actionCache: broken });
+    const up = await put('31', await nxBody());
+    expect([up.status, await up.json()]).toEqual([200, { stored: false, error: 'E_IO' }]);
+    expect((await get('31')).status).toBe(404);
   });
 
   it('lets exactly one of two concurrent PUTs of a hash win', async () => {
