@@ -84,6 +84,11 @@ export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
     const { hash } = req.params;
     if (!isNxHash(hash)) return reply.code(400).send({ error: ErrorCodes.BAD_INPUT, message: 'hash must be an unsigned 64-bit integer in decimal' });
     let r = ref(o.namespace, hash);
+    const miss = (at: ArtifactRef, reason?: string): FastifyReply => {
+      activity.record(hash, { misses: 1 });
+      o.metrics.lookup('nx', at.namespace, false);
+      return reply.code(404).send(reason ? { error: 'not found', reason } : { error: 'not found' });
+    };
     try {
       // Namespaces in order (main, then the PR's own): the first that holds the hash answers.
       let hit = null;
@@ -100,11 +105,7 @@ export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
         hit = await service.find(r);
         if (hit) break;
       }
-      if (!hit) {
-        activity.record(hash, { misses: 1 });
-        o.metrics.lookup('nx', r.namespace, false);
-        return reply.code(404).send({ error: 'not found' });
-      }
+      if (!hit) return miss(r);
       const tar = await materializeToTar(o.blobs, hit.manifest, { extraEntries: NX_EXTRAS_OUT });
       // Whole before the status line: Nx fails the run on a body that ends early.
       const body = await service.wholeBody(r, tar, createGzip({ level: o.gzipLevel, flush: zlibConstants.Z_NO_FLUSH, chunkSize: GZIP_CHUNK_BYTES }));
@@ -116,9 +117,7 @@ export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
       if (service.damagedIsMiss(r, err, req.log)) return reply.code(404).send({ error: 'not found' });
       // Nx fails the whole run on any other status: a store that cannot answer is a miss.
       req.log.error({ err }, 'lookup failed; answered as a miss');
-      activity.record(hash, { misses: 1 });
-      o.metrics.lookup('nx', r.namespace, false);
-      return reply.code(404).send({ error: 'not found', reason: isCascacheError(err) ? err.code : 'E_INTERNAL' });
+      return miss(r, isCascacheError(err) ? err.code : 'E_INTERNAL');
     }
   });
 
