@@ -42,7 +42,7 @@ import { buffer } from 'node:stream/consumers';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import * as tarStream from 'tar-stream';
 import { S3ObjectStore } from '@cascache/core';
-import { changeOneLine, cleanEnv, install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace } from './nx-workspace';
+import { changeOneLine, cleanEnv, install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace, type Workspace } from './nx-workspace';
 import { packAll } from './pack';
 import { cascacheTurbo, installTurbo, removeTurboState, writeTurboWorkspace } from './turbo-workspace';
 
@@ -622,6 +622,37 @@ async function load(o: FaultOptions): Promise<FaultRow[]> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Real nx workspaces for the store and agent scenarios
+
+interface NxScenarioWorkspace {
+  ws: Workspace;
+  dir: string;
+  storeDir: string;
+  /** CI=true (uploads finish before the run ends), a signing secret, a home of its own. */
+  env: NodeJS.ProcessEnv;
+}
+
+/**
+ * A fresh 12-project workspace with the plugin installed from this repo's tarballs and a local-only
+ * store, for `use`; afterwards its agent is stopped and everything deleted.
+ */
+async function withNxWorkspace<T>(prefix: string, use: (w: NxScenarioWorkspace) => Promise<T> | T): Promise<T> {
+  const t = packAll();
+  const dir = tempWorkspaceDir(prefix);
+  const home = tempWorkspaceDir('cascache-faults-home-');
+  const storeDir = join(dir, '.cascache');
+  try {
+    writeWorkspace(dir, { idleTimeoutMs: 300_000, tiers: [] });
+    install(dir, [t.core, t.server, t.nx, t.cli]);
+    return await use({ ws: openWorkspace(dir), dir, storeDir, env: { HOME: home, CI: 'true', CASCACHE_SECRET: SECRET } });
+  } finally {
+    stopAgent(storeDir);
+    rmSync(dir, { recursive: true, force: true, maxRetries: 10 });
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Scenario: the store directory deleted under a running agent
 
 const pidOf = (storeDir: string): number | null => {
@@ -647,55 +678,47 @@ const running = (pid: number): boolean => {
  */
 async function storeDeleted(o: FaultOptions): Promise<FaultRow> {
   const row: FaultRow = { scenario: 'store directory deleted under a running agent: real nx runs', attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0, worstMs: 0 };
-  const t = packAll();
-  const dir = tempWorkspaceDir('cascache-faults-store-');
-  const home = tempWorkspaceDir('cascache-faults-home-');
-  const storeDir = join(dir, '.cascache');
-  const env = { HOME: home, CI: 'true', CASCACHE_SECRET: SECRET };
   const leftRunning: number[] = [];
-  try {
-    writeWorkspace(dir, { idleTimeoutMs: 300_000, tiers: [] });
-    install(dir, [t.core, t.server, t.nx, t.cli]);
-    const ws = openWorkspace(dir);
-    const fresh = () => {
-      ws.nx(['reset'], env);
-      removeOutputs(dir);
-    };
-    ws.nx(['run-many', '-t', 'build'], env);
-    const clean = JSON.stringify(snapshotOutputs(dir));
-    const rounds = o.short ? 1 : 3;
-    for (let round = 0; round < rounds; round++) {
-      row.attempts++;
-      const pid = pidOf(storeDir);
-      // Moved away in one step, then deleted: the agent may be writing into it (its index, runs).
-      renameSync(storeDir, `${storeDir}.deleted`);
-      rmSync(`${storeDir}.deleted`, { recursive: true, force: true, maxRetries: 5 });
-      fresh();
-      const t0 = Date.now();
-      let served = -1;
-      try {
-        ws.nx(['run-many', '-t', 'build'], env); // every task builds: the store is gone
-        if (JSON.stringify(snapshotOutputs(dir)) !== clean) row.wrong++;
+  await withNxWorkspace('cascache-faults-store-', ({ ws, dir, storeDir, env }) => {
+    try {
+      const fresh = () => {
+        ws.nx(['reset'], env);
+        removeOutputs(dir);
+      };
+      ws.nx(['run-many', '-t', 'build'], env);
+      const clean = JSON.stringify(snapshotOutputs(dir));
+      const rounds = o.short ? 1 : 3;
+      for (let round = 0; round < rounds; round++) {
+        row.attempts++;
+        const pid = pidOf(storeDir);
+        // Moved away in one step, then deleted: the agent may be writing into it (its index, runs).
+        renameSync(storeDir, `${storeDir}.deleted`);
+        rmSync(`${storeDir}.deleted`, { recursive: true, force: true, maxRetries: 5 });
         fresh();
-        const again = ws.nx(['run-many', '-t', 'build'], env); // and the run after it hits again
-        served = Number(/(\d+) from cascache/.exec(again.stdout)?.[1] ?? -1);
-        if (JSON.stringify(snapshotOutputs(dir)) !== clean) row.wrong++;
-        if (served === 12) row.handled++;
-        else o.log?.(`store deleted, round ${round}: the run after the rebuild was served ${served} of 12 tasks from cascache:\n${again.stdout.slice(-1500)}`);
-      } catch (err) {
-        row.buildsFailed++;
-        o.log?.(`store deleted, round ${round}: the build failed: ${(err as Error).message.slice(0, 2000)}`);
+        const t0 = Date.now();
+        let served = -1;
+        try {
+          ws.nx(['run-many', '-t', 'build'], env); // every task builds: the store is gone
+          if (JSON.stringify(snapshotOutputs(dir)) !== clean) row.wrong++;
+          fresh();
+          const again = ws.nx(['run-many', '-t', 'build'], env); // and the run after it hits again
+          served = Number(/(\d+) from cascache/.exec(again.stdout)?.[1] ?? -1);
+          if (JSON.stringify(snapshotOutputs(dir)) !== clean) row.wrong++;
+          if (served === 12) row.handled++;
+          else o.log?.(`store deleted, round ${round}: the run after the rebuild was served ${served} of 12 tasks from cascache:\n${again.stdout.slice(-1500)}`);
+        } catch (err) {
+          row.buildsFailed++;
+          o.log?.(`store deleted, round ${round}: the build failed: ${(err as Error).message.slice(0, 2000)}`);
+        }
+        row.worstMs = Math.max(row.worstMs!, Date.now() - t0);
+        if (pid !== null && pid !== pidOf(storeDir) && running(pid)) leftRunning.push(pid);
       }
-      row.worstMs = Math.max(row.worstMs!, Date.now() - t0);
-      if (pid !== null && pid !== pidOf(storeDir) && running(pid)) leftRunning.push(pid);
+      row.notes = leftRunning.length > 0 ? `${leftRunning.length} agent(s) of deleted stores still running` : 'agents of deleted stores exited';
+    } finally {
+      // Before the workspace goes: an agent that outlived its store would write into it meanwhile.
+      for (const pid of leftRunning) if (running(pid)) process.kill(pid, 'SIGTERM');
     }
-    row.notes = leftRunning.length > 0 ? `${leftRunning.length} agent(s) of deleted stores still running` : 'agents of deleted stores exited';
-  } finally {
-    stopAgent(storeDir);
-    for (const pid of leftRunning) if (running(pid)) process.kill(pid, 'SIGTERM');
-    rmSync(dir, { recursive: true, force: true, maxRetries: 10 });
-    rmSync(home, { recursive: true, force: true });
-  }
+  });
   return row;
 }
 
@@ -710,15 +733,7 @@ async function storeDeleted(o: FaultOptions): Promise<FaultRow> {
  */
 async function agentKills(o: FaultOptions): Promise<FaultRow> {
   const row: FaultRow = { scenario: 'Nx agent killed at named points of an upload: real nx runs', attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0, worstMs: 0 };
-  const t = packAll();
-  const dir = tempWorkspaceDir('cascache-faults-agent-');
-  const home = tempWorkspaceDir('cascache-faults-home-');
-  const storeDir = join(dir, '.cascache');
-  const env = { HOME: home, CI: 'true', CASCACHE_SECRET: SECRET };
-  try {
-    writeWorkspace(dir, { idleTimeoutMs: 300_000, tiers: [] });
-    install(dir, [t.core, t.server, t.nx, t.cli]);
-    const ws = openWorkspace(dir);
+  await withNxWorkspace('cascache-faults-agent-', ({ ws, dir, storeDir, env }) => {
     ws.nx(['run-many', '-t', 'build', '--skip-nx-cache'], env);
     const clean = JSON.stringify(snapshotOutputs(dir));
     const rounds = o.short ? 1 : 3;
@@ -752,11 +767,7 @@ async function agentKills(o: FaultOptions): Promise<FaultRow> {
       }
     }
     row.notes = `points: ingested, entry-written; ${rounds} round(s) each`;
-  } finally {
-    stopAgent(storeDir);
-    rmSync(dir, { recursive: true, force: true, maxRetries: 10 });
-    rmSync(home, { recursive: true, force: true });
-  }
+  });
   return row;
 }
 
@@ -786,15 +797,7 @@ async function readOnlyStore(o: FaultOptions): Promise<FaultRow> {
     o.log?.(row.notes);
     return row;
   }
-  const t = packAll();
-  const dir = tempWorkspaceDir('cascache-faults-ro-');
-  const home = tempWorkspaceDir('cascache-faults-home-');
-  const storeDir = join(dir, '.cascache');
-  const env = { HOME: home, CI: 'true', CASCACHE_SECRET: SECRET };
-  try {
-    writeWorkspace(dir, { idleTimeoutMs: 300_000, tiers: [] });
-    install(dir, [t.core, t.server, t.nx, t.cli]);
-    const ws = openWorkspace(dir);
+  await withNxWorkspace('cascache-faults-ro-', ({ ws, dir, storeDir, env }) => {
     ws.nx(['run-many', '-t', 'build'], env);
     const clean = JSON.stringify(snapshotOutputs(dir));
     stopAgent(storeDir);
@@ -835,11 +838,7 @@ async function readOnlyStore(o: FaultOptions): Promise<FaultRow> {
       else row.handled++;
     }
     row.notes = `served from cascache after nx reset: ${served.join(', ')} of 12`;
-  } finally {
-    stopAgent(storeDir);
-    rmSync(dir, { recursive: true, force: true, maxRetries: 10 });
-    rmSync(home, { recursive: true, force: true });
-  }
+  });
   return row;
 }
 
