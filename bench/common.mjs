@@ -1,10 +1,11 @@
 // @ts-check
 /** What the benchmarks share: workspace copies, the naive server and turborepo-remote-cache processes, small statistics. */
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import e2eWorkspace from '../e2e/dist/nx-workspace.js';
 
@@ -139,4 +140,26 @@ export async function bucketBytes(endpoint, bucket) {
     objects++;
   }
   return { total, objects };
+}
+
+/** Real source files from node_modules, up to `limit` bytes, as [relative path, bytes]. */
+export function sourceFiles(limit) {
+  /** @type {Array<[string, Buffer]>} */
+  const out = [];
+  let total = 0;
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..', 'node_modules');
+  const walk = (dir) => {
+    for (const d of readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      if (total >= limit) return;
+      const p = join(dir, d.name);
+      if (d.isDirectory() && d.name !== '.cache' && d.name !== '.bin') walk(p);
+      else if (d.isFile() && /\.(js|cjs|mjs|ts|json|map)$/.test(d.name)) {
+        const b = readFileSync(p);
+        out.push([relative(root, p), b]);
+        total += b.length;
+      }
+    }
+  };
+  walk(root);
+  return out;
 }

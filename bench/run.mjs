@@ -12,16 +12,16 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { cpSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import core from '@cascache/core';
+import { sourceFiles } from './common.mjs';
 
 const { Chunker, chunkLengths, digestOf, encodeBlob, decodeBlob, FsBlobStore, ingestDirectory, materializeToDirectory } = core;
 
 const here = dirname(fileURLToPath(import.meta.url));
-const repo = join(here, '..');
 const work = join(here, '.work');
 const quick = process.argv.includes('--quick');
 const jsonOut = process.argv.includes('--json') ? process.argv[process.argv.indexOf('--json') + 1] : undefined;
@@ -45,28 +45,6 @@ async function measure(bytes, fn, runs = RUNS) {
     rates.push(bytes / s / MB);
   }
   return median(rates);
-}
-
-/** Real source files from node_modules, up to `limit` bytes, as [relative path, bytes]. */
-function sourceFiles(limit) {
-  /** @type {Array<[string, Buffer]>} */
-  const out = [];
-  let total = 0;
-  const root = join(repo, 'node_modules');
-  const walk = (dir) => {
-    for (const d of readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      if (total >= limit) return;
-      const p = join(dir, d.name);
-      if (d.isDirectory() && d.name !== '.cache' && d.name !== '.bin') walk(p);
-      else if (d.isFile() && /\.(js|cjs|mjs|ts|json|map)$/.test(d.name)) {
-        const b = readFileSync(p);
-        out.push([relative(root, p), b]);
-        total += b.length;
-      }
-    }
-  };
-  walk(root);
-  return out;
 }
 
 const rows = [];
