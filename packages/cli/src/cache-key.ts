@@ -28,9 +28,15 @@ export interface KeyInputs {
    * count.
    */
   inputs?: string[];
-  /** Directories never counted as inputs (the output directory, for one). */
+  /**
+   * Directories never counted as inputs: the component's outputs (`--source` of a build, `--target`
+   * of a get, `--outputs`, and those recorded by earlier builds and gets of the component).
+   */
   exclude?: string[];
 }
+
+/** Why a file is an input: the rule that picked it (shown by `--explain`; not part of the key). */
+export type InputRule = 'tracked by git' | 'untracked, not ignored by git' | 'matches --inputs' | 'every file (not a git work tree)';
 
 export interface KeyExplanation {
   key: Digest;
@@ -39,20 +45,29 @@ export interface KeyExplanation {
   task: string;
   deps: string[];
   depsDigest: Digest;
-  inputs: Array<{ path: string; digest: Digest }>;
+  inputs: Array<{ path: string; digest: Digest; rule: InputRule }>;
   inputsDigest: Digest;
+  /** Output directories inside the component, relative to it, that were not counted. */
+  outputs: string[];
 }
 
 const ALWAYS_EXCLUDED = ['node_modules', '.git', '.cascache', '.nx'];
 
 /**
  * The files under `dir` that git would commit: tracked (and still present) plus untracked files
- * that no ignore rule covers, as paths relative to `dir`. Null outside a git work tree or without git.
+ * that no ignore rule covers, as paths relative to `dir` mapped to the rule that picked them (from
+ * the status tag of `git ls-files -t`: `?` is untracked). Null outside a git work tree or without git.
  */
-function gitFiles(dir: string): string[] | null {
-  const r = spawnSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: dir, encoding: 'utf8', timeout: 10_000, maxBuffer: 256 * 1024 * 1024, stdio: ['ignore', 'pipe', 'ignore'] });
+function gitFiles(dir: string): Map<string, InputRule> | null {
+  const r = spawnSync('git', ['ls-files', '-z', '-t', '--cached', '--others', '--exclude-standard'], { cwd: dir, encoding: 'utf8', timeout: 10_000, maxBuffer: 256 * 1024 * 1024, stdio: ['ignore', 'pipe', 'ignore'] });
   if (r.status !== 0) return null;
-  return [...new Set(r.stdout.split('\0').filter(Boolean))].filter((f) => existsSync(join(dir, f)));
+  const files = new Map<string, InputRule>();
+  for (const line of r.stdout.split('\0')) {
+    if (line.length < 3) continue;
+    const path = line.slice(2);
+    if (!files.has(path) && existsSync(join(dir, path))) files.set(path, line[0] === '?' ? 'untracked, not ignored by git' : 'tracked by git');
+  }
+  return files;
 }
 
 function readPackageJson(dir: string): Record<string, unknown> | null {
@@ -89,13 +104,17 @@ export async function computeCacheKey(k: KeyInputs): Promise<KeyExplanation> {
   const outputDirs = (k.exclude ?? []).map((e) => relative(dir, resolve(e)).split(sep).join('/')).filter((e) => e !== '' && !e.startsWith('..'));
   const ignore = [...ALWAYS_EXCLUDED.map((n) => `**/${n}/**`), ...outputDirs.map((e) => `${e}/**`)];
   const inGit = k.inputs?.length ? null : gitFiles(dir);
-  const files = inGit
-    ? inGit.filter((f) => !f.split('/').some((part) => ALWAYS_EXCLUDED.includes(part)) && !outputDirs.some((o) => f === o || f.startsWith(`${o}/`)))
-    : await glob(k.inputs?.length ? k.inputs : ['**/*'], { cwd: dir, dot: true, onlyFiles: true, followSymbolicLinks: false, ignore });
-  const inputs: Array<{ path: string; digest: Digest }> = [];
-  for (const f of files.sort()) inputs.push({ path: f, digest: await digestFile(join(dir, f)) });
+  const picked = new Map<string, InputRule>();
+  if (inGit) {
+    for (const [f, rule] of inGit) if (!f.split('/').some((part) => ALWAYS_EXCLUDED.includes(part)) && !outputDirs.some((o) => f === o || f.startsWith(`${o}/`))) picked.set(f, rule);
+  } else {
+    const rule: InputRule = k.inputs?.length ? 'matches --inputs' : 'every file (not a git work tree)';
+    for (const f of await glob(k.inputs?.length ? k.inputs : ['**/*'], { cwd: dir, dot: true, onlyFiles: true, followSymbolicLinks: false, ignore })) picked.set(f, rule);
+  }
+  const inputs: KeyExplanation['inputs'] = [];
+  for (const f of [...picked.keys()].sort()) inputs.push({ path: f, digest: await digestFile(join(dir, f)), rule: picked.get(f)! });
   const depsDigest = digestOf(canonicalJson(deps));
   const inputsDigest = digestOf(canonicalJson(inputs.map((i) => [i.path, i.digest])));
   const key = computeActionKey(['cli', k.component, version, k.task, canonicalJson(deps), inputsDigest]);
-  return { key, component: k.component, version, task: k.task, deps, depsDigest, inputs, inputsDigest };
+  return { key, component: k.component, version, task: k.task, deps, depsDigest, inputs, inputsDigest, outputs: [...new Set(outputDirs)].sort() };
 }

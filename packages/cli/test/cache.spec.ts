@@ -76,6 +76,43 @@ describe('cascache cache build|get|invalidate|list', () => {
     expect((await get(join(dir, 'elsewhere2'))).code).toBe(ExitCodes.MISS);
   });
 
+  it('in a git work tree, --explain names the rule that picked each input', async () => {
+    const git = (...args: string[]) => execFileSync('git', ['-c', 'user.email=t@cascache.invalid', '-c', 'user.name=t', ...args], { cwd: dir, stdio: 'ignore' });
+    writeFileSync(join(dir, '.gitignore'), 'dist/\nstore/\n');
+    git('init', '-q');
+    git('add', '-A');
+    git('commit', '-qm', 'init');
+    writeFileSync(join(comp, 'src/new.ts'), 'export const b = 2;\n');
+    const r = await build('--explain');
+    expect(r.stderr).toMatch(/[0-9a-f]{64} {2}src\/index\.ts {2}\(tracked by git\)$/m);
+    expect(r.stderr).toMatch(/[0-9a-f]{64} {2}src\/new\.ts {2}\(untracked, not ignored by git\)$/m);
+    expect(r.stderr).not.toContain('dist/index.js');
+    expect(r.stderr).toMatch(/^outputs {4}dist {2}\(never inputs\)$/m);
+  });
+
+  it('outside git, the key does not depend on where outputs were restored or on earlier outputs still on disk', async () => {
+    expect((await build()).code).toBe(0);
+    // ui/dist (the build's --source) is still there: a get into another directory must not count it.
+    const first = await get(join(dir, 'elsewhere'), '--explain');
+    expect(first.code).toBe(0);
+    expect(first.stderr).toMatch(/src\/index\.ts {2}\(every file \(not a git work tree\)\)$/m);
+    expect(first.stderr).not.toContain('dist/index.js');
+    expect(readFileSync(join(dir, 'elsewhere', 'index.js'), 'utf8')).toBe('exports.a = 1;\n'.repeat(500));
+    // A restore inside the component is an output too: a later build and get still agree.
+    expect((await get(join(comp, 'out2'))).code).toBe(0);
+    const again = JSON.parse((await build('--json')).stdout);
+    expect(again.created).toBe(false);
+    expect((await get(join(dir, 'elsewhere3'))).code).toBe(0);
+    // --outputs names an output directory the store has not seen (another machine's restore).
+    mkdirSync(join(comp, 'lib'));
+    writeFileSync(join(comp, 'lib/x.js'), 'generated');
+    expect((await get(join(dir, 'elsewhere4'), '--outputs', join(comp, 'lib'))).code).toBe(0);
+    // Once declared, it stays an output; a real new input still changes the key.
+    expect((await get(join(dir, 'elsewhere5'))).code).toBe(0);
+    writeFileSync(join(comp, 'src/new.ts'), 'export const b = 2;\n');
+    expect((await get(join(dir, 'elsewhere6'))).code).toBe(ExitCodes.MISS);
+  });
+
   it('--explain prints every ingredient with its digest', async () => {
     const r = await build('--explain');
     expect(r.stderr).toMatch(/^key {8}[0-9a-f]{64}$/m);

@@ -7,7 +7,7 @@
  * recorded as a run (`<store>/v1/runs/`) of tool `cascache cache`, for hit rates and last hits.
  */
 import { promises as fsp } from 'node:fs';
-import { join } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { isDigest, recordRun, writeFileAtomic, type LocalStore } from '@cascache/core';
 import { computeCacheKey, type KeyExplanation } from '../cache-key';
@@ -32,6 +32,7 @@ interface KeyFlags extends StoreFlags {
   version?: string;
   dep?: string[];
   inputs?: string[];
+  outputs?: string[];
   explain?: boolean;
 }
 
@@ -41,6 +42,47 @@ function recordsDir(s: LocalStore): string {
 
 async function writeRecord(s: LocalStore, r: EntryRecord): Promise<void> {
   await writeFileAtomic(join(recordsDir(s), `${r.key}.json`), `${JSON.stringify(r)}\n`);
+}
+
+/**
+ * Where a component's outputs were written before, per component, as directories relative to its
+ * `--dir`: `<store>/v1/cli-cache/outputs.json`, `{ "<component>": ["dist", ...] }`. Outside git,
+ * an earlier build's `--source` that is still on disk must not count as an input of a later get
+ * into another `--target` (or the key would depend on where outputs were restored).
+ */
+function outputsFile(s: LocalStore): string {
+  return join(recordsDir(s), 'outputs.json');
+}
+
+async function readOutputs(s: LocalStore): Promise<Record<string, string[]>> {
+  try {
+    const v = JSON.parse(await fsp.readFile(outputsFile(s), 'utf8')) as unknown;
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, string[]>) : {};
+  } catch {
+    return {};
+  }
+}
+
+/** The component's output directories: this command's, `--outputs`, and those recorded before, as absolute paths. */
+async function outputDirs(s: LocalStore, component: string, flags: KeyFlags, own: string): Promise<string[]> {
+  const recorded = (await readOutputs(s))[component];
+  const dir = resolve(flags.dir);
+  return [own, ...(flags.outputs ?? []), ...(Array.isArray(recorded) ? recorded.filter((d) => typeof d === 'string').map((d) => resolve(dir, d)) : [])].map((d) => resolve(d));
+}
+
+/** Remembers the output directories inside the component (best-effort: a lost record only matters outside git). */
+async function recordOutputs(s: LocalStore, component: string, dirs: string[]): Promise<void> {
+  try {
+    const all = await readOutputs(s);
+    const known = new Set(Array.isArray(all[component]) ? all[component] : []);
+    const before = known.size;
+    for (const d of dirs) if (d !== '' && !d.startsWith('..') && !isAbsolute(d)) known.add(d);
+    if (known.size === before) return;
+    all[component] = [...known].sort();
+    await writeFileAtomic(outputsFile(s), `${JSON.stringify(all)}\n`);
+  } catch {
+    /* see above */
+  }
 }
 
 async function readRecords(s: LocalStore): Promise<EntryRecord[]> {
@@ -80,8 +122,9 @@ function keyOptions(cmd: Command): Command {
     .option('--task <name>', 'build target name', 'build')
     .option('--version <version>', 'component version (default: its package.json)')
     .option('--dep <name@version>', 'a dependency version, repeatable (default: package.json dependencies)', (v: string, acc: string[] = []) => [...acc, v])
-    .option('--inputs <glob...>', "input files, relative to --dir (default: every file but outputs, node_modules, .git)")
-    .option('--explain', 'print every ingredient of the key with its digest');
+    .option('--inputs <glob...>', 'input files, relative to --dir (default: what git would commit; outside git, every file but node_modules, .git and the outputs)')
+    .option('--outputs <dir...>', "the component's output directories, never inputs (--source, --target and earlier ones count too)")
+    .option('--explain', 'print every ingredient of the key with its digest, and the rule that picked each input');
 }
 
 function explain(io: Io, e: KeyExplanation): void {
@@ -92,7 +135,8 @@ function explain(io: Io, e: KeyExplanation): void {
     `task       ${e.task}`,
     `deps       ${e.depsDigest}  (${e.deps.length}: ${e.deps.join(', ') || 'none'})`,
     `inputs     ${e.inputsDigest}  (${e.inputs.length} files)`,
-    ...e.inputs.map((i) => `  ${i.digest}  ${i.path}`),
+    ...e.inputs.map((i) => `  ${i.digest}  ${i.path}  (${i.rule})`),
+    `outputs    ${e.outputs.join(', ') || 'none inside the component'}  (never inputs)`,
   ];
   io.stderr.write(`${lines.join('\n')}\n`);
 }
@@ -105,8 +149,9 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
     .option('--target <name>', 'alias of --task')
     .action(async (component: string, flags: KeyFlags & { source: string; target?: string }) => {
       const s = await openCliStore(flags, io);
-      const e = await computeCacheKey({ component, dir: flags.dir, task: flags.target ?? flags.task, version: flags.version, deps: flags.dep, inputs: flags.inputs, exclude: [flags.source] });
+      const e = await computeCacheKey({ component, dir: flags.dir, task: flags.target ?? flags.task, version: flags.version, deps: flags.dep, inputs: flags.inputs, exclude: await outputDirs(s, component, flags, flags.source) });
       if (flags.explain) explain(io, e);
+      await recordOutputs(s, component, e.outputs);
       const r = await ingestWithProgress(io, flags, s, flags.source, `storing ${component}`);
       const put = await s.actionCache.put(NAMESPACE, e.key, { manifest: r.digest, size: r.logicalBytes, writer: 'cascache-cli' });
       await writeRecord(s, { key: e.key, component, version: e.version, task: e.task, size: r.logicalBytes, created: put.entry.created });
@@ -128,7 +173,7 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
     .action(async (component: string, flags: KeyFlags & { target: string; force?: boolean }) => {
       const startTime = Date.now();
       const s = await openCliStore(flags, io);
-      const e = await computeCacheKey({ component, dir: flags.dir, task: flags.task, version: flags.version, deps: flags.dep, inputs: flags.inputs, exclude: [flags.target] });
+      const e = await computeCacheKey({ component, dir: flags.dir, task: flags.task, version: flags.version, deps: flags.dep, inputs: flags.inputs, exclude: await outputDirs(s, component, flags, flags.target) });
       if (flags.explain) explain(io, e);
       const hit = s.layered ? await s.layered.lookup(NAMESPACE, e.key) : await s.actionCache.get(NAMESPACE, e.key);
       await recordLookup(s, component, e.key, hit !== null, startTime);
@@ -139,6 +184,7 @@ export function registerCache(program: Command, io: Io, setExitCode: (code: numb
         return;
       }
       await restoreBeside(s, hit.entry.manifest, flags.target, flags.force === true);
+      await recordOutputs(s, component, e.outputs);
       if (flags.json) io.stdout.write(`${JSON.stringify({ key: e.key, hit: true, target: flags.target, size: hit.entry.size })}\n`);
       else io.stderr.write(`cascache: restored ${component} ${e.version} (${e.task}) into ${flags.target}, ${formatBytes(hit.entry.size)}\n`);
     });
