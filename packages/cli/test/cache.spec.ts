@@ -25,6 +25,14 @@ describe('cascache cache build|get|invalidate|list', () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   const build = (...extra: string[]) => cli('cache', 'build', 'ui', '--dir', comp, '--source', join(comp, 'dist'), '--store-dir', s, ...extra);
+  /** Makes `dir` a git work tree with everything committed and dist/ (the output) ignored. */
+  const commitAll = () => {
+    const git = (...args: string[]) => execFileSync('git', ['-c', 'user.email=t@cascache.invalid', '-c', 'user.name=t', ...args], { cwd: dir, stdio: 'ignore' });
+    writeFileSync(join(dir, '.gitignore'), 'dist/\nstore/\n');
+    git('init', '-q');
+    git('add', '-A');
+    git('commit', '-qm', 'init');
+  };
   const get = (target: string, ...extra: string[]) => cli('cache', 'get', 'ui', '--dir', comp, '--target', target, '--store-dir', s, ...extra);
 
   it('keys on version, task, dependencies and input files, not on outputs or node_modules', async () => {
@@ -61,11 +69,7 @@ describe('cascache cache build|get|invalidate|list', () => {
   });
 
   it('in a git work tree, keys on what git would commit: an ignored output counts nowhere, wherever it is restored', async () => {
-    const git = (...args: string[]) => execFileSync('git', ['-c', 'user.email=t@cascache.invalid', '-c', 'user.name=t', ...args], { cwd: dir, stdio: 'ignore' });
-    writeFileSync(join(dir, '.gitignore'), 'dist/\nstore/\n');
-    git('init', '-q');
-    git('add', '-A');
-    git('commit', '-qm', 'init');
+    commitAll();
     expect((await build()).code).toBe(0);
     // ui/dist is still there (ignored): a restore elsewhere has the same key, so it hits.
     const elsewhere = join(dir, 'elsewhere');
@@ -77,11 +81,7 @@ describe('cascache cache build|get|invalidate|list', () => {
   });
 
   it('in a git work tree, --explain names the rule that picked each input', async () => {
-    const git = (...args: string[]) => execFileSync('git', ['-c', 'user.email=t@cascache.invalid', '-c', 'user.name=t', ...args], { cwd: dir, stdio: 'ignore' });
-    writeFileSync(join(dir, '.gitignore'), 'dist/\nstore/\n');
-    git('init', '-q');
-    git('add', '-A');
-    git('commit', '-qm', 'init');
+    commitAll();
     writeFileSync(join(comp, 'src/new.ts'), 'export const b = 2;\n');
     const r = await build('--explain');
     expect(r.stderr).toMatch(/[0-9a-f]{64} {2}src\/index\.ts {2}\(tracked by git\)$/m);
