@@ -1,4 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureAgent, postTasksExecution, preTasksExecution, summaryLine, uploadLine } from '../src';
@@ -100,6 +102,76 @@ describe('plugin hooks with a real agent', () => {
     pids.add(third.pid);
     await exited(second.pid);
     expect([alive(second.pid), alive(third.pid)]).toEqual([false, true]);
+  });
+
+  it('a worker killed mid-upload costs Nx a not-stored answer, not a failed request, and a new worker serves the next ones', async () => {
+    const storeDir = join(workspace, 'store-front');
+    const agent = await ensureAgent({ storeDir });
+    pids.add(agent.pid);
+    const auth = { authorization: `Bearer ${agent.token}` };
+    const front = async (): Promise<{ pid: number; workerPid: number | null; restarts: number }> => (await fetch(`http://127.0.0.1:${agent.port}/_cascache/front`, { headers: auth })).json();
+    const first = await front();
+    expect(first).toMatchObject({ pid: agent.pid, restarts: 0 });
+    // A PUT whose body is half sent when the worker is killed (-9).
+    const body = execFileSync('tar', ['-cz', '-C', join(__dirname, '..'), 'src']);
+    const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: agent.port, method: 'PUT', path: '/v1/cache/1234567', headers: { ...auth, 'content-length': String(body.length) } }, (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode!, body: text }));
+      });
+      req.on('error', reject);
+      req.write(body.subarray(0, body.length >> 1), () => {
+        process.kill(first.workerPid!, 'SIGKILL');
+        void exited(first.workerPid!).then(() => req.end(body.subarray(body.length >> 1)));
+      });
+    });
+    expect(await answer).toEqual({ status: 200, body: '{"stored":false}' });
+    // Lookups are misses until a new worker listens; then it answers again.
+    let now = await front();
+    for (const end = Date.now() + 10_000; (now.workerPid === null || now.workerPid === first.workerPid) && Date.now() < end; ) now = await front();
+    expect(now).toMatchObject({ pid: agent.pid, restarts: 1 });
+    expect((await fetch(`http://127.0.0.1:${agent.port}/healthz`, { headers: auth })).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${agent.port}/v1/cache/1234567`, { headers: auth })).status).toBe(404);
+    // Stopping the agent stops both processes.
+    process.kill(agent.pid, 'SIGTERM');
+    await exited(agent.pid);
+    await exited(now.workerPid!);
+    expect([alive(agent.pid), alive(now.workerPid!)]).toEqual([false, false]);
+  });
+
+  it('restarts a dying worker at most 5 times a minute, then answers every request as a miss, and still ends with its store', async () => {
+    const storeDir = join(workspace, 'store-cap');
+    // Every worker kills itself (-9) with the body of each PUT on disk, before answering it.
+    const agent = await ensureAgent({ storeDir, env: { ...process.env, CASCACHE_CRASH_AT: 'spooled' } });
+    pids.add(agent.pid);
+    const base = `http://127.0.0.1:${agent.port}`;
+    const auth = { authorization: `Bearer ${agent.token}` };
+    const front = async (): Promise<{ workerPid: number | null; restarts: number }> => (await fetch(`${base}/_cascache/front`, { headers: auth })).json();
+    const body = execFileSync('tar', ['-cz', '-C', join(__dirname, '..'), 'src']);
+    const answers: string[] = [];
+    let killed: number | null = null;
+    for (let i = 0; i < 6; i++) {
+      // Wait for a new worker to listen (the first, or the one the front started after the last kill).
+      let f = await front();
+      for (const end = Date.now() + 10_000; (f.workerPid === null || f.workerPid === killed) && Date.now() < end; ) f = await front();
+      killed = f.workerPid;
+      const put = await fetch(`${base}/v1/cache/${1000 + i}`, { method: 'PUT', headers: { ...auth, 'content-length': String(body.length) }, body });
+      answers.push(`${put.status} ${await put.text()}`);
+    }
+    expect(answers).toEqual(Array(6).fill('200 {"stored":false}'));
+    // Five restarts, then the sixth death leaves no worker until the minute is over.
+    const after = await front();
+    expect(after).toEqual({ pid: agent.pid, workerPid: null, restarts: 5 });
+    expect((await fetch(`${base}/v1/cache/1000`, { headers: auth })).status).toBe(404);
+    // Its health says so (a run probing it waits instead of starting a second agent).
+    const health = await fetch(`${base}/healthz`, { headers: auth });
+    expect([health.status, await health.text()]).toEqual([503, '{"status":"restarting"}']);
+    expect(readFileSync(join(storeDir, 'agent.log'), 'utf8')).toContain('died 5 times within 60 s');
+    // A front with no worker still ends with its store.
+    rmSync(storeDir, { recursive: true, force: true, maxRetries: 5 });
+    await exited(agent.pid);
+    expect(alive(agent.pid)).toBe(false);
   });
 
   it("leaves a user's own server alone", async () => {

@@ -86,17 +86,27 @@ export function agentConfig(options: EnsureAgentOptions): string {
 const STALE_LOCK_MS = 30_000;
 
 /** GET /healthz with the token; true only for our own live agent. */
-export function probe(info: Pick<AgentInfo, 'port' | 'token'>, timeoutMs = 1000): Promise<boolean> {
+export async function probe(info: Pick<AgentInfo, 'port' | 'token'>, timeoutMs = 1000): Promise<boolean> {
+  return (await probeState(info, timeoutMs)) === 'ok';
+}
+
+/**
+ * GET /healthz with the token: `ok` for our own live agent, `restarting` for our agent's front
+ * between two workers (503 `{"status":"restarting"}`, agent-front.ts), `down` for anything else.
+ */
+export function probeState(info: Pick<AgentInfo, 'port' | 'token'>, timeoutMs = 1000): Promise<'ok' | 'restarting' | 'down'> {
   return new Promise((resolvePromise) => {
     const req = request(
       { host: '127.0.0.1', port: info.port, path: '/healthz', headers: { authorization: `Bearer ${info.token}` }, timeout: timeoutMs },
       (res) => {
-        res.resume();
-        resolvePromise(res.statusCode === 200);
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d.slice(0, 200)));
+        res.on('end', () => resolvePromise(res.statusCode === 200 ? 'ok' : res.statusCode === 503 && body.includes('"restarting"') ? 'restarting' : 'down'));
       },
     );
     req.on('timeout', () => req.destroy());
-    req.on('error', () => resolvePromise(false));
+    req.on('error', () => resolvePromise('down'));
     req.end();
   });
 }
@@ -138,9 +148,15 @@ export async function ensureAgent(options: EnsureAgentOptions): Promise<AgentInf
   const deadline = Date.now() + (options.startTimeoutMs ?? 15_000);
   const config = agentConfig(options);
   const existing = readInfo(storeDir);
-  if (existing && (await probe(existing))) {
-    if ((existing.config ?? agentConfig({ storeDir })) === config) return existing;
-    stopAgent(existing); // started with other settings (tiers changed in nx.json): replace it
+  let state = existing ? await probeState(existing) : 'down';
+  // Our agent's front between two workers: wait for the new one rather than start a second agent.
+  while (existing && state === 'restarting' && Date.now() < deadline - 5000) {
+    await new Promise((r) => setTimeout(r, 50));
+    state = await probeState(existing);
+  }
+  if (existing && state !== 'down') {
+    if (state === 'ok' && (existing.config ?? agentConfig({ storeDir })) === config) return existing;
+    stopAgent(existing); // started with other settings (tiers changed in nx.json), or stuck between workers: replace it
   }
 
   mkdirSync(storeDir, { recursive: true });

@@ -22,108 +22,45 @@
  * - `CASCACHE_NAMESPACE` (optional): the namespace Nx entries are written to (default `default`).
  * - `CASCACHE_CRASH_AT` (fault suite only): kill -9 itself at this point of every upload
  *   (`ingested`, `entry-written`; see artifacts.ts).
+ * - `CASCACHE_AGENT_FRONT=0` (optional): run without the front process (see below).
  * - `CASCACHE_READ_NAMESPACES` (optional): namespaces Nx lookups read, in order, e.g. `main,pr-123`
  *   (default: the write namespace; it is read last when not listed).
  *
  * Exits when its store directory is deleted or replaced (checked every second).
  *
- * Listens on 127.0.0.1 on a free port and prints one JSON line `{"port","pid"}` on stdout when
- * ready; logs (pino) go to stderr, which the plugin points at `<store>/agent.log`.
+ * Two processes: this one is the front (agent-front.ts), which owns the port and passes requests to
+ * a worker it forks (agent-worker.ts, `CASCACHE_AGENT_ROLE=worker`) and restarts when it dies, so a
+ * worker killed mid-run costs Nx misses, not a failed run. The front listens on 127.0.0.1 on a free
+ * port and prints one JSON line `{"port","pid"}` (its own pid) on stdout once the worker is ready;
+ * logs (pino's JSON lines, from both) go to stderr, which the plugin points at `<store>/agent.log`.
  */
-import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { isCascacheError, LAYOUT_VERSION, parseByteSize, parseNamespaceList, parseTierConfigs, parseTrustedKeys, Trust, withDefaultToken } from '@cascache/core';
-import { parseCrashPoint } from './artifacts';
-import { listen } from './listen';
+import { startFront } from './agent-front';
 
-/** How often the agent checks that its store directory is still the one it opened, ms. */
-const STORE_CHECK_MS = 1000;
-
-async function main(): Promise<void> {
+// `CASCACHE_AGENT_FRONT=0`: no front, the worker alone on the port (one process less, and no
+// restart when it dies; bench/agent-front.mjs and bench/nx.mjs measure the difference).
+if (process.env.CASCACHE_AGENT_ROLE === 'worker' || process.env.CASCACHE_AGENT_FRONT === '0') {
+  // Loaded only here: the front never loads the store, the tiers or the HTTP framework.
+  const worker = require('./agent-worker') as typeof import('./agent-worker');
+  worker.runWorker().catch(worker.failStart);
+} else {
   const token = process.env.CASCACHE_AGENT_TOKEN;
-  const storeDir = process.env.CASCACHE_DIR;
-  if (!token || !storeDir) {
+  if (!token || !process.env.CASCACHE_DIR) {
     process.stderr.write('cascache agent: CASCACHE_AGENT_TOKEN and CASCACHE_DIR are required\n');
     process.exit(2);
   }
-  // The AWS SDK warns on stderr about Node 20 once per process; the agent log is not the place.
-  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const tiers = withDefaultToken(parseTierConfigs(process.env.CASCACHE_TIERS ? JSON.parse(process.env.CASCACHE_TIERS) : [], 'CASCACHE_TIERS'), process.env.CASCACHE_REMOTE_TOKEN);
-  const secret = process.env.CASCACHE_SECRET ? Buffer.from(process.env.CASCACHE_SECRET, 'utf8') : null;
-  const trust = new Trust({
-    secret,
-    signingKey: process.env.CASCACHE_SIGNING_KEY || null,
-    trustedKeys: process.env.CASCACHE_TRUSTED_KEYS ? parseTrustedKeys(process.env.CASCACHE_TRUSTED_KEYS, 'CASCACHE_TRUSTED_KEYS') : {},
-  });
-  const namespace = process.env.CASCACHE_NAMESPACE ? parseNamespaceList(process.env.CASCACHE_NAMESPACE, 'CASCACHE_NAMESPACE')[0]! : 'default';
-  const read = process.env.CASCACHE_READ_NAMESPACES ? parseNamespaceList(process.env.CASCACHE_READ_NAMESPACES, 'CASCACHE_READ_NAMESPACES') : [];
-  const readNamespaces = read.includes(namespace) ? read : [...read, namespace];
+  const log = (level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}): void => {
+    process.stderr.write(`${JSON.stringify({ level: { info: 30, warn: 40, error: 50 }[level], time: Date.now(), pid: process.pid, name: 'front', ...fields, msg })}\n`);
+  };
   const idleMs = Number(process.env.CASCACHE_AGENT_IDLE_MS ?? 30 * 60 * 1000);
-  let timer: NodeJS.Timeout | undefined;
-  let shuttingDown = false;
-  const shutdown = (why: string): void => {
-    if (shuttingDown) return;
-    shuttingDown = true;
-    server.log.info({ why }, 'agent stopping');
-    server.close().finally(() => process.exit(0));
-  };
-  const touch = (): void => {
-    if (timer) clearTimeout(timer);
-    timer = setTimeout(() => shutdown('idle'), idleMs);
-    timer.unref();
-  };
-  const { server, port } = await listen({
-    storeDir,
-    host: '127.0.0.1',
-    port: 0,
-    tokens: { readWrite: [token], readOnly: process.env.CASCACHE_AGENT_RO_TOKEN ? [process.env.CASCACHE_AGENT_RO_TOKEN] : [] },
-    secret,
-    trust,
-    namespace,
-    readNamespaces,
-    writer: 'nx-agent',
-    // Loopback: compressing a body that never leaves the machine only costs time (level 0 is a
-    // valid gzip stream of stored blocks, which Nx's client inflates like any other).
-    gzipLevel: 0,
-    // Nx starts a task's dependents only after its PUT is answered: answer once the body is on disk.
-    deferIngest: true,
-    // The newest bodies Nx sent, served back as files (a clone on a shared store, nx reset).
-    hotBodiesBytes: process.env.CASCACHE_HOT_BODIES ? parseByteSize(process.env.CASCACHE_HOT_BODIES) : 256 * 1024 ** 2,
-    logger: { level: process.env.CASCACHE_LOG_LEVEL ?? 'info', stream: process.stderr },
-    onRequest: touch,
-    maxSizeBytes: process.env.CASCACHE_MAX_SIZE ? parseByteSize(process.env.CASCACHE_MAX_SIZE) : undefined,
-    tiers,
-    syncUploads: process.env.CASCACHE_SYNC_UPLOADS === '1',
-    crashAt: parseCrashPoint(process.env.CASCACHE_CRASH_AT, 'CASCACHE_CRASH_AT'),
-  });
-  touch();
-  // A store deleted or replaced under the agent (`rm -rf .cascache`, a CI cache restore) is not its
-  // store any more: the plugin starts a new agent for the new one, and this one must not write into
-  // it. It exits at once, dropping what it has not stored yet (that belonged to the deleted store).
-  const descriptor = join(storeDir, LAYOUT_VERSION, 'store.json');
-  const inode = statSync(descriptor).ino;
-  const watch = setInterval(() => {
-    let now: number | null = null;
-    try {
-      now = statSync(descriptor).ino;
-    } catch {
-      /* gone */
-    }
-    if (now === inode) return;
-    clearInterval(watch);
-    server.log.warn({ storeDir }, now === null ? 'agent stopping: its store directory was deleted' : 'agent stopping: its store directory was replaced');
-    process.exit(0);
-  }, STORE_CHECK_MS);
-  watch.unref();
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
-  process.stdout.write(`${JSON.stringify({ port, pid: process.pid })}\n`);
+  startFront({ workerScript: join(__dirname, 'agent-main.js'), env: process.env, token, log, idleMs }).then(
+    (front) => {
+      process.on('SIGTERM', () => front.stop());
+      process.on('SIGINT', () => front.stop());
+      void front.done.then((code) => process.exit(code));
+      process.stdout.write(`${JSON.stringify({ port: front.port, pid: process.pid })}\n`);
+    },
+    // The worker has written its reason to the log already (one line); exit as it did.
+    (err: Error & { exitCode?: number }) => process.exit(err.exitCode || 1),
+  );
 }
-
-main().catch((err: unknown) => {
-  // The first line is the reason, which whoever started the agent shows its user (agent-control.ts);
-  // a stack follows only for what is not a known error (a bug).
-  const known = isCascacheError(err);
-  process.stderr.write(`cascache agent: ${known ? `${err.message} (${err.code})` : ((err as Error)?.stack ?? String(err))}\n`);
-  process.exit(1);
-});

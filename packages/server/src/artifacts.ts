@@ -39,10 +39,11 @@ import { ByteCounter, type UploadLimits } from './upload-guard';
 
 /**
  * Named points of an upload where the fault suite kills the process (`CASCACHE_CRASH_AT` at the
- * edges): `ingested`: every chunk and the manifest written, no entry yet; `entry-written`: the entry
- * written, the upload neither journaled for remote tiers nor answered.
+ * edges): `spooled`: the body on disk, not answered yet (deferred ingest, the agent only: the kill
+ * lands while the client waits); `ingested`: every chunk and the manifest written, no entry yet;
+ * `entry-written`: the entry written, the upload neither journaled for remote tiers nor answered.
  */
-export const CRASH_POINTS = ['ingested', 'entry-written'] as const;
+export const CRASH_POINTS = ['spooled', 'ingested', 'entry-written'] as const;
 export type CrashPoint = (typeof CRASH_POINTS)[number];
 
 /**
@@ -331,6 +332,7 @@ export class ArtifactService {
       rmSync(file, { force: true });
       throw isCascacheError(err) ? err : new CascacheError(ErrorCodes.IO, `spooling the upload failed: ${(err as Error).message}`, { cause: err });
     }
+    this.o.atPoint?.('spooled');
     if (this.pending.has(ref.bodyId)) {
       rmSync(file, { force: true });
       return false;

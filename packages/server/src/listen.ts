@@ -19,6 +19,11 @@ export interface ListenOptions {
   host: string;
   /** 0 picks a free port. */
   port: number;
+  /**
+   * Listen on this Unix domain socket (a named pipe on Windows) instead of `host:port`: the agent's
+   * worker, which only its front talks to. `url` is then `http://unix:<path>` and `port` 0.
+   */
+  socketPath?: string;
   tokens?: TokenConfig;
   /** Action-cache signing secret (>= 32 bytes) or null for an unsigned local store. */
   secret: Uint8Array | null;
@@ -182,10 +187,11 @@ export async function listen(options: ListenOptions): Promise<Listening> {
     await layered?.close();
     store.close(); // the index's queued updates, last
   });
-  await server.listen({ host: options.host, port: options.port });
+  await server.listen(options.socketPath ? { path: options.socketPath } : { host: options.host, port: options.port });
   // Load cloud SDKs and open connections now, while the client is still hashing its tasks.
   for (const t of tiers) setImmediate(() => void t.warm());
   setImmediate(() => metrics.warm());
+  if (options.socketPath) return { server, store, url: `http://unix:${options.socketPath}`, port: 0, evictor, layered };
   const { port } = server.server.address() as AddressInfo;
   const host = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;
   return { server, store, url: `http://${host}:${port}`, port, evictor, layered };
