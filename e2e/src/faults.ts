@@ -18,7 +18,8 @@
  *   hash is a miss or whole, and `verify` finds nothing wrong.
  * - `store`: real nx runs with the agent's store directory deleted under it: the next run builds,
  *   the one after hits again, and the old agent does not linger.
- * - `agent` (only when named): real nx runs whose agent kills itself at a named point of an upload.
+ * - `agent`: real nx runs whose agent worker kills itself at a named point of every upload (one
+ *   while Nx waits for the answer, two after it); its front answers and starts new workers.
  *   Today the run fails: Nx's client fails a run on a refused connection (docs/reliability.md).
  * - `readonly`: real nx runs with the store on a read-only bind mount (`unshare -rm`): every run
  *   builds, with the outputs of a build without cache.
@@ -69,7 +70,7 @@ export interface FaultRow {
 export interface FaultOptions {
   /** Fewer rounds (the version `npm test` runs). */
   short: boolean;
-  /** Run only these scenarios (`hostile`, `kill`, `points`, `agent`, `store`, `readonly`, `load`, `remote`); default all but `agent`. */
+  /** Run only these scenarios (`hostile`, `kill`, `points`, `agent`, `store`, `readonly`, `load`, `remote`); default all. */
   only?: string[];
   log?: (line: string) => void;
 }
@@ -725,20 +726,34 @@ async function storeDeleted(o: FaultOptions): Promise<FaultRow> {
 // ---------------------------------------------------------------------------------------------
 // Scenario: the Nx agent killed at named points of an upload
 
+/** What the agent's front says about its workers (`GET /_cascache/front`), or null when nothing answers. */
+async function frontStatus(storeDir: string): Promise<{ pid: number; workerPid: number | null; restarts: number } | null> {
+  try {
+    const { port, token } = JSON.parse(readFileSync(join(storeDir, 'agent.json'), 'utf8')) as { port: number; token: string };
+    const r = await fetch(`http://127.0.0.1:${port}/_cascache/front`, { headers: { authorization: `Bearer ${token}` } });
+    return r.ok ? ((await r.json()) as { pid: number; workerPid: number | null; restarts: number }) : null;
+  } catch {
+    return null;
+  }
+}
+
 /**
- * Real nx runs whose agent kills itself (`CASCACHE_CRASH_AT`, inherited from the run's environment)
- * at a named point of the first upload it stores: after the chunks and manifest, before the entry;
- * or after the entry. The run must build; the next run (a new agent) must restore or rebuild to
- * outputs identical to a clean build, and `verify` must find nothing wrong with the store.
+ * Real nx runs whose agent worker kills itself (`CASCACHE_CRASH_AT`, inherited from the run's
+ * environment, so every new worker does it again) at a named point of every upload: with the body
+ * on disk while Nx waits for the answer; after the chunks and manifest, before the entry; or after
+ * the entry. The front answers what the worker cannot and starts new ones. The run must build;
+ * the next run must restore or rebuild to outputs identical to a clean build, and `verify` must
+ * find nothing wrong with the store.
  */
 async function agentKills(o: FaultOptions): Promise<FaultRow> {
   const row: FaultRow = { scenario: 'Nx agent killed at named points of an upload: real nx runs', attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0, worstMs: 0 };
-  await withNxWorkspace('cascache-faults-agent-', ({ ws, dir, storeDir, env }) => {
+  await withNxWorkspace('cascache-faults-agent-', async ({ ws, dir, storeDir, env }) => {
     ws.nx(['run-many', '-t', 'build', '--skip-nx-cache'], env);
     const clean = JSON.stringify(snapshotOutputs(dir));
     const rounds = o.short ? 1 : 3;
+    const restarts: number[] = [];
     for (let round = 0; round < rounds; round++) {
-      for (const point of ['ingested', 'entry-written']) {
+      for (const point of ['spooled', 'ingested', 'entry-written']) {
         row.attempts++;
         stopAgent(storeDir);
         rmSync(storeDir, { recursive: true, force: true, maxRetries: 10 });
@@ -749,6 +764,9 @@ async function agentKills(o: FaultOptions): Promise<FaultRow> {
         try {
           const killed = ws.nx(['run-many', '-t', 'build'], { ...env, CASCACHE_CRASH_AT: point });
           if (JSON.stringify(snapshotOutputs(dir)) !== clean) problems.push('outputs of the run whose agent was killed differ');
+          const front = await frontStatus(storeDir);
+          if (front === null) problems.push('the agent front did not answer after the run');
+          else restarts.push(front.restarts);
           ws.nx(['reset'], env);
           removeOutputs(dir);
           const after = ws.nx(['run-many', '-t', 'build'], env); // a new agent
@@ -766,7 +784,7 @@ async function agentKills(o: FaultOptions): Promise<FaultRow> {
         row.worstMs = Math.max(row.worstMs!, Date.now() - t0);
       }
     }
-    row.notes = `points: ingested, entry-written; ${rounds} round(s) each`;
+    row.notes = `points: spooled, ingested, entry-written; ${rounds} round(s) each; worker restarts per run: ${restarts.join(', ')}`;
   });
   return row;
 }
@@ -846,10 +864,8 @@ async function readOnlyStore(o: FaultOptions): Promise<FaultRow> {
 export async function runFaults(o: FaultOptions): Promise<FaultRow[]> {
   const rows: FaultRow[] = [];
   const wanted = (name: string) => !o.only || o.only.includes(name);
-  // `agent` runs only when named: it reproduces a known failure (Nx fails a run whose agent dies
-  // mid-run, on the refused connection; docs/reliability.md), kept for the fix that removes it.
   for (const [name, scenario] of [['hostile', hostile], ['kill', killMidUpload], ['points', killAtPoints], ['agent', agentKills], ['store', storeDeleted], ['readonly', readOnlyStore]] as const) {
-    if (name === 'agent' ? !o.only?.includes(name) : !wanted(name)) continue;
+    if (!wanted(name)) continue;
     const row = await scenario(o);
     o.log?.(`${row.scenario}: ${row.handled}/${row.attempts} handled, ${row.wrong} wrong, ${row.crashes} crashes`);
     rows.push(row);

@@ -12,7 +12,7 @@ describe('fault suite, short version', () => {
     const log: string[] = [];
     const rows = await runFaults({ short: true, log: (l) => log.push(l) });
     const table = faultTable(rows);
-    expect(rows.map((r) => r.scenario)).toHaveLength(18);
+    expect(rows.map((r) => r.scenario)).toHaveLength(19);
     for (const r of rows) {
       // Each row on its own, so a failure names the scenario (and the log says what happened).
       expect({ scenario: r.scenario, wrong: r.wrong, crashes: r.crashes, buildsFailed: r.buildsFailed, handled: r.handled, log: r.handled === r.attempts ? '' : log.join('\n') }).toEqual({
