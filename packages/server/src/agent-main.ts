@@ -23,6 +23,7 @@
  * - `CASCACHE_CRASH_AT` (fault suite only): kill -9 itself at this point of every upload
  *   (`ingested`, `entry-written`; see artifacts.ts).
  * - `CASCACHE_AGENT_FRONT=0` (optional): run without the front process (see below).
+ * - `CASCACHE_AGENT_ROLE=worker`, `CASCACHE_AGENT_SOCKET` (set by the front for its workers).
  * - `CASCACHE_READ_NAMESPACES` (optional): namespaces Nx lookups read, in order, e.g. `main,pr-123`
  *   (default: the write namespace; it is read last when not listed).
  *

@@ -11,7 +11,10 @@ import { listen } from './listen';
 /** How often the agent checks that its store directory is still the one it opened, ms. */
 const STORE_CHECK_MS = 1000;
 
-/** Runs the agent proper: opens the store, listens on a free loopback port, reports it to the front. */
+/**
+ * Runs the agent proper: opens the store, listens on the Unix socket the front named
+ * (`CASCACHE_AGENT_SOCKET`; a free loopback port when run without a front) and reports it.
+ */
 export async function runWorker(): Promise<void> {
   const token = process.env.CASCACHE_AGENT_TOKEN;
   const storeDir = process.env.CASCACHE_DIR;
