@@ -12,7 +12,8 @@
  * with remote tiers it first waits (bounded by `ciUploadWaitMs`) for the agent's upload journal to
  * drain, so the job does not end with uploads pending, and reports bytes uploaded and what dedup saved.
  */
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { agentConfig, callAgent, ensureAgent, isCi, setAsideLine, unservableLine, uploadLine, type AgentInfo, type EnsureAgentOptions, type FlushReport } from './agent';
 import { defaultBranch, gitState, type GitState } from '@cascache/core/git';
@@ -84,6 +85,35 @@ function agentSettings(options: CascacheNxOptions | undefined, workspaceRoot: st
 }
 
 /** An agent start begun during the graph phase, by its settings' fingerprint, with when (ms). */
+/**
+ * The Nx majors this plugin is tested on (e2e/test/nx-add.spec.ts runs `nx add` on each: 22-24 in
+ * `npm test`, 21 too in `npm run test:nx-matrix`), as its peer range `nx >=21 <25` says. Older
+ * majors get one line and Nx's own cache; newer ones are tried, with a note.
+ */
+export const SUPPORTED_NX_MAJORS = { oldest: 21, newest: 24 } as const;
+
+/**
+ * The workspace's Nx version (from its `nx/package.json`), and whether the plugin runs on it: null
+ * when it does, else the one line that says why not. An unreadable version counts as supported.
+ */
+export function nxVersionCheck(workspaceRoot: string): { version?: string; refusal: string | null; note: string | null } {
+  let version: string | undefined;
+  try {
+    // Read, not require()d: a long-lived plugin worker (the daemon's) must see an upgrade.
+    const file = createRequire(join(workspaceRoot, 'package.json')).resolve('nx/package.json');
+    version = (JSON.parse(readFileSync(file, 'utf8')) as { version?: unknown }).version as string | undefined;
+  } catch {
+    return { refusal: null, note: null };
+  }
+  const major = Number.parseInt(String(version), 10);
+  const { oldest, newest } = SUPPORTED_NX_MAJORS;
+  if (!Number.isFinite(major)) return { version, refusal: null, note: null };
+  if (major < oldest) {
+    return { version, refusal: `cascache: Nx ${version} is older than this plugin supports (Nx ${oldest} to ${newest}); this run uses Nx's own cache. Upgrade Nx, or remove @cascache/nx from nx.json's plugins.`, note: null };
+  }
+  return { version, refusal: null, note: major > newest ? `cascache: Nx ${version} is newer than the versions this plugin is tested on (Nx ${oldest} to ${newest}); report what breaks.` : null };
+}
+
 let early: { config: string; agent: Promise<AgentInfo>; at: number } | undefined;
 /** An early start older than this is not trusted (the daemon keeps workers between runs): probe again. */
 const EARLY_FRESH_MS = 60_000;
@@ -96,6 +126,7 @@ const EARLY_FRESH_MS = 60_000;
 export function startAgentEarly(given: CascacheNxOptions | undefined, workspaceRoot: string): void {
   const { options } = checkOptions(given);
   try {
+    if (nxVersionCheck(workspaceRoot).refusal) return;
     const settings = agentSettings(options, workspaceRoot);
     if (!settings || early) return;
     const agent = ensureAgent(settings.ensure);
@@ -110,6 +141,12 @@ export async function preTasksExecution(given: CascacheNxOptions | undefined, co
   // Said here, once per run; the other hooks use the same checked options without repeating it.
   const { options, problems } = checkOptions(given);
   for (const p of problems) console.warn(`cascache: nx.json, plugin @cascache/nx: ${p}`);
+  const nx = nxVersionCheck(context.workspaceRoot);
+  if (nx.refusal && !(options?.disabled || process.env.CASCACHE_DISABLE === '1')) {
+    console.warn(nx.refusal);
+    return;
+  }
+  if (nx.note) console.warn(nx.note);
   const settings = agentSettings(options, context.workspaceRoot);
   if (!settings) return;
   const { storeDir, secretEnv } = settings;

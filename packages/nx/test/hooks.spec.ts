@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -181,6 +181,32 @@ describe('plugin hooks with a real agent', () => {
     expect(process.env[SERVER]).toBe('https://cache.example.internal');
     expect(process.env[TOKEN]).toBe('theirs');
     expect(() => readFileSync(join(workspace, '.cascache', 'agent.json'))).toThrow();
+  });
+
+  it('on an Nx older than it supports, says so in one line and leaves Nx on its own cache; a newer one is tried with a note', async () => {
+    const nxPackage = (version: string): void => {
+      mkdirSync(join(workspace, 'node_modules', 'nx'), { recursive: true });
+      writeFileSync(join(workspace, 'node_modules', 'nx', 'package.json'), JSON.stringify({ name: 'nx', version }));
+    };
+    nxPackage('20.8.2');
+    const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    const log = jest.spyOn(console, 'log').mockImplementation(() => undefined);
+    await preTasksExecution({}, { workspaceRoot: workspace });
+    await postTasksExecution({}, { workspaceRoot: workspace, taskResults: { 'a:build': { task: { id: 'a:build', hash: '1' }, status: 'success' } } });
+    expect(warn.mock.calls.map((c) => String(c[0]))).toEqual([
+      "cascache: Nx 20.8.2 is older than this plugin supports (Nx 21 to 24); this run uses Nx's own cache. Upgrade Nx, or remove @cascache/nx from nx.json's plugins.",
+    ]);
+    expect(log).not.toHaveBeenCalled();
+    expect(process.env[SERVER]).toBeUndefined();
+    expect(existsSync(join(workspace, '.cascache'))).toBe(false);
+
+    warn.mockClear();
+    nxPackage('25.0.0');
+    await preTasksExecution({}, { workspaceRoot: workspace });
+    expect(warn.mock.calls.map((c) => String(c[0]))).toEqual(['cascache: Nx 25.0.0 is newer than the versions this plugin is tested on (Nx 21 to 24); report what breaks.']);
+    expect(process.env[SERVER]).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    warn.mockRestore();
+    log.mockRestore();
   });
 
   it('warns once and leaves Nx on its local cache when the agent cannot start', async () => {

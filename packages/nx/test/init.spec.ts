@@ -1,6 +1,10 @@
-import { logger, readNxJson, type Tree } from '@nx/devkit';
 import { createTreeWithEmptyWorkspace } from 'nx/src/devkit-testing-exports';
-import { initGenerator } from '../src/generators/init/generator';
+import { initGenerator, type Tree } from '../src/generators/init/generator';
+
+/** nx.json as the generator left it (the real Nx Tree; no devkit helper, as the generator has none). */
+function readNxJson(tree: Tree): { plugins?: Array<string | { plugin: string; options?: unknown }> } & Record<string, unknown> {
+  return JSON.parse(tree.read('nx.json', 'utf-8')!);
+}
 
 describe('init generator', () => {
   let tree: Tree;
@@ -37,7 +41,7 @@ describe('init generator', () => {
     await initGenerator(tree, { skipFormat: true });
     const nxJson = tree.read('nx.json', 'utf-8');
     const gitignore = tree.read('.gitignore', 'utf-8');
-    const said = jest.spyOn(logger, 'info').mockImplementation(() => undefined);
+    const said = jest.spyOn(console, 'log').mockImplementation(() => undefined);
     const callback = await initGenerator(tree, { skipFormat: true });
     callback();
     expect(tree.read('nx.json', 'utf-8')).toBe(nxJson);
@@ -63,5 +67,24 @@ describe('init generator', () => {
     tree.write('nx.json', JSON.stringify(nxJson));
     await initGenerator(tree, { skipFormat: true });
     expect(readNxJson(tree)?.plugins).toEqual([{ plugin: '@cascache/nx', options: { signingSecretEnv: 'CASCACHE_SECRET', readOnly: false, tiers: [] } }]);
+  });
+
+  it('refuses an nx.json it cannot edit safely, and changes nothing', async () => {
+    for (const text of ['{ // comment\n "plugins": [] }', '[]', '{ "plugins": "@cascache/nx" }']) {
+      tree.write('nx.json', text);
+      await expect(initGenerator(tree, { skipFormat: true })).rejects.toMatchObject({ code: 'E_CONFIG' });
+      expect(tree.read('nx.json', 'utf-8')).toBe(text);
+    }
+  });
+
+  it('writes nx.json when the workspace has none, and leaves it alone when only .gitignore changes', async () => {
+    tree.delete('nx.json');
+    await initGenerator(tree, { skipFormat: true });
+    expect(readNxJson(tree)).toEqual({ plugins: [{ plugin: '@cascache/nx', options: { signingSecretEnv: 'CASCACHE_SECRET', readOnly: false, tiers: [] } }] });
+    const written = tree.read('nx.json', 'utf-8');
+    tree.write('.gitignore', 'node_modules\n');
+    await initGenerator(tree, { skipFormat: false });
+    expect(tree.read('nx.json', 'utf-8')).toBe(written);
+    expect(tree.read('.gitignore', 'utf-8')).toBe('node_modules\n# cascache local store\n.cascache\n');
   });
 });

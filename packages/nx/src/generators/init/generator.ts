@@ -2,10 +2,26 @@
  * `nx g @cascache/nx:init` (run by `nx add @cascache/nx`): registers the plugin in nx.json with its
  * options and ignores the local store in git. Idempotent: a second run changes nothing and says so;
  * options a user already set are kept.
+ *
+ * It uses only the `Tree` that Nx hands every generator, not `@nx/devkit`: each devkit major accepts
+ * only three Nx majors as its peer, so depending on one would install a devkit that does not match
+ * the workspace's Nx on every other major (issue 14). nx.json is formatted with the workspace's own
+ * prettier when it has one, as devkit's `formatFiles` does.
  */
-import { formatFiles, logger, readNxJson, updateNxJson, type Tree } from '@nx/devkit';
-import { parseTierConfigs } from '@cascache/core';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { CascacheError, parseTierConfigs } from '@cascache/core';
 import type { InitGeneratorSchema } from './schema';
+
+/** The part of Nx's generator `Tree` (nx/src/generators/tree.ts, stable since Nx 13) this generator uses. */
+export interface Tree {
+  root: string;
+  read(filePath: string, encoding: 'utf-8'): string | null;
+  write(filePath: string, content: string): void;
+  exists(filePath: string): boolean;
+}
+
+const NX_JSON = 'nx.json';
 
 const PLUGIN = '@cascache/nx';
 const IGNORE_LINE = '.cascache';
@@ -15,7 +31,8 @@ type PluginEntry = string | { plugin: string; options?: unknown };
 export async function initGenerator(tree: Tree, schema: InitGeneratorSchema): Promise<() => void> {
   if (schema.remote !== undefined) checkRemote(schema.remote);
   const changes: string[] = [];
-  const nxJson = readNxJson(tree) ?? {};
+  const nxJson = readNxJson(tree);
+  if (nxJson.plugins !== undefined && !Array.isArray(nxJson.plugins)) throw new CascacheError('E_CONFIG', 'nx.json: "plugins" is not an array');
   const plugins: PluginEntry[] = [...((nxJson.plugins as PluginEntry[] | undefined) ?? [])];
   const options = {
     ...(schema.storeDir ? { storeDir: schema.storeDir } : {}),
@@ -38,7 +55,8 @@ export async function initGenerator(tree: Tree, schema: InitGeneratorSchema): Pr
       changes.push(`nx.json: added the remote tier ${schema.remote}`);
     }
   }
-  if (changes.length > 0) updateNxJson(tree, { ...nxJson, plugins: plugins as never });
+  const nxJsonChanged = changes.length > 0;
+  if (nxJsonChanged) tree.write(NX_JSON, `${JSON.stringify({ ...nxJson, plugins }, null, 2)}\n`);
 
   const gitignore = tree.exists('.gitignore') ? tree.read('.gitignore', 'utf-8')! : '';
   const ignored = gitignore.split(/\r?\n/).some((l) => l.trim() === IGNORE_LINE || l.trim() === `/${IGNORE_LINE}` || l.trim() === `${IGNORE_LINE}/`);
@@ -47,16 +65,50 @@ export async function initGenerator(tree: Tree, schema: InitGeneratorSchema): Pr
     changes.push('.gitignore: ignored .cascache');
   }
 
-  if (!schema.skipFormat && changes.length > 0) await formatFiles(tree);
+  if (!schema.skipFormat && nxJsonChanged) await formatNxJson(tree);
   return () => {
     if (changes.length === 0) {
-      logger.info('cascache: already set up; nothing changed.');
+      console.log('cascache: already set up; nothing changed.');
       return;
     }
-    for (const c of changes) logger.info(`cascache: ${c}`);
-    logger.info('cascache: every cacheable task now goes through a local cascache agent. Set CASCACHE_SECRET (32+ bytes) to sign cache entries.');
-    if (schema.remote) logger.info('cascache: every machine sharing the remote tier needs the same CASCACHE_SECRET.');
+    for (const c of changes) console.log(`cascache: ${c}`);
+    console.log('cascache: every cacheable task now goes through a local cascache agent. Set CASCACHE_SECRET (32+ bytes) to sign cache entries.');
+    if (schema.remote) console.log('cascache: every machine sharing the remote tier needs the same CASCACHE_SECRET.');
   };
+}
+
+/**
+ * nx.json as an object; `{}` when there is none (the generator then writes one).
+ * @throws CascacheError `E_CONFIG` when nx.json is not plain JSON (comments, trailing commas) or not an object.
+ */
+function readNxJson(tree: Tree): Record<string, unknown> & { plugins?: unknown } {
+  const text = tree.read(NX_JSON, 'utf-8');
+  if (text === null) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new CascacheError('E_CONFIG', `nx.json is not plain JSON (${(err as Error).message}); add { "plugin": "@cascache/nx" } to its "plugins" by hand`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new CascacheError('E_CONFIG', 'nx.json is not a JSON object');
+  return parsed as Record<string, unknown>;
+}
+
+/** Formats nx.json with the workspace's prettier and its config, if the workspace has prettier; else leaves it. */
+async function formatNxJson(tree: Tree): Promise<void> {
+  let prettier: { format(text: string, options: object): string | Promise<string>; resolveConfig?(file: string): Promise<object | null> };
+  try {
+    prettier = createRequire(join(tree.root, 'package.json'))('prettier');
+  } catch {
+    return; // no prettier in the workspace: JSON.stringify's two-space layout stays
+  }
+  try {
+    const file = join(tree.root, NX_JSON);
+    const config = (await prettier.resolveConfig?.(file)) ?? {};
+    tree.write(NX_JSON, await prettier.format(tree.read(NX_JSON, 'utf-8')!, { ...config, filepath: file }));
+  } catch {
+    // A prettier that fails on our file changes nothing that matters: the JSON is already valid.
+  }
 }
 
 /**
