@@ -27,9 +27,10 @@
  *   answer right, resident memory bounded; throughput and latency reported.
  * - `remote faults`: real nx runs and real turbo runs through `cascache turbo` (CI=true, empty local
  *   store and the tool's own cache emptied, so every lookup goes remote) with the
- *   one remote tier down (connection refused), hanging (accepts, never answers), answering 503, or
- *   holding damaged packs: the build succeeds with outputs identical to a clean build; the time is
- *   reported, beside a run with the tier healthy.
+ *   one remote tier down (connection refused), hanging (accepts, never answers), answering 503,
+ *   behind a slow link that cuts connections mid-transfer (shaping-proxy.ts), or holding damaged
+ *   packs: the build succeeds with outputs identical to a clean build; the time is reported, beside
+ *   a run with the tier healthy.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -45,6 +46,7 @@ import * as tarStream from 'tar-stream';
 import { S3ObjectStore } from '@cascache/core';
 import { changeOneLine, cleanEnv, install, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace, type Workspace } from './nx-workspace';
 import { packAll } from './pack';
+import { startShapingProxyProcess } from './shaping-proxy';
 import { cascacheTurbo, installTurbo, removeTurboState, writeTurboWorkspace } from './turbo-workspace';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -268,12 +270,6 @@ async function killMidUpload(o: FaultOptions): Promise<FaultRow> {
 const BUCKET = 'cascache-faults';
 const SECRET = 'faults-shared-signing-secret-0123456789abcdef';
 
-function setTiers(dir: string, tiers: string[]): void {
-  const nxJson = JSON.parse(readFileSync(join(dir, 'nx.json'), 'utf8'));
-  nxJson.plugins[0].options.tiers = tiers;
-  writeFileSync(join(dir, 'nx.json'), JSON.stringify(nxJson, null, 2));
-}
-
 async function listening<T extends Server | ReturnType<typeof createNetServer>>(server: T): Promise<{ server: T; port: number }> {
   await new Promise<void>((ok) => server.listen(0, '127.0.0.1', () => ok()));
   return { server, port: (server.address() as { port: number }).port };
@@ -282,11 +278,14 @@ async function listening<T extends Server | ReturnType<typeof createNetServer>>(
 /** One tool's workspace for the remote-fault runs: how to point it at a tier, reset it, and build. */
 interface FaultWorkspace {
   dir: string;
-  /** A clean build with uploads to `tier` (CI=true). */
-  build(tier: string): void;
+  /** A build with uploads to `tier` (CI=true); how many tasks came from the cache, as the tool says. */
+  build(tier: string): { restored: number; tasks: number } | undefined;
   /** Forget every local cache: the agent's store and the tool's own. */
   reset(): void;
 }
+
+/** The bad network in front of the healthy S3 server (`slow and cutting` rows). */
+const SLOW_LINK = { latencyMs: 25, bytesPerSecond: 4_000_000, cutEveryBytes: 96 * 1024 };
 
 async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
   const s3 = await startS3Server([BUCKET]);
@@ -297,6 +296,9 @@ async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
   const closed = await listening(createNetServer());
   const closedPort = closed.port;
   await new Promise<void>((ok) => closed.server.close(() => ok())); // nothing listens there now
+  // The healthy server across a bad network: 25 ms each way, 4 MB/s, a connection cut every 96 KiB served
+  // (in a child process: the runs below block this one's event loop).
+  const slow = await startShapingProxyProcess(Number(new URL(s3.endpoint).port), SLOW_LINK);
   const s3url = (endpoint: string, prefix: string) => `s3://${BUCKET}/${prefix}?endpoint=${encodeURIComponent(endpoint)}&forcePathStyle=true`;
   const env = { HOME: home, CI: 'true', CASCACHE_SECRET: SECRET, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' };
   const dirs: string[] = [];
@@ -317,9 +319,13 @@ async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
         'nx',
         {
           dir: nxDir,
+          // The tier comes from CASCACHE_TIERS, not nx.json: the plugin's options are part of every
+          // Nx task hash, so a tier written into nx.json would make each row look up new hashes and
+          // never read what the clean build stored (nx.json keeps `tiers: []`).
           build: (tier) => {
-            setTiers(nxDir, [tier]);
-            nx.nx(['run-many', '-t', 'build'], env);
+            const out = nx.nx(['run-many', '-t', 'build'], { ...env, CASCACHE_TIERS: JSON.stringify([tier]) }).stdout;
+            const m = /cascache: (\d+) tasks, (\d+) from cascache/.exec(out);
+            return m ? { tasks: Number(m[1]), restored: Number(m[2]) } : undefined;
           },
           reset: () => {
             nx.nx(['reset'], env);
@@ -331,7 +337,10 @@ async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
         'turbo',
         {
           dir: turboDir,
-          build: (tier) => void cascacheTurbo(turboDir, ['--team', 'faults', '--remote', tier], env),
+          build: (tier) => {
+            const m = /Cached:\s+(\d+) cached, (\d+) total/.exec(cascacheTurbo(turboDir, ['--team', 'faults', '--remote', tier], env).output);
+            return m ? { restored: Number(m[1]), tasks: Number(m[2]) } : undefined;
+          },
           reset: () => removeTurboState(turboDir),
         },
       ],
@@ -352,11 +361,14 @@ async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
         ['down (connection refused)', s3url(`http://127.0.0.1:${closedPort}`, tool)],
         ['hanging (accepts, never answers)', s3url(`http://127.0.0.1:${hang.port}`, tool)],
         ['answering 503', s3url(`http://127.0.0.1:${unavailable.port}`, tool)],
+        [`slow and cutting (a proxy: +${SLOW_LINK.latencyMs} ms each way, ${SLOW_LINK.bytesPerSecond / 1e6} MB/s, a connection cut every ${SLOW_LINK.cutEveryBytes / 1024} KiB served)`, s3url(slow.endpoint, tool)],
         ['holding damaged packs', s3url(s3.endpoint, `${tool}-damaged`)],
       ];
       const rounds = o.short ? 1 : 2;
       for (const [name, url] of faults) {
         const row: FaultRow = { scenario: `remote tier ${name}: real ${tool} runs`, attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0, worstMs: 0 };
+        const proxied = await slow.stats();
+        const restored: string[] = [];
         for (let round = 0; round < rounds; round++) {
           row.attempts++;
           stopAgent(join(ws.dir, '.cascache'));
@@ -364,8 +376,10 @@ async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
           ws.reset();
           const t0 = Date.now();
           try {
-            ws.build(url);
-            row.handled++;
+            const got = ws.build(url);
+            if (got) restored.push(`${got.restored}/${got.tasks}`);
+            // The healthy tier must restore everything (its row's name says so); the others must build.
+            if (url !== faults[0]![1] || (got && got.restored === got.tasks)) row.handled++;
             if (JSON.stringify(snapshotOutputs(ws.dir)) !== JSON.stringify(clean)) row.wrong++;
           } catch (err) {
             row.buildsFailed++;
@@ -373,7 +387,13 @@ async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
           }
           row.worstMs = Math.max(row.worstMs!, Date.now() - t0);
         }
-        o.log?.(`${tool}, ${name}: ${row.handled}/${row.attempts} builds ok, slowest ${row.worstMs} ms`);
+        const notes = restored.length > 0 ? [`tasks from the cache: ${restored.join(', ')}`] : [];
+        if (url.includes(encodeURIComponent(slow.endpoint))) {
+          const now = await slow.stats();
+          notes.push(`${now.cut - proxied.cut} of ${now.connections - proxied.connections} connections cut mid-transfer`);
+        }
+        if (notes.length > 0) row.notes = notes.join('; ');
+        o.log?.(`${tool}, ${name}: ${row.handled}/${row.attempts} builds ok, slowest ${row.worstMs} ms${row.notes ? `; ${row.notes}` : ''}`);
         rows.push(row);
       }
     }
@@ -382,6 +402,7 @@ async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
     for (const s of hung) s.destroy();
     hang.server.close();
     unavailable.server.close();
+    await slow.close();
     await s3.close();
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
     rmSync(home, { recursive: true, force: true });

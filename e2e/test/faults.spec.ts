@@ -2,8 +2,8 @@
  * The short version of the fault suite (`npm run test:faults` runs the whole one and prints the
  * table docs/reliability.md shows): hostile requests, kill -9 mid-upload and at named points beside
  * other writers, the store deleted under a running agent or read-only, load (wrk GETs, a PUT/GET mix, slow-header
- * connections), and real nx and turbo runs against a remote tier that is down, hangs, answers 503 or
- * holds damaged packs.
+ * connections), and real nx and turbo runs against a remote tier that is down, hangs, answers 503,
+ * sits behind a slow link that cuts connections mid-transfer, or holds damaged packs.
  */
 import { faultTable, runFaults } from '../src/faults';
 
@@ -12,7 +12,7 @@ describe('fault suite, short version', () => {
     const log: string[] = [];
     const rows = await runFaults({ short: true, log: (l) => log.push(l) });
     const table = faultTable(rows);
-    expect(rows.map((r) => r.scenario)).toHaveLength(19);
+    expect(rows.map((r) => r.scenario)).toHaveLength(21);
     for (const r of rows) {
       // Each row on its own, so a failure names the scenario (and the log says what happened).
       expect({ scenario: r.scenario, wrong: r.wrong, crashes: r.crashes, buildsFailed: r.buildsFailed, handled: r.handled, log: r.handled === r.attempts ? '' : log.join('\n') }).toEqual({
