@@ -20,6 +20,7 @@ import {
 } from '../src';
 import { startFakeGcsServer } from './support/fake-gcs-server';
 import { S3_CREDENTIALS, startS3Server, TEST_BUCKET } from '../../../tools/s3rver';
+import { startShapingProxy } from '../../../e2e/src/shaping-proxy';
 import { expectSameFlatTree } from './support/same-tree';
 import { openTestStore, tempDir } from './support/tmp';
 
@@ -162,6 +163,31 @@ describe('remote faults', () => {
     } finally {
       for (const s of sockets) s.destroy();
       await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('S3 behind a link that cuts a download mid-body: the read is asked again and returns the whole object', async () => {
+    const s3 = await startS3Server();
+    // Downloads of 100 KiB: the second crosses 150 KiB served and is cut there, ~50 KiB into its body;
+    // its second ask ends at ~250 KiB; a third download crosses 300 KiB.
+    const link = await startShapingProxy(Number(new URL(s3.endpoint).port), { cutEveryBytes: 150 * 1024 });
+    try {
+      const options = { bucket: TEST_BUCKET, prefix: 'cut', forcePathStyle: true, credentials: S3_CREDENTIALS, connectTimeoutMs: 500, requestTimeoutMs: 2000 };
+      const direct = new S3ObjectStore({ ...options, endpoint: s3.endpoint });
+      const body = Buffer.alloc(100 * 1024);
+      for (let i = 0; i < body.length; i += 32) createHash('sha256').update(`cut ${i}`).digest().copy(body, i);
+      await direct.put('v1/packs/p.pack', body);
+      const flaky = new S3ObjectStore({ ...options, endpoint: link.endpoint });
+      expect((await flaky.get('v1/packs/p.pack'))!.equals(body)).toBe(true);
+      expect((await flaky.get('v1/packs/p.pack'))!.equals(body)).toBe(true);
+      expect(link.stats().cut).toBe(1);
+      // With one attempt there is no second ask: the cut read is E_UNAVAILABLE (a miss for the caller).
+      const once = new S3ObjectStore({ ...options, endpoint: link.endpoint, maxAttempts: 1 });
+      await expect(once.get('v1/packs/p.pack')).rejects.toMatchObject({ code: ErrorCodes.UNAVAILABLE }); // ~250 KiB served: crosses 300 KiB
+      expect(link.stats().cut).toBe(2);
+    } finally {
+      await link.close();
+      await s3.close();
     }
   });
 });

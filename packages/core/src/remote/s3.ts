@@ -74,27 +74,41 @@ export class S3ObjectStore implements ObjectStore {
     await this.get('v1/.warm').catch(() => null);
   }
 
+  /**
+   * The object's bytes (or the range's), or null when there is none.
+   * A connection cut while the body streams is retried like the SDK retries a failed request
+   * (`maxAttempts` in all): the SDK's own retry ends when the response headers arrive, so without
+   * this a flaky link turned every cut download into a miss.
+   * @throws CascacheError `E_UNAVAILABLE` (server or network), `E_INTEGRITY` (a short ranged read).
+   */
   async get(key: string, range?: ByteRange): Promise<Buffer | null> {
     const { s3, client } = await this.client();
-    try {
-      const out = await client.send(
-        new s3.GetObjectCommand({
-          Bucket: this.options.bucket,
-          Key: joinKey(this.prefix, key),
-          Range: range ? `bytes=${range.offset}-${range.offset + range.length - 1}` : undefined,
-        }),
-      );
-      let bytes: Buffer = out.Body ? Buffer.from(await out.Body.transformToByteArray()) : Buffer.alloc(0);
-      if (range) bytes = trimToRange(bytes, range, out.ContentRange);
-      if (range && bytes.length !== range.length) {
-        throw new CascacheError(ErrorCodes.INTEGRITY, `${this.name}: ranged read of ${key} returned ${bytes.length} of ${range.length} bytes`, { details: { key, ...range } });
+    const attempts = Math.max(this.options.maxAttempts ?? 3, 1);
+    for (let attempt = 1; ; attempt++) {
+      let streaming = false;
+      try {
+        const out = await client.send(
+          new s3.GetObjectCommand({
+            Bucket: this.options.bucket,
+            Key: joinKey(this.prefix, key),
+            Range: range ? `bytes=${range.offset}-${range.offset + range.length - 1}` : undefined,
+          }),
+        );
+        streaming = true;
+        let bytes: Buffer = out.Body ? Buffer.from(await out.Body.transformToByteArray()) : Buffer.alloc(0);
+        streaming = false;
+        if (range) bytes = trimToRange(bytes, range, out.ContentRange);
+        if (range && bytes.length !== range.length) {
+          throw new CascacheError(ErrorCodes.INTEGRITY, `${this.name}: ranged read of ${key} returned ${bytes.length} of ${range.length} bytes`, { details: { key, ...range } });
+        }
+        return bytes;
+      } catch (err) {
+        if (isCascacheError(err)) throw err;
+        if (streaming && attempt < attempts) continue; // the body was cut: ask again
+        if (isNotFound(err)) return null;
+        if (status(err) === 416) throw new CascacheError(ErrorCodes.INTEGRITY, `${this.name}: range ${range?.offset}+${range?.length} is outside ${key}`, { cause: err });
+        throw this.classify(err, `reading ${key}`);
       }
-      return bytes;
-    } catch (err) {
-      if (isCascacheError(err)) throw err;
-      if (isNotFound(err)) return null;
-      if (status(err) === 416) throw new CascacheError(ErrorCodes.INTEGRITY, `${this.name}: range ${range?.offset}+${range?.length} is outside ${key}`, { cause: err });
-      throw this.classify(err, `reading ${key}`);
     }
   }
 
