@@ -84,7 +84,6 @@ function agentSettings(options: CascacheNxOptions | undefined, workspaceRoot: st
   };
 }
 
-/** An agent start begun during the graph phase, by its settings' fingerprint, with when (ms). */
 /**
  * The Nx majors this plugin is tested on (e2e/test/nx-add.spec.ts runs `nx add` on each: 22-24 in
  * `npm test`, 21 too in `npm run test:nx-matrix`), as its peer range `nx >=21 <25` says. Older
@@ -114,6 +113,7 @@ export function nxVersionCheck(workspaceRoot: string): { version?: string; refus
   return { version, refusal: null, note: major > newest ? `cascache: Nx ${version} is newer than the versions this plugin is tested on (Nx ${oldest} to ${newest}); report what breaks.` : null };
 }
 
+/** An agent start begun during the graph phase, by its settings' fingerprint, with when (ms). */
 let early: { config: string; agent: Promise<AgentInfo>; at: number } | undefined;
 /** An early start older than this is not trusted (the daemon keeps workers between runs): probe again. */
 const EARLY_FRESH_MS = 60_000;

@@ -10,7 +10,7 @@
  */
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { CascacheError, parseTierConfigs } from '@cascache/core';
+import { CascacheError, ErrorCodes, parseTierConfigs } from '@cascache/core';
 import type { InitGeneratorSchema } from './schema';
 
 /** The part of Nx's generator `Tree` (nx/src/generators/tree.ts, stable since Nx 13) this generator uses. */
@@ -32,7 +32,7 @@ export async function initGenerator(tree: Tree, schema: InitGeneratorSchema): Pr
   if (schema.remote !== undefined) checkRemote(schema.remote);
   const changes: string[] = [];
   const nxJson = readNxJson(tree);
-  if (nxJson.plugins !== undefined && !Array.isArray(nxJson.plugins)) throw new CascacheError('E_CONFIG', 'nx.json: "plugins" is not an array');
+  if (nxJson.plugins !== undefined && !Array.isArray(nxJson.plugins)) throw new CascacheError(ErrorCodes.CONFIG, 'nx.json: "plugins" is not an array');
   const plugins: PluginEntry[] = [...((nxJson.plugins as PluginEntry[] | undefined) ?? [])];
   const options = {
     ...(schema.storeDir ? { storeDir: schema.storeDir } : {}),
@@ -88,9 +88,9 @@ function readNxJson(tree: Tree): Record<string, unknown> & { plugins?: unknown }
   try {
     parsed = JSON.parse(text);
   } catch (err) {
-    throw new CascacheError('E_CONFIG', `nx.json is not plain JSON (${(err as Error).message}); add { "plugin": "@cascache/nx" } to its "plugins" by hand`);
+    throw new CascacheError(ErrorCodes.CONFIG, `nx.json is not plain JSON (${(err as Error).message}); add { "plugin": "@cascache/nx" } to its "plugins" by hand`);
   }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new CascacheError('E_CONFIG', 'nx.json is not a JSON object');
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new CascacheError(ErrorCodes.CONFIG, 'nx.json is not a JSON object');
   return parsed as Record<string, unknown>;
 }
 
