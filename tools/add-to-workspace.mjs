@@ -49,7 +49,7 @@ if (!existsSync(join(ws, 'node_modules', 'nx', 'package.json'))) fail(`${ws} has
 const nxVersion = JSON.parse(readFileSync(join(ws, 'node_modules', 'nx', 'package.json'), 'utf8')).version;
 const manager = existsSync(join(ws, 'pnpm-lock.yaml')) ? 'pnpm' : existsSync(join(ws, 'yarn.lock')) ? 'yarn' : 'npm';
 if (manager !== 'npm') {
-  fail(`${manager} workspaces are not supported yet: ${manager} blocks the native builds of ${NATIVE_BUILDS.join(' and ')} by default (see README, "Install")`);
+  fail(`${manager} workspaces are not supported yet: ${manager} blocks the native builds of ${NATIVE_BUILDS.join(' and ')} by default; docs/nx.md says more`);
 }
 
 if (!skipBuild) run('npm', ['run', 'build', '--silent'], REPO);
