@@ -140,6 +140,9 @@ export function startAgentEarly(given: CascacheNxOptions | undefined, workspaceR
 export async function preTasksExecution(given: CascacheNxOptions | undefined, context: PreContext): Promise<void> {
   // Said here, once per run; the other hooks use the same checked options without repeating it.
   const { options, problems } = checkOptions(given);
+  // This run's agent, once found: a long-lived plugin worker (the daemon's) must not report a
+  // later run, one the plugin sat out, against an earlier run's agent.
+  agentFromPre = undefined;
   for (const p of problems) console.warn(`cascache: nx.json, plugin @cascache/nx: ${p}`);
   const nx = nxVersionCheck(context.workspaceRoot);
   if (nx.refusal && !(options?.disabled || process.env.CASCACHE_DISABLE === '1')) {
