@@ -296,14 +296,15 @@ async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
   const closed = await listening(createNetServer());
   const closedPort = closed.port;
   await new Promise<void>((ok) => closed.server.close(() => ok())); // nothing listens there now
-  // The healthy server across a bad network: 25 ms each way, 4 MB/s, a connection cut every 96 KiB served
-  // (in a child process: the runs below block this one's event loop).
-  const slow = await startShapingProxyProcess(Number(new URL(s3.endpoint).port), SLOW_LINK);
   const s3url = (endpoint: string, prefix: string) => `s3://${BUCKET}/${prefix}?endpoint=${encodeURIComponent(endpoint)}&forcePathStyle=true`;
   const env = { HOME: home, CI: 'true', CASCACHE_SECRET: SECRET, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' };
   const dirs: string[] = [];
   const rows: FaultRow[] = [];
+  let slow: Awaited<ReturnType<typeof startShapingProxyProcess>> | undefined;
   try {
+    // The healthy server across a bad network: 25 ms each way, 4 MB/s, a connection cut every 96 KiB
+    // served (in a child process: the runs below block this one's event loop).
+    slow = await startShapingProxyProcess(Number(new URL(s3.endpoint).port), SLOW_LINK);
     const t = packAll();
     const nxDir = tempWorkspaceDir('cascache-faults-nx-');
     dirs.push(nxDir);
@@ -402,7 +403,7 @@ async function remoteFaults(o: FaultOptions): Promise<FaultRow[]> {
     for (const s of hung) s.destroy();
     hang.server.close();
     unavailable.server.close();
-    await slow.close();
+    await slow?.close();
     await s3.close();
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
     rmSync(home, { recursive: true, force: true });

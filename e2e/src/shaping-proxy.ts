@@ -10,6 +10,7 @@
  */
 import { fork } from 'node:child_process';
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
 
 export interface ShapingOptions {
   /** Added to every piece of data, each direction, ms: a round trip gains twice this. Default 0. */
@@ -143,7 +144,10 @@ export async function startShapingProxy(targetPort: number, options: ShapingOpti
  * `stats()` asks the child over IPC.
  */
 export async function startShapingProxyProcess(targetPort: number, options: ShapingOptions): Promise<Omit<ShapingProxy, 'stats'> & { stats(): Promise<{ connections: number; cut: number }> }> {
-  const child = fork(__filename, [], { env: { ...process.env, CASCACHE_SHAPING_PROXY: JSON.stringify({ targetPort, options }) }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  // Under ts-jest this module is the .ts source, which node cannot run: fork the build of it (the
+  // e2e package builds before its tests run).
+  const entry = __filename.endsWith('.ts') ? join(__dirname, '..', 'dist', 'shaping-proxy.js') : __filename;
+  const child = fork(entry, [], { env: { ...process.env, CASCACHE_SHAPING_PROXY: JSON.stringify({ targetPort, options }) }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   const next = <T>(): Promise<T> =>
     new Promise((ok, fail) => {
       const onExit = (code: number | null): void => fail(new Error(`the shaping proxy process exited (${code})`));
