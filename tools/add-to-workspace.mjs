@@ -15,11 +15,10 @@
  * and the script says so instead of leaving a half-installed workspace.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 
 const REPO = resolve(import.meta.dirname, '..');
-const PACKAGES = ['core', 'server', 'nx', 'cli'];
 const NATIVE_BUILDS = ['zstd-napi', 'better-sqlite3'];
 
 /** @param {string} message */
@@ -56,9 +55,10 @@ if (!skipBuild) run('npm', ['run', 'build', '--silent'], REPO);
 const dest = join(ws, '.cascache-packages');
 rmSync(dest, { recursive: true, force: true });
 mkdirSync(dest, { recursive: true });
-for (const p of PACKAGES) run('npm', ['pack', '--silent', '--pack-destination', dest], join(REPO, 'packages', p));
-const tarballs = readdirSync(dest).filter((f) => f.endsWith('.tgz')).sort();
-if (tarballs.length !== PACKAGES.length) fail(`expected ${PACKAGES.length} tarballs in ${dest}, found ${tarballs.length}`);
+// The e2e suite's own packing (e2e/src/pack.ts), built with the rest by `npm run build`.
+const { packAll, PACKAGES } = (await import('../e2e/dist/pack.js')).default;
+console.log(`add-to: npm pack of ${PACKAGES.join(', ')} into ${dest}`);
+const tarballs = Object.values(packAll(dest)).map((t) => relative(dest, t)).sort();
 
 // npm 11 runs a dependency's install script only when the project approves it.
 const pkgPath = join(ws, 'package.json');

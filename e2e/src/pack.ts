@@ -11,9 +11,11 @@ import { cleanEnv } from './nx-workspace';
 export const REPO = resolve(__dirname, '../..');
 export const PACKAGES = ['core', 'server', 'nx', 'cli'] as const;
 
-/** Runs `npm pack` for every package into one directory; returns the tarball paths by package dir. */
-export function packAll(): Record<(typeof PACKAGES)[number], string> {
-  const dest = mkdtempSync(join(tmpdir(), 'cascache-pack-'));
+/**
+ * Runs `npm pack` for every package into one directory (a new temp directory unless `dest` is given);
+ * returns the tarball paths by package dir.
+ */
+export function packAll(dest: string = mkdtempSync(join(tmpdir(), 'cascache-pack-'))): Record<(typeof PACKAGES)[number], string> {
   const out = {} as Record<(typeof PACKAGES)[number], string>;
   for (const p of PACKAGES) {
     const before = new Set(readdirSync(dest));

@@ -2,7 +2,8 @@
  * A TCP proxy on loopback that makes a healthy server look like one across a bad network: it adds
  * latency to every piece of data in each direction, caps the bandwidth of each connection, and cuts
  * connections part-way through a response (as a dropped NAT entry or a dying load balancer does):
- * the client gets a prefix of the bytes, then the connection closes. Test infrastructure, not a fake: the server behind it is the real one.
+ * the client gets a prefix of the bytes, then the connection closes. Test infrastructure, not a
+ * fake: the server behind it is the real one.
  *
  * Home-made because nothing that fits installs here: this kernel has no `netem` qdisc (not even in a
  * private network namespace), Debian bookworm does not package toxiproxy, its binaries come from
@@ -107,7 +108,6 @@ export async function startShapingProxy(targetPort: number, options: ShapingOpti
       cutting = true;
       client.write(piece.subarray(0, left), () => {
         client.resetAndDestroy();
-        upstream.destroy();
         end();
       });
     }, options);

@@ -95,7 +95,7 @@ export const SUPPORTED_NX_MAJORS = { oldest: 21, newest: 24 } as const;
  * The workspace's Nx version (from its `nx/package.json`), and whether the plugin runs on it: null
  * when it does, else the one line that says why not. An unreadable version counts as supported.
  */
-export function nxVersionCheck(workspaceRoot: string): { version?: string; refusal: string | null; note: string | null } {
+export function nxVersionCheck(workspaceRoot: string): { refusal: string | null; note: string | null } {
   let version: string | undefined;
   try {
     // Read, not require()d: a long-lived plugin worker (the daemon's) must see an upgrade.
@@ -106,11 +106,11 @@ export function nxVersionCheck(workspaceRoot: string): { version?: string; refus
   }
   const major = Number.parseInt(String(version), 10);
   const { oldest, newest } = SUPPORTED_NX_MAJORS;
-  if (!Number.isFinite(major)) return { version, refusal: null, note: null };
+  if (!Number.isFinite(major)) return { refusal: null, note: null };
   if (major < oldest) {
-    return { version, refusal: `cascache: Nx ${version} is older than this plugin supports (Nx ${oldest} to ${newest}); this run uses Nx's own cache. Upgrade Nx, or remove @cascache/nx from nx.json's plugins.`, note: null };
+    return { refusal: `cascache: Nx ${version} is older than this plugin supports (Nx ${oldest} to ${newest}); this run uses Nx's own cache. Upgrade Nx, or remove @cascache/nx from nx.json's plugins.`, note: null };
   }
-  return { version, refusal: null, note: major > newest ? `cascache: Nx ${version} is newer than the versions this plugin is tested on (Nx ${oldest} to ${newest}); report what breaks.` : null };
+  return { refusal: null, note: major > newest ? `cascache: Nx ${version} is newer than the versions this plugin is tested on (Nx ${oldest} to ${newest}); report what breaks.` : null };
 }
 
 /** An agent start begun during the graph phase, by its settings' fingerprint, with when (ms). */
@@ -126,9 +126,8 @@ const EARLY_FRESH_MS = 60_000;
 export function startAgentEarly(given: CascacheNxOptions | undefined, workspaceRoot: string): void {
   const { options } = checkOptions(given);
   try {
-    if (nxVersionCheck(workspaceRoot).refusal) return;
     const settings = agentSettings(options, workspaceRoot);
-    if (!settings || early) return;
+    if (!settings || early || nxVersionCheck(workspaceRoot).refusal) return;
     const agent = ensureAgent(settings.ensure);
     agent.catch(() => undefined); // observed by preTasksExecution
     early = { config: agentConfig(settings.ensure), agent, at: Date.now() };
@@ -144,14 +143,14 @@ export async function preTasksExecution(given: CascacheNxOptions | undefined, co
   // later run, one the plugin sat out, against an earlier run's agent.
   agentFromPre = undefined;
   for (const p of problems) console.warn(`cascache: nx.json, plugin @cascache/nx: ${p}`);
+  const settings = agentSettings(options, context.workspaceRoot);
+  if (!settings) return;
   const nx = nxVersionCheck(context.workspaceRoot);
-  if (nx.refusal && !(options?.disabled || process.env.CASCACHE_DISABLE === '1')) {
+  if (nx.refusal) {
     console.warn(nx.refusal);
     return;
   }
   if (nx.note) console.warn(nx.note);
-  const settings = agentSettings(options, context.workspaceRoot);
-  if (!settings) return;
   const { storeDir, secretEnv } = settings;
   try {
     if (settings.droppedTiers) console.warn(`cascache: remote tiers need $${secretEnv} (32+ bytes, the same on every machine) or trusted keys (CASCACHE_TRUSTED_KEYS); this run uses the local store only`);
