@@ -1,9 +1,9 @@
 // @ts-check
 /**
- * `node bench/deps.mjs` (in `npm run bench`): the two dependencies that need an install script today
- * (zstd-napi and better-sqlite3 compile on install, and pnpm, yarn berry and strict npm refuse to run
- * that without an approval) beside the candidates that install from the registry alone, on the work
- * cascache gives them. Issue 14's rule: a replacement may give up at most 10% on a hot path.
+ * `node bench/deps.mjs` (in `npm run bench`): the two dependencies that needed an install script
+ * (zstd-napi, still ours, and better-sqlite3, the index's SQLite until libsql replaced it: both
+ * compile on install, and pnpm, yarn berry and strict npm refuse to run that without an approval)
+ * beside the candidates that install from the registry alone, on the work cascache gives them. Issue 14's rule: a replacement may give up at most 10% on a hot path.
  *
  * - zstd, one frame per chunk: the blob codec's work. Real .js/.ts/.map bytes cut by our FastCDC
  *   (so chunk sizes are the store's), level 3 with the content size in the frame; every decoder is

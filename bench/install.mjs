@@ -4,7 +4,7 @@
  * a user, beside a pure-JS Nx cache plugin (@pellegrims/nx-remotecache-s3, an S3 cache client with
  * no native code). Both go into a copy of the same npm workspace that already has nx 24, with npm's
  * cache warm (each is installed once before timing), so the difference is what our packages do on
- * install: today, compiling zstd-napi and better-sqlite3 from source (issue 14).
+ * install: today, compiling zstd-napi from source (issue 14; better-sqlite3 compiled too up to 7beeb04).
  *
  * Runs interleaved; each figure is the median of --runs (default 3) wall times of `npm install -D`.
  * Options: --runs N, --json <file>.

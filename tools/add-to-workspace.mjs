@@ -7,8 +7,8 @@
  * 1. builds this repo (cached by Nx after the first time);
  * 2. `npm pack`s @cascache/core, server, nx and the cascache CLI into `<workspace>/.cascache-packages/`
  *    (commit that directory, or teammates' installs cannot find the tarballs);
- * 3. installs them as devDependencies with the workspace's package manager, approving the two
- *    native builds (`allowScripts` for npm);
+ * 3. installs them as devDependencies with the workspace's package manager, approving the one
+ *    native build left, zstd-napi's (`allowScripts` for npm);
  * 4. runs `nx g @cascache/nx:init` with the options given (e.g. `--remote s3://bucket/prefix`).
  *
  * npm only for now: pnpm and yarn block our two native dependencies' builds by default (issue 14),
@@ -19,7 +19,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join, relative, resolve } from 'node:path';
 
 const REPO = resolve(import.meta.dirname, '..');
-const NATIVE_BUILDS = ['zstd-napi', 'better-sqlite3'];
+const NATIVE_BUILDS = ['zstd-napi'];
 
 /** @param {string} message */
 function fail(message) {
@@ -48,7 +48,7 @@ if (!existsSync(join(ws, 'node_modules', 'nx', 'package.json'))) fail(`${ws} has
 const nxVersion = JSON.parse(readFileSync(join(ws, 'node_modules', 'nx', 'package.json'), 'utf8')).version;
 const manager = existsSync(join(ws, 'pnpm-lock.yaml')) ? 'pnpm' : existsSync(join(ws, 'yarn.lock')) ? 'yarn' : 'npm';
 if (manager !== 'npm') {
-  fail(`${manager} workspaces are not supported yet: ${manager} blocks the native builds of ${NATIVE_BUILDS.join(' and ')} by default; docs/nx.md says more`);
+  fail(`${manager} workspaces are not supported yet: ${manager} blocks the native build of ${NATIVE_BUILDS.join(' and ')} by default; docs/nx.md says more`);
 }
 
 if (!skipBuild) run('npm', ['run', 'build', '--silent'], REPO);

@@ -118,7 +118,7 @@ export interface Workspace {
 /** Writes the workspace files (no install); `shape` sets the size and kind of outputs. */
 export function writeWorkspace(dir: string, pluginOptions: Record<string, unknown> | null, shape: WorkspaceShape = 'small'): void {
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'e2e-workspace', private: true, workspaces: ['packages/*'], allowScripts: { 'zstd-napi': true, 'better-sqlite3': true, nx: true } }, null, 2));
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'e2e-workspace', private: true, workspaces: ['packages/*'], allowScripts: { 'zstd-napi': true, nx: true } }, null, 2));
   writeFileSync(join(dir, 'build.js'), buildScript(shape));
   const nxJson: Record<string, unknown> = {
     $schema: './node_modules/nx/schemas/nx-schema.json',

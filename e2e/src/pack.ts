@@ -35,7 +35,7 @@ export function freshProject(tarballs: string[]): string {
   const dir = mkdtempSync(join(tmpdir(), 'cascache-user-'));
   writeFileSync(
     join(dir, 'package.json'),
-    JSON.stringify({ name: 'user-project', version: '1.0.0', private: true, allowScripts: { 'zstd-napi': true, 'better-sqlite3': true, nx: true } }, null, 2),
+    JSON.stringify({ name: 'user-project', version: '1.0.0', private: true, allowScripts: { 'zstd-napi': true, nx: true } }, null, 2),
   );
   execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...tarballs], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'], env: cleanEnv() });
   return dir;

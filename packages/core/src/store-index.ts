@@ -20,15 +20,18 @@
  * Tool runs (`<root>/v1/runs/*.json`, one file per run, written once) are read into the index by
  * `refresh` when new files appear.
  *
- * better-sqlite3 12.x (13.x needs Node 22; see shared DEPENDENCIES.md), synchronous by design: each
- * statement is microseconds. `synchronous = NORMAL`: a power cut may lose the last commits, which
- * costs a rebuild at worst, never a blob.
+ * libsql (SQLite with prebuilt binaries per platform, better-sqlite3's API, no install script; see
+ * docs/decisions.md), synchronous by design: each statement is microseconds. Unlike better-sqlite3,
+ * a statement that failed (a lock held past the busy timeout, a full disk) stays in progress and makes
+ * every later commit on its connection fail, so every write goes through `write`, which reconnects
+ * after a failure. `synchronous = NORMAL`: a power cut may lose the last commits, which costs a
+ * rebuild at worst, never a blob.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, promises as fsp, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import type DatabaseType from 'better-sqlite3';
+import type DatabaseType from 'libsql';
 import { describeAcEntry } from './action-cache';
 import type { Digest } from './digest';
 import { CascacheError, ErrorCodes } from './errors';
@@ -58,6 +61,10 @@ CREATE TABLE IF NOT EXISTS runs (file TEXT PRIMARY KEY, tool TEXT NOT NULL, star
 CREATE TABLE IF NOT EXISTS tasks (run TEXT NOT NULL, started INTEGER NOT NULL, id TEXT, hash TEXT, status TEXT NOT NULL, ms INTEGER);
 CREATE INDEX IF NOT EXISTS tasks_hash ON tasks (hash);
 CREATE INDEX IF NOT EXISTS tasks_run ON tasks (run);
+`;
+
+/** Per connection: what a rebuild saw (see `rebuildOnce`). */
+const TEMP_SCHEMA = `
 CREATE TEMP TABLE IF NOT EXISTS seen_blobs (digest TEXT PRIMARY KEY);
 CREATE TEMP TABLE IF NOT EXISTS seen_entries (namespace TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (namespace, key));
 CREATE TEMP TABLE IF NOT EXISTS seen_roots (digest TEXT PRIMARY KEY);
@@ -154,7 +161,7 @@ export interface IndexOpenResult {
 
 /** Loaded on first use, so processes that never open an index never load SQLite. */
 function sqlite(): typeof DatabaseType {
-  return require('better-sqlite3') as typeof DatabaseType;
+  return require('libsql') as typeof DatabaseType;
 }
 
 /** Path of the marker that says the index fell behind the files. */
@@ -292,7 +299,54 @@ export class StoreIndex implements StoreObserver {
     const db = new Database(path, { timeout: busyTimeoutMs });
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
+    db.exec(TEMP_SCHEMA);
     return db;
+  }
+
+  /**
+   * Runs one write. When it throws, the connection is replaced before the error goes on: with libsql a
+   * failed statement stays in progress and would fail every later commit on this connection.
+   */
+  private write<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      try {
+        this.db.close();
+      } catch {
+        /* already unusable */
+      }
+      try {
+        this.attach(StoreIndex.connect(sqlite(), this.path, this.busyTimeoutMs));
+      } catch {
+        /* left closed: later writes fail, and their callers mark the index stale */
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Runs `fn` in one transaction through `write`. A failure rethrows `fn`'s own error: SQLite may
+   * already have rolled back (a full disk), and libsql's wrapper would then report its failed
+   * ROLLBACK instead.
+   */
+  private transaction(fn: () => void): void {
+    this.write(() => {
+      this.db.exec('BEGIN');
+      try {
+        fn();
+        this.db.exec('COMMIT');
+      } catch (err) {
+        if (this.db.inTransaction) {
+          try {
+            this.db.exec('ROLLBACK');
+          } catch {
+            /* the connection is replaced next */
+          }
+        }
+        throw err;
+      }
+    });
   }
 
   /**
@@ -368,7 +422,7 @@ export class StoreIndex implements StoreObserver {
   private register(): void {
     const id = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
     try {
-      this.db.prepare('INSERT INTO writers (id, host, pid, since) VALUES (?, ?, ?, ?)').run(id, hostname(), process.pid, Date.now());
+      this.write(() => this.db.prepare('INSERT INTO writers (id, host, pid, since) VALUES (?, ?, ?, ?)').run(id, hostname(), process.pid, Date.now()));
     } catch (err) {
       markIndexStale(this.root, `registering a writer failed: ${(err as Error).message}`);
     }
@@ -399,9 +453,9 @@ export class StoreIndex implements StoreObserver {
     const ops = this.queue.splice(0);
     try {
       if (!this.writerId) this.register();
-      this.db.transaction(() => {
+      this.transaction(() => {
         for (const op of ops) op();
-      })();
+      });
     } catch (err) {
       markIndexStale(this.root, `an update failed: ${(err as Error).message}`);
     }
@@ -481,7 +535,7 @@ export class StoreIndex implements StoreObserver {
     }
     const roots = await store.roots.list();
     const now = Date.now();
-    this.db.transaction(() => {
+    this.transaction(() => {
       this.db.exec('DELETE FROM seen_blobs; DELETE FROM seen_entries; DELETE FROM seen_roots;');
       const seenBlob = this.db.prepare('INSERT OR IGNORE INTO seen_blobs (digest) VALUES (?)');
       for (const row of blobs) {
@@ -505,7 +559,7 @@ export class StoreIndex implements StoreObserver {
       const forget = this.db.prepare('DELETE FROM writers WHERE id = ?');
       for (const w of dead) forget.run(w.id);
       this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('rebuilt', ?)").run(String(now));
-    })();
+    });
     await this.syncRuns();
     return this.counts();
   }
@@ -540,7 +594,7 @@ export class StoreIndex implements StoreObserver {
     const insertTask = this.db.prepare('INSERT INTO tasks (run, started, id, hash, status, ms) VALUES (?, ?, ?, ?, ?, ?)');
     const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
     const int = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? Math.round(v) : null);
-    this.db.transaction(() => {
+    this.transaction(() => {
       for (const { file, run } of fresh) {
         // Another process may have read the same file first: its rows stand.
         if (insertRun.run(file, run?.tool ?? '?', run?.startTime ?? 0, int(run?.endTime)).changes === 0 || !run) continue;
@@ -548,7 +602,7 @@ export class StoreIndex implements StoreObserver {
           if (t && typeof t.status === 'string') insertTask.run(file, run.startTime, str(t.id), str(t.hash), t.cache === false ? UNCACHEABLE : t.status, int(t.ms));
         }
       }
-    })();
+    });
     return fresh.length;
   }
 
@@ -648,7 +702,7 @@ export class StoreIndex implements StoreObserver {
 
   /** Records that the index is complete as it stands (a store created empty just now). */
   markBuilt(): void {
-    this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('rebuilt', ?)").run(String(Date.now()));
+    this.write(() => this.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('rebuilt', ?)").run(String(Date.now())));
   }
 
   /** When the index was last rebuilt from the files, ms, or null if never. */
@@ -663,12 +717,21 @@ export class StoreIndex implements StoreObserver {
     this.flush();
     if (this.writerId) {
       try {
-        this.db.prepare('DELETE FROM writers WHERE id = ?').run(this.writerId);
+        this.write(() => this.db.prepare('DELETE FROM writers WHERE id = ?').run(this.writerId));
       } catch {
         /* left behind: a reader finds this pid dead later and rebuilds once */
       }
     }
     this.closed = true;
+    // libsql closes the connection only when its statements are collected, so SQLite's own
+    // checkpoint at close does not run: do it here, without waiting for other connections, so the
+    // WAL is folded into the file when this is the last user (as better-sqlite3's close did).
+    try {
+      this.db.pragma('busy_timeout = 0');
+      this.db.pragma('wal_checkpoint(TRUNCATE)');
+    } catch {
+      /* another connection is busy: it, or the next one, checkpoints */
+    }
     this.db.close();
   }
 }

@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import Database from 'libsql';
 import fc from 'fast-check';
 import {
   computeActionKey,
@@ -16,7 +16,7 @@ import {
   type BlobInfo,
   type LocalStore,
 } from '../src';
-import { staleMarkerPath } from '../src/store-index';
+import { markIndexStale, staleMarkerPath } from '../src/store-index';
 import { tempDir } from './support/tmp';
 
 /** The index's rows, without the columns that legitimately differ between an update and a rebuild (times). */
@@ -131,6 +131,15 @@ describe('the SQLite store index', () => {
     locker.prepare('ROLLBACK').run();
     locker.close();
     expect(index.staleReason()).toMatch(/an update failed/);
+    // The failed statement must not block later commits on the index's connection (libsql leaves it in progress).
+    index.blobWritten({ digest: 'cd'.repeat(32), storedSize: 11, rawSize: 11, codec: 0, mtimeMs: Date.now() });
+    rmSync(staleMarkerPath(store.root));
+    index.flush();
+    expect(existsSync(staleMarkerPath(store.root))).toBe(false);
+    const reader = new Database(index.path);
+    expect(reader.prepare('SELECT stored_size FROM blobs WHERE digest = ?').all('cd'.repeat(32))).toEqual([{ stored_size: 11 }]);
+    reader.close();
+    markIndexStale(store.root, 'an update failed (restored for the rest of this test)');
     await addOutput(store, dir, 'a', 'a '.repeat(30_000));
     expect(await index.refresh(store)).toMatch(/fell behind/);
     expect(index.counts()).toMatchObject({ entries: 1 });
@@ -239,8 +248,7 @@ describe('the SQLite store index', () => {
     const path = store.index!.path;
     store.close();
     const locker = new Database(path);
-    locker.pragma('locking_mode = EXCLUSIVE');
-    locker.exec('BEGIN EXCLUSIVE');
+    locker.exec('BEGIN IMMEDIATE'); // another process holding the write lock past the busy timeout
     try {
       expect(() => StoreIndex.open(store.root, { busyTimeoutMs: 20 })).toThrow(/locked/);
       expect(readdirSync(join(store.root, 'v1')).filter((f) => f.includes('corrupt'))).toEqual([]);
