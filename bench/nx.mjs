@@ -15,9 +15,10 @@
  * the tar.gz bodies Nx sent; bytes a one-line change stores.
  *
  * Options: --shape small|large|tsc (default large: 12 projects, ~30 MB of outputs, a 20 MB app),
- * --rounds N (default 5), --json <file>.
+ * --rounds N (default 5), --json <file>, --zstd-napi (install @cascache/core's optional faster zstd
+ * too, as `npm run add-to` does; without it, what `nx add` installs: the prebuilt one).
  */
-import { readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import e2eWorkspace from '../e2e/dist/nx-workspace.js';
 import e2ePack from '../e2e/dist/pack.js';
@@ -33,7 +34,8 @@ console.log(`setting up three copies of the 12-project workspace, shape ${SHAPE}
 const t = packAll();
 const base = tempWorkspaceDir('cascache-bench-');
 writeWorkspace(base, null, SHAPE);
-install(base, [t.core, t.server, t.nx]);
+const zstdNapi = process.argv.includes('--zstd-napi');
+install(base, [t.core, t.server, t.nx, ...(zstdNapi ? [`zstd-napi@${JSON.parse(readFileSync(join(import.meta.dirname, '..', 'packages', 'core', 'package.json'), 'utf8')).peerDependencies['zstd-napi']}`] : [])]);
 /** @param {string} name @param {Record<string, unknown> | null} plugin */
 const variant = (name, plugin) => copyOf(base, name, plugin, SHAPE);
 const cas = variant('cascache', { idleTimeoutMs: 600_000 });
@@ -147,7 +149,7 @@ try {
     ['bytes stored after a one-line change, cascache', `${casDelta} B`, `${((100 * casDelta) / naiveDelta).toFixed(1)}% of naive`, '<= 10%', casDelta <= naiveDelta * 0.1],
     ['bytes stored after a one-line change, naive', `${naiveDelta} B`, '', '', undefined],
   ];
-  console.log(`\nnx 24, 12 projects, shape ${SHAPE}, ${ROUNDS} rounds (median), daemon off unless said\n`);
+  console.log(`\nnx 24, 12 projects, shape ${SHAPE}, ${ROUNDS} rounds (median), daemon off unless said, zstd: ${zstdNapi ? 'zstd-napi' : '@toondepauw/node-zstd'}\n`);
   printRows(/** @type {any} */ (rows), 50);
   console.log(`\nruns (ms): ${Object.entries(times).map(([k, v]) => `${k} ${v.map((x) => x.toFixed(0)).join(' ')}`).join(' | ')}`);
   if (jsonOut) writeFileSync(jsonOut, `${JSON.stringify({ shape: SHAPE, rounds: ROUNDS, times, medians: m, storedCold, bodiesCold, casDelta, naiveDelta }, null, 2)}\n`);

@@ -7,12 +7,14 @@
  * 1. builds this repo (cached by Nx after the first time);
  * 2. `npm pack`s @cascache/core, server, nx and the cascache CLI into `<workspace>/.cascache-packages/`
  *    (commit that directory, or teammates' installs cannot find the tarballs);
- * 3. installs them as devDependencies with the workspace's package manager, approving the one
- *    native build left, zstd-napi's (`allowScripts` for npm);
+ * 3. installs them as devDependencies with npm, with zstd-napi, @cascache/core's optional peer (the
+ *    faster zstd; it compiles on install, so it is approved in `allowScripts`);
  * 4. runs `nx g @cascache/nx:init` with the options given (e.g. `--remote s3://bucket/prefix`).
  *
- * npm only for now: pnpm and yarn block our two native dependencies' builds by default (issue 14),
- * and the script says so instead of leaving a half-installed workspace.
+ * npm only: installing tarballs that depend on each other needs overrides under pnpm and yarn. Their
+ * workspaces install the published packages with `nx add @cascache/nx` and no approvals (the e2e
+ * runs that through a local registry: e2e/test/package-managers.spec.ts); the script refuses them
+ * in one line instead of leaving a half-installed workspace.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,6 +22,7 @@ import { join, relative, resolve } from 'node:path';
 
 const REPO = resolve(import.meta.dirname, '..');
 const NATIVE_BUILDS = ['zstd-napi'];
+const ZSTD_NAPI = JSON.parse(readFileSync(join(REPO, 'packages', 'core', 'package.json'), 'utf8')).peerDependencies['zstd-napi'];
 
 /** @param {string} message */
 function fail(message) {
@@ -48,7 +51,7 @@ if (!existsSync(join(ws, 'node_modules', 'nx', 'package.json'))) fail(`${ws} has
 const nxVersion = JSON.parse(readFileSync(join(ws, 'node_modules', 'nx', 'package.json'), 'utf8')).version;
 const manager = existsSync(join(ws, 'pnpm-lock.yaml')) ? 'pnpm' : existsSync(join(ws, 'yarn.lock')) ? 'yarn' : 'npm';
 if (manager !== 'npm') {
-  fail(`${manager} workspaces are not supported yet: ${manager} blocks the native build of ${NATIVE_BUILDS.join(' and ')} by default; docs/nx.md says more`);
+  fail(`${manager} workspaces: this script installs tarballs with npm only; ${manager} installs the published packages with \`nx add @cascache/nx\` (docs/nx.md)`);
 }
 
 if (!skipBuild) run('npm', ['run', 'build', '--silent'], REPO);
@@ -71,7 +74,9 @@ if (approved.length > 0) {
   console.log(`add-to: package.json: approved the native builds of ${approved.join(', ')} ("allowScripts")`);
 }
 const started = Date.now();
-run('npm', ['install', '--save-dev', '--no-audit', '--no-fund', ...tarballs.map((t) => `./${relative(ws, join(dest, t))}`)], ws);
+// zstd-napi is @cascache/core's optional peer: the faster zstd, approved above (without it cascache
+// uses the prebuilt @toondepauw/node-zstd; docs/decisions.md has the figures).
+run('npm', ['install', '--save-dev', '--no-audit', '--no-fund', ...tarballs.map((t) => `./${relative(ws, join(dest, t))}`), `zstd-napi@${ZSTD_NAPI}`], ws);
 console.log(`add-to: installed in ${((Date.now() - started) / 1000).toFixed(1)} s (Nx ${nxVersion})`);
 run(join(ws, 'node_modules', '.bin', 'nx'), ['g', '@cascache/nx:init', ...initArgs], ws);
 console.log(`add-to: done. Commit ${relative(ws, dest)}/ with package.json and the lockfile so teammates install the same tarballs.`);

@@ -166,6 +166,32 @@ export function openWorkspace(dir: string): Workspace {
   };
 }
 
+/** What {@link buildThenRestoreAfterReset} saw. */
+export interface RestoreRun {
+  /** stdout of the first `nx run-many -t build` (every task runs) and of the one after `nx reset`. */
+  first: string;
+  second: string;
+  /** The outputs the build wrote, and what the second run left in their place. */
+  built: Record<string, string>;
+  restored: Record<string, string>;
+  /** Tasks whose build script ran in the second run (none when every output was restored). */
+  ranAgain: string[];
+}
+
+/**
+ * The main job as a user sees it on a fresh clone: build everything, then `nx reset`, delete the
+ * outputs and build again, so every output must come from cascache.
+ */
+export function buildThenRestoreAfterReset(ws: Workspace): RestoreRun {
+  const first = ws.nx(['run-many', '-t', 'build']).stdout;
+  const built = snapshotOutputs(ws.dir);
+  ws.nx(['reset']);
+  removeOutputs(ws.dir);
+  ws.clearBuildLog();
+  const second = ws.nx(['run-many', '-t', 'build']).stdout;
+  return { first, second, built, restored: snapshotOutputs(ws.dir), ranAgain: ws.buildLog() };
+}
+
 /**
  * The environment a user's shell would have: without cascache settings from the machine running the
  * tests, without the NX_* variables of the Nx task running these tests (`--skip-nx-cache` exports

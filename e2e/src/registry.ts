@@ -7,7 +7,8 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { cleanEnv } from './nx-workspace';
+import { cleanEnv, tempWorkspaceDir } from './nx-workspace';
+import { packAll } from './pack';
 
 export interface Registry {
   url: string;
@@ -107,4 +108,18 @@ export async function startRegistry(dir: string, upstream = 'https://registry.np
       child.kill();
     },
   };
+}
+
+/**
+ * A registry in a new temp directory (pushed onto `dirs`, for the caller to remove) with this
+ * repo's four packages published from fresh npm pack tarballs: what `nx add @cascache/nx` will see
+ * once they are on the npm registry.
+ */
+export async function registryWithOurPackages(dirs: string[]): Promise<Registry> {
+  const t = packAll();
+  const dir = tempWorkspaceDir('cascache-registry-');
+  dirs.push(dir);
+  const registry = await startRegistry(dir);
+  for (const tgz of [t.core, t.server, t.nx, t.cli]) registry.publish(tgz);
+  return registry;
 }

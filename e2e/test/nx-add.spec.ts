@@ -8,8 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { NX_VERSION, cleanEnv, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace } from '../src/nx-workspace';
-import { packAll } from '../src/pack';
-import { startRegistry, type Registry } from '../src/registry';
+import { registryWithOurPackages, type Registry } from '../src/registry';
 
 /**
  * The newest release of each supported major (the plugin's peer range, `nx >=21 <25`). `npm test`
@@ -38,11 +37,7 @@ describe('nx add @cascache/nx through a real registry', () => {
   const stores: string[] = [];
 
   beforeAll(async () => {
-    const t = packAll();
-    const regDir = tempWorkspaceDir('cascache-registry-');
-    dirs.push(regDir);
-    registry = await startRegistry(regDir);
-    for (const tgz of [t.core, t.server, t.nx, t.cli]) registry.publish(tgz);
+    registry = await registryWithOurPackages(dirs);
   });
 
   afterAll(() => {

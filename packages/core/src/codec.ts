@@ -16,9 +16,9 @@
  * `E_INTEGRITY`. Content that is already compressed (detected by magic bytes) is stored raw.
  * See docs/storage-format.md.
  */
-import { Compressor, Decompressor } from 'zstd-napi';
 import { digestOf, type Digest } from './digest';
 import { CascacheError, ErrorCodes } from './errors';
+import { activeZstd, zstdFrameEnd } from './zstd';
 
 /** Frame magic: ASCII "CASB". */
 export const BLOB_MAGIC = Buffer.from('CASB', 'ascii');
@@ -48,19 +48,6 @@ export interface EncodeOptions {
   compressible?: boolean;
 }
 
-const compressors = new Map<number, Compressor>();
-const decompressor = new Decompressor();
-
-function compressorFor(level: number): Compressor {
-  let c = compressors.get(level);
-  if (!c) {
-    c = new Compressor();
-    c.setParameters({ compressionLevel: level, contentSizeFlag: true, checksumFlag: false });
-    compressors.set(level, c);
-  }
-  return c;
-}
-
 /** Below this many bytes compression rarely pays for its frame overhead. */
 const MIN_COMPRESS_BYTES = 64;
 
@@ -76,7 +63,7 @@ export function encodeBlob(raw: Uint8Array, options: EncodeOptions = {}): Buffer
   const level = options.level ?? 3;
   const compressible = options.compressible ?? !looksCompressed(raw);
   if (level !== 0 && compressible && raw.length >= MIN_COMPRESS_BYTES) {
-    const z = compressorFor(level).compress(raw);
+    const z = activeZstd().compressFrame(asBuffer(raw), level);
     if (z.length < raw.length) return Buffer.concat([header(Codec.ZSTD, raw.length), z]);
   }
   return Buffer.concat([header(Codec.RAW, raw.length), raw]);
@@ -126,8 +113,14 @@ export function decodeBlob(frame: Uint8Array, expected?: Digest): Buffer {
     if (declared !== rawLength) {
       throw integrity(`zstd frame declares ${declared ?? 'no'} content size, header says ${rawLength}`);
     }
+    // One frame and nothing after it: a decoder may go on into a following frame, whose output no
+    // declared size bounds. Within the frame, libzstd stops at the declared size.
+    const end = zstdFrameEnd(payload);
+    if (end !== payload.length) {
+      throw integrity(end === null ? 'zstd frame is cut or malformed' : `zstd payload has ${payload.length - end} bytes after its frame`);
+    }
     try {
-      raw = decompressor.decompress(payload);
+      raw = activeZstd().decompressFrame(payload);
     } catch (err) {
       throw new CascacheError(ErrorCodes.INTEGRITY, `zstd payload does not decode: ${(err as Error).message}`, { cause: err });
     }

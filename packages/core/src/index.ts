@@ -117,3 +117,4 @@ export { decodeFrameRecords, encodeFrameRecord, FRAME_STREAM_TYPE } from './remo
 export { HttpAcStore, HttpBlobStore, HttpTierClient, type HttpTierOptions } from './remote/http-tier';
 export { executeRemoteGc, planRemoteGc, type RemoteGcOptions, type RemoteGcPlan, type RemoteGcResult } from './remote/gc';
 export { zstdCompressStream, zstdDecompressStream } from './zstd-stream';
+export { activeZstd, zstdFrameEnd, type ZstdBackendName } from './zstd';

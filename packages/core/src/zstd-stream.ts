@@ -1,19 +1,19 @@
 /**
  * Streaming zstd (RFC 8878) for protocol bodies (Turborepo sends and expects tar.zst), from the
- * same library as the blob codec, so the choice of zstd implementation stays in one package.
+ * same backend as the blob codec (zstd.ts), so the choice of zstd implementation stays in one place.
  */
 import type { Transform } from 'node:stream';
-import { CompressStream, DecompressStream } from 'zstd-napi';
+import { activeZstd } from './zstd';
 
-/** A Transform that zstd-compresses what flows through it, at `level` (default 3). */
+/** A Transform that zstd-compresses what flows through it, at `level` (default 3), as one or more frames. */
 export function zstdCompressStream(level = 3): Transform {
-  return new CompressStream({ compressionLevel: level });
+  return activeZstd().compressStream(level);
 }
 
 /**
  * A Transform that decompresses zstd frames. It does not bound the output: put an inflation guard
- * after it for untrusted input (the server's `InflateGuard`).
+ * after it for untrusted input (the server's `InflateGuard`). Malformed input fails the stream.
  */
 export function zstdDecompressStream(): Transform {
-  return new DecompressStream();
+  return activeZstd().decompressStream();
 }

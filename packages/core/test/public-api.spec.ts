@@ -57,6 +57,7 @@ describe('@cascache/core public API', () => {
   "TREE_FORMAT",
   "Trust",
   "UploadJournal",
+  "activeZstd",
   "assertDigest",
   "assertNamespace",
   "assertSafePath",
@@ -133,6 +134,7 @@ describe('@cascache/core public API', () => {
   "zstdCompressStream",
   "zstdDecompressStream",
   "zstdFrameContentSize",
+  "zstdFrameEnd",
 ]
 `);
   });

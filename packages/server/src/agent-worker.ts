@@ -4,7 +4,7 @@
  */
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { isCascacheError, LAYOUT_VERSION, parseByteSize, parseNamespaceList, parseTierConfigs, parseTrustedKeys, Trust, withDefaultToken } from '@cascache/core';
+import { activeZstd, isCascacheError, LAYOUT_VERSION, parseByteSize, parseNamespaceList, parseTierConfigs, parseTrustedKeys, Trust, withDefaultToken } from '@cascache/core';
 import { parseCrashPoint } from './artifacts';
 import { listen } from './listen';
 
@@ -75,6 +75,8 @@ export async function runWorker(): Promise<void> {
     crashAt: parseCrashPoint(process.env.CASCACHE_CRASH_AT, 'CASCACHE_CRASH_AT'),
   });
   touch();
+  // zstd-napi is an optional peer (it compiles on install); without it restores decode ~2x slower.
+  server.log.info({ zstd: activeZstd().name }, activeZstd().name === 'zstd-napi' ? 'zstd: zstd-napi' : 'zstd: @toondepauw/node-zstd (install zstd-napi for faster restores: docs/nx.md)');
   // A store deleted or replaced under the agent (`rm -rf .cascache`, a CI cache restore) is not its
   // store any more: the plugin starts a new agent for the new one, and this one must not write into
   // it. It exits at once, dropping what it has not stored yet (that belonged to the deleted store).
