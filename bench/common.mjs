@@ -14,6 +14,17 @@ const { openWorkspace, tempWorkspaceDir, writeWorkspace } = e2eWorkspace;
 /** `--name value` from argv, or the fallback. @param {string} name @param {string | undefined} fallback */
 export const arg = (name, fallback) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : fallback);
 
+/**
+ * With `--zstd-napi` on the command line: the npm spec of @cascache/core's optional faster zstd, to
+ * install beside our tarballs (as `npm run add-to` does); else none (what `nx add` installs).
+ * @returns {string[]}
+ */
+export function zstdNapiSpecs(always = false) {
+  if (!always && !process.argv.includes('--zstd-napi')) return [];
+  const core = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '..', 'packages', 'core', 'package.json'), 'utf8'));
+  return [`zstd-napi@${core.peerDependencies['zstd-napi']}`];
+}
+
 /** @param {number[]} xs */
 export const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 

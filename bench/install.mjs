@@ -11,11 +11,11 @@
  * Options: --runs N, --json <file>.
  */
 import { execFileSync } from 'node:child_process';
-import { cpSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import e2eWorkspace from '../e2e/dist/nx-workspace.js';
 import e2ePack from '../e2e/dist/pack.js';
-import { arg, median } from './common.mjs';
+import { arg, median, zstdNapiSpecs } from './common.mjs';
 
 const { NX_VERSION, installOnce, tempWorkspaceDir, writeWorkspace, cleanEnv } = e2eWorkspace;
 const RUNS = Number(arg('--runs', '3'));
@@ -24,7 +24,7 @@ const PURE = '@pellegrims/nx-remotecache-s3@8.1.3';
 const t = e2ePack.packAll();
 const ours = [t.core, t.server, t.nx, t.cli];
 // With the optional faster zstd (compiled on install; the workspace approves it in allowScripts).
-const ZSTD_NAPI = `zstd-napi@${JSON.parse(readFileSync(join(import.meta.dirname, '..', 'packages', 'core', 'package.json'), 'utf8')).peerDependencies['zstd-napi']}`;
+const [ZSTD_NAPI] = zstdNapiSpecs(true);
 const oursFast = [...ours, ZSTD_NAPI];
 const base = tempWorkspaceDir('cascache-bench-install-');
 writeWorkspace(base, null);

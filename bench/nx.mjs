@@ -18,11 +18,11 @@
  * --rounds N (default 5), --json <file>, --zstd-napi (install @cascache/core's optional faster zstd
  * too, as `npm run add-to` does; without it, what `nx add` installs: the prebuilt one).
  */
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import e2eWorkspace from '../e2e/dist/nx-workspace.js';
 import e2ePack from '../e2e/dist/pack.js';
-import { arg, deleteMovedStores, du, emptyStore, median, printRows, startNaive, variant as copyOf } from './common.mjs';
+import { arg, deleteMovedStores, du, emptyStore, median, printRows, startNaive, variant as copyOf, zstdNapiSpecs } from './common.mjs';
 
 const { changeOneLine, install, removeOutputs, stopAgent, tempWorkspaceDir, writeWorkspace } = e2eWorkspace;
 const { packAll } = e2ePack;
@@ -34,8 +34,8 @@ console.log(`setting up three copies of the 12-project workspace, shape ${SHAPE}
 const t = packAll();
 const base = tempWorkspaceDir('cascache-bench-');
 writeWorkspace(base, null, SHAPE);
-const zstdNapi = process.argv.includes('--zstd-napi');
-install(base, [t.core, t.server, t.nx, ...(zstdNapi ? [`zstd-napi@${JSON.parse(readFileSync(join(import.meta.dirname, '..', 'packages', 'core', 'package.json'), 'utf8')).peerDependencies['zstd-napi']}`] : [])]);
+const zstdNapi = zstdNapiSpecs().length > 0;
+install(base, [t.core, t.server, t.nx, ...zstdNapiSpecs()]);
 /** @param {string} name @param {Record<string, unknown> | null} plugin */
 const variant = (name, plugin) => copyOf(base, name, plugin, SHAPE);
 const cas = variant('cascache', { idleTimeoutMs: 600_000 });

@@ -13,14 +13,15 @@
  *
  * The S3 server is s3rver (a real S3-protocol server process); real nx 24; our packages from npm
  * pack tarballs; the 12-project workspace of the e2e tests. Options: --builds N (default 20),
- * --rounds N (default 5), --shape small|large|tsc (default small), --json <file>.
+ * --rounds N (default 5), --shape small|large|tsc (default small), --json <file>, --zstd-napi (install
+ * @cascache/core's optional faster zstd too; without it, the prebuilt one `nx add` installs).
  */
 import { createRequire } from 'node:module';
 import { appendFileSync, cpSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import e2eWorkspace from '../e2e/dist/nx-workspace.js';
 import e2ePack from '../e2e/dist/pack.js';
-import { arg, bucketBytes, deleteMovedStores, emptyStore, median, printRows, startNaive, variant as copyOf } from './common.mjs';
+import { arg, bucketBytes, deleteMovedStores, emptyStore, median, printRows, startNaive, variant as copyOf, zstdNapiSpecs } from './common.mjs';
 
 const require = createRequire(import.meta.url);
 const { startS3Server } = require('../tools/s3rver.js');
@@ -47,7 +48,7 @@ const env = { CI: 'true', CASCACHE_SECRET: 'bench-shared-signing-secret-01234567
 const t = packAll();
 const base = tempWorkspaceDir('cascache-rbench-');
 writeWorkspace(base, null, SHAPE);
-install(base, [t.core, t.server, t.nx]);
+install(base, [t.core, t.server, t.nx, ...zstdNapiSpecs()]);
 /** @param {string} name @param {Record<string, unknown> | null} plugin */
 const variant = (name, plugin) => copyOf(base, name, plugin, SHAPE);
 const casA = variant('a', { idleTimeoutMs: 600_000, tiers });
@@ -133,7 +134,7 @@ try {
     ['full hit, naive remote on S3', `${med.naive.toFixed(0)} ms`, '', '', undefined],
     ['full hit, naive server on local disk', `${med.disk.toFixed(0)} ms`, `cascache x${(med.cas / med.disk).toFixed(2)}`, '', undefined],
   ];
-  console.log(`\nnx 24, 12 projects, shape ${SHAPE}, S3 on s3rver; ${BUILDS} one-file changes; cold full hits: ${ROUNDS} rounds (median)\n`);
+  console.log(`\nnx 24, 12 projects, shape ${SHAPE}, S3 on s3rver; ${BUILDS} one-file changes; cold full hits: ${ROUNDS} rounds (median); zstd: ${zstdNapiSpecs().length ? "zstd-napi" : "@toondepauw/node-zstd"}\n`);
   printRows(/** @type {any} */ (rows));
   console.log(`\nper change (cascache/naive bytes): ${perChange.map((c) => `${c.cas}/${c.naive}`).join(' ')}`);
   console.log(`cold full hits: cascache ${cold.cas.map((x) => x.toFixed(0)).join(' ')} | isolation off ${cold.casNoIsolation.map((x) => x.toFixed(0)).join(' ')} | naive S3 ${cold.naive.map((x) => x.toFixed(0)).join(' ')} | naive disk ${cold.disk.map((x) => x.toFixed(0)).join(' ')} ms`);
