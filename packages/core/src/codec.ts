@@ -18,7 +18,9 @@
  */
 import { digestOf, type Digest } from './digest';
 import { CascacheError, ErrorCodes } from './errors';
-import { activeZstd, zstdFrameEnd } from './zstd';
+import { activeZstd, zstdFrameContentSize, zstdFrameEnd } from './zstd';
+
+export { zstdFrameContentSize } from './zstd';
 
 /** Frame magic: ASCII "CASB". */
 export const BLOB_MAGIC = Buffer.from('CASB', 'ascii');
@@ -135,36 +137,6 @@ export function decodeBlob(frame: Uint8Array, expected?: Digest): Buffer {
     }
   }
   return raw;
-}
-
-/**
- * Frame_Content_Size of the zstd frame at the start of `buf` (RFC 8878, section 3.1.1.1), or null
- * when the frame does not declare it or the header is malformed.
- */
-export function zstdFrameContentSize(buf: Uint8Array): number | null {
-  if (buf.length < 6) return null;
-  const b = asBuffer(buf);
-  if (b.readUInt32LE(0) !== 0xfd2fb528) return null;
-  const fhd = b[4]!;
-  const fcsFlag = fhd >>> 6;
-  const singleSegment = (fhd >>> 5) & 1;
-  const dictIdFlag = fhd & 3;
-  if ((fhd >>> 3) & 1) return null; // reserved bit must be zero
-  const off = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][dictIdFlag]!;
-  const fcsSize = [singleSegment ? 1 : 0, 2, 4, 8][fcsFlag]!;
-  if (fcsSize === 0 || b.length < off + fcsSize) return null;
-  switch (fcsSize) {
-    case 1:
-      return b[off]!;
-    case 2:
-      return b.readUInt16LE(off) + 256;
-    case 4:
-      return b.readUInt32LE(off);
-    default: {
-      const v = b.readBigUInt64LE(off);
-      return v > BigInt(Number.MAX_SAFE_INTEGER) ? null : Number(v);
-    }
-  }
 }
 
 /** Magic-byte signatures of formats that are already compressed (or are pointless to recompress). */

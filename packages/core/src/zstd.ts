@@ -6,8 +6,8 @@
  *   pnpm, yarn berry and strict npm refuse without an approval. It is an optional peer dependency,
  *   so it is there only when the workspace asked for it (`npm run add-to` does, for npm).
  * - `@toondepauw/node-zstd` otherwise: libzstd through napi-rs, prebuilt per platform, no install
- *   script. Per 10 KiB chunk it decodes at 0.2-0.4x zstd-napi's rate (a restore takes ~1.14x as
- *   long; docs/decisions.md). Its encoder streams, so its frames carry no content size: {@link
+ *   script. Per 10 KiB chunk it decodes at 0.2-0.4x zstd-napi's rate; whole restores take 1.02x (Nx,
+ *   after `nx reset`) to 1.08x (`cascache store get`) as long (docs/decisions.md). Its encoder streams, so its frames carry no content size: {@link
  *   ZstdBackend.compressFrame} writes one into the frame header. Its decoder reads on into a
  *   concatenated frame: callers admit exactly one frame ({@link zstdFrameEnd}) before decoding.
  *
@@ -45,15 +45,48 @@ export const ZSTD_STREAM_FRAME_BYTES = 2 * 1024 * 1024;
 
 const ZSTD_MAGIC = 0xfd2fb528;
 
-/** Bytes of the zstd frame header at the start of `b` (RFC 8878, 3.1.1.1), or null when malformed or cut. */
-function zstdHeaderBytes(b: Buffer): number | null {
+/**
+ * The fields of the zstd frame header at the start of `b` (RFC 8878, 3.1.1.1): its length, and where
+ * its Frame_Content_Size field is and how many bytes it has (0: none). Null when the magic or the
+ * reserved bit is wrong, or the header is cut.
+ */
+function zstdHeader(b: Buffer): { bytes: number; fcsAt: number; fcsBytes: number } | null {
   if (b.length < 5 || b.readUInt32LE(0) !== ZSTD_MAGIC) return null;
   const fhd = b[4]!;
   if ((fhd >>> 3) & 1) return null; // reserved bit
   const singleSegment = (fhd >>> 5) & 1;
+  const fcsAt = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][fhd & 3]!;
   const fcsBytes = [singleSegment ? 1 : 0, 2, 4, 8][fhd >>> 6]!;
-  const n = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][fhd & 3]! + fcsBytes;
-  return n <= b.length ? n : null;
+  return fcsAt + fcsBytes <= b.length ? { bytes: fcsAt + fcsBytes, fcsAt, fcsBytes } : null;
+}
+
+/**
+ * Frame_Content_Size of the zstd frame at the start of `buf` (RFC 8878, section 3.1.1.1), or null
+ * when the frame does not declare it or the header is malformed.
+ */
+export function zstdFrameContentSize(buf: Uint8Array): number | null {
+  if (buf.length < 6) return null;
+  const b = asBuffer(buf);
+  const h = zstdHeader(b);
+  if (!h) return null;
+  switch (h.fcsBytes) {
+    case 0:
+      return null;
+    case 1:
+      return b[h.fcsAt]!;
+    case 2:
+      return b.readUInt16LE(h.fcsAt) + 256;
+    case 4:
+      return b.readUInt32LE(h.fcsAt);
+    default: {
+      const v = b.readBigUInt64LE(h.fcsAt);
+      return v > BigInt(Number.MAX_SAFE_INTEGER) ? null : Number(v);
+    }
+  }
+}
+
+function asBuffer(buf: Uint8Array): Buffer {
+  return Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
 /**
@@ -63,9 +96,9 @@ function zstdHeaderBytes(b: Buffer): number | null {
  * or malformed. Reads headers only: nothing is decompressed.
  */
 export function zstdFrameEnd(buf: Uint8Array): number | null {
-  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  let off = zstdHeaderBytes(b);
-  if (off === null) return null;
+  const b = asBuffer(buf);
+  let off = zstdHeader(b)?.bytes;
+  if (off === undefined) return null;
   for (;;) {
     if (off + 3 > b.length) return null;
     const bh = b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16);
@@ -85,13 +118,13 @@ export function zstdFrameEnd(buf: Uint8Array): number | null {
  * produce more than a blob's header says.
  */
 function withContentSize(z: Buffer, rawLength: number): Buffer {
-  const fhd = z[4]!;
-  if (fhd >>> 6 !== 0 || (fhd >>> 5) & 1) return z; // declared already
-  const pre = zstdHeaderBytes(z);
-  if (pre === null) throw new CascacheError(ErrorCodes.INTEGRITY, 'the zstd encoder produced a malformed frame header');
+  const h = zstdHeader(z);
+  if (!h) throw new CascacheError(ErrorCodes.INTEGRITY, 'the zstd encoder produced a malformed frame header');
+  if (h.fcsBytes > 0) return z; // declared already
+  const pre = h.bytes;
   const out = Buffer.allocUnsafe(z.length + 4);
   z.copy(out, 0, 0, pre);
-  out[4] = fhd | 0x80;
+  out[4] = z[4]! | 0x80;
   out.writeUInt32LE(rawLength, pre);
   z.copy(out, pre + 4, pre);
   return out;

@@ -75,8 +75,10 @@ export async function runWorker(): Promise<void> {
     crashAt: parseCrashPoint(process.env.CASCACHE_CRASH_AT, 'CASCACHE_CRASH_AT'),
   });
   touch();
-  // zstd-napi is an optional peer (it compiles on install); without it restores decode ~2x slower.
-  server.log.info({ zstd: activeZstd().name }, activeZstd().name === 'zstd-napi' ? 'zstd: zstd-napi' : 'zstd: @toondepauw/node-zstd (install zstd-napi for faster restores: docs/nx.md)');
+  // zstd-napi is an optional peer (it compiles on install); without it chunks decode 2-5x slower
+  // (restores 1.02-1.08x as long; docs/decisions.md).
+  const zstd = activeZstd().name;
+  server.log.info({ zstd }, zstd === 'zstd-napi' ? 'zstd: zstd-napi' : 'zstd: @toondepauw/node-zstd (install zstd-napi for faster restores: docs/nx.md)');
   // A store deleted or replaced under the agent (`rm -rf .cascache`, a CI cache restore) is not its
   // store any more: the plugin starts a new agent for the new one, and this one must not write into
   // it. It exits at once, dropping what it has not stored yet (that belonged to the deleted store).
