@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { NX_VERSION, cleanEnv, openWorkspace, removeOutputs, snapshotOutputs, stopAgent, tempWorkspaceDir, writeWorkspace } from '../src/nx-workspace';
+import { NX_VERSION, buildThenRestoreAfterReset, cleanEnv, openWorkspace, stopAgent, tempWorkspaceDir, writeWorkspace } from '../src/nx-workspace';
 import { registryWithOurPackages, type Registry } from '../src/registry';
 
 /**
@@ -66,16 +66,11 @@ describe('nx add @cascache/nx through a real registry', () => {
     const tree = JSON.parse(execFileSync('npm', ['ls', 'nx', '--all', '--json'], { cwd: dir, env: cleanEnv(), encoding: 'utf8' }));
     expect(nxVersions(tree)).toEqual([version]);
 
-    const first = ws.nx(['run-many', '-t', 'build']);
-    expect(first.stdout).toMatch(/cascache: 12 tasks, 0 from cascache, 12 run/);
-    const built = snapshotOutputs(dir);
-    ws.nx(['reset']);
-    removeOutputs(dir);
-    ws.clearBuildLog();
-    const second = ws.nx(['run-many', '-t', 'build']);
-    expect(second.stdout).toMatch(/cascache: 12 tasks, 12 from cascache, 0 run/);
-    expect(ws.buildLog()).toEqual([]);
-    expect(snapshotOutputs(dir)).toEqual(built);
+    const r = buildThenRestoreAfterReset(ws);
+    expect(r.first).toMatch(/cascache: 12 tasks, 0 from cascache, 12 run/);
+    expect(r.second).toMatch(/cascache: 12 tasks, 12 from cascache, 0 run/);
+    expect(r.ranAgain).toEqual([]);
+    expect(r.restored).toEqual(r.built);
     expect(existsSync(join(dir, '.cascache', 'v1', 'store.json'))).toBe(true);
 
     // Running the generator again changes nothing and says so.
