@@ -12,4 +12,5 @@ export interface S3Server {
 }
 export const TEST_BUCKET: string;
 export const S3_CREDENTIALS: { accessKeyId: string; secretAccessKey: string };
-export function startS3Server(buckets?: string[]): Promise<S3Server>;
+/** `conditionalWrites`: honour `If-None-Match: *` on PUT, as AWS S3 does (s3rver alone ignores it). */
+export function startS3Server(buckets?: string[], options?: { conditionalWrites?: boolean }): Promise<S3Server>;

@@ -8,9 +8,9 @@ const { join } = require('node:path');
 const TEST_BUCKET = 'cascache-test';
 const S3_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
 
-function start(port, dir, buckets) {
+function start(port, dir, buckets, options) {
   const child = spawn(process.execPath, [join(__dirname, 's3rver-main.js'), String(port), dir], {
-    env: { ...process.env, S3RVER_BUCKETS: buckets.join(',') },
+    env: { ...process.env, S3RVER_BUCKETS: buckets.join(','), S3RVER_CONDITIONAL_WRITES: options.conditionalWrites ? '1' : '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   return new Promise((resolve, reject) => {
@@ -34,9 +34,14 @@ function stop(child, signal) {
   });
 }
 
-async function startS3Server(buckets = [TEST_BUCKET]) {
+/**
+ * @param buckets created at start
+ * @param options `conditionalWrites`: honour `If-None-Match: *` on PUT as AWS S3 does (s3rver-main.js);
+ *   without it, s3rver ignores the header, as some S3-protocol servers do
+ */
+async function startS3Server(buckets = [TEST_BUCKET], options = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'cascache-s3rver-'));
-  let { child, port } = await start(0, dir, buckets);
+  let { child, port } = await start(0, dir, buckets, options);
   return {
     get endpoint() {
       return `http://127.0.0.1:${port}`;
@@ -49,7 +54,7 @@ async function startS3Server(buckets = [TEST_BUCKET]) {
     kill: () => stop(child, 'SIGKILL'),
     async restart() {
       await stop(child, 'SIGKILL');
-      ({ child, port } = await start(port, dir, buckets));
+      ({ child, port } = await start(port, dir, buckets, options));
     },
     async close() {
       await stop(child, 'SIGTERM');

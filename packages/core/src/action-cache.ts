@@ -288,11 +288,12 @@ export class ActionCache {
   /**
    * Keeps an entry verified elsewhere (a remote tier's hit) as it was signed, without signing it
    * again: a reader holds no key for `main`, yet keeps `main`'s entries. Replaces what is stored
-   * only when that cannot be served. @returns false when the bytes do not verify here (nothing
-   * stored) or a servable entry with another manifest is already stored.
+   * only when that cannot be served, or with `overServable` (the entry that won a write race on a
+   * shared tier replaces the one that lost here). @returns false when the bytes do not verify here
+   * (nothing stored) or a servable entry with another manifest is already stored.
    * @throws CascacheError `E_BAD_INPUT` for a malformed key or namespace.
    */
-  async adopt(namespace: string, key: Digest, bytes: Buffer): Promise<boolean> {
+  async adopt(namespace: string, key: Digest, bytes: Buffer, options: { overServable?: boolean } = {}): Promise<boolean> {
     assertNamespace(namespace);
     assertDigest(key, 'action key');
     const entry = this.verify(namespace, key, bytes);
@@ -302,7 +303,7 @@ export class ActionCache {
     const existing = this.verify(namespace, key, r.existing);
     if (typeof existing !== 'string') {
       if (existing.manifest === entry.manifest) return true; // the same output, signed twice: keep either
-      if (await this.servable(existing)) return false; // write-once
+      if (!options.overServable && (await this.servable(existing))) return false; // write-once
     }
     await this.opts.entries.replace(namespace, key, bytes);
     return true;

@@ -17,7 +17,7 @@
  * Failures of a remote never fail a read or a write: they become `onEvent` warnings (at most one per
  * tier per `warnIntervalMs`) and misses, and the journal keeps the uploads.
  */
-import { ActionCache, type AcHit, type ActionCacheOptions } from './action-cache';
+import { ActionCache, type AcEntry, type AcHit, type ActionCacheOptions } from './action-cache';
 import type { Digest } from './digest';
 import { CascacheError, ErrorCodes, isCascacheError } from './errors';
 import { Limiter } from './limiter';
@@ -33,7 +33,12 @@ import { Trust } from './trust';
 export type LayeredEvent =
   | { type: 'warning'; tier: string; code: string; message: string }
   | { type: 'uploaded'; tier: string; records: number; stats: UploadStats }
-  | { type: 'promoted'; tier: string; blobs: number; bytes: number };
+  | { type: 'promoted'; tier: string; blobs: number; bytes: number }
+  /**
+   * An upload found the tier holding another writer's entry for its key: the tier's entry is now the
+   * local one too (`kept`), or the local one was removed until a lookup fetches the tier's.
+   */
+  | { type: 'yielded'; tier: string; namespace: string; key: Digest; kept: boolean };
 
 /** Counters of what uploads sent and what dedup saved. */
 export interface UploadStats {
@@ -127,6 +132,8 @@ export class LayeredStore {
   private readonly lastWarning = new Map<string, number>();
   private readonly backoff = new Map<string, number>();
   private readonly remembered = new Set<string>();
+  /** Tiers whose backend was found to ignore conditional writes, and said so once. */
+  private readonly toldUnconditional = new Set<string>();
   private readonly recent: Array<{ at: number; stats: UploadStats }> = [];
   private workers: Promise<void>[] = [];
   /** Idle workers, woken by new records and by close. */
@@ -284,6 +291,28 @@ export class LayeredStore {
       if (listedAndRead && missing.length > 0) tier.blobs.distrustTree?.(manifestDigest);
     }
     return missing.length === 0;
+  }
+
+  /**
+   * Another writer stored this key in the tier first (two machines or replicas built it at once):
+   * write-once makes the tier's entry the one every reader gets, so this store keeps it too. The
+   * same output needs nothing. Another output is fetched from that tier and replaces the local entry;
+   * when it cannot be fetched now, the local entry is removed, so the next lookup reads the tier's.
+   * Either way this store no longer serves the output that lost.
+   * @throws local `E_IO` (the record is then retried).
+   */
+  private async yieldTo(tier: RemoteTier, namespace: string, key: Digest, theirs: AcEntry, bytes: Buffer): Promise<void> {
+    const ours = await this.local.actionCache.peek(namespace, key);
+    if (ours?.manifest === theirs.manifest) return;
+    let kept = false;
+    try {
+      kept = (await this.fetchTree(theirs.manifest, this.remotes.indexOf(tier))) && (await this.local.actionCache.adopt(namespace, key, bytes, { overServable: true }));
+    } catch (err) {
+      if (isCascacheError(err, ErrorCodes.IO)) throw err;
+      this.warnError(tier.name, err);
+    }
+    if (!kept) await this.local.actionCache.delete(namespace, key);
+    this.opts.onEvent?.({ type: 'yielded', tier: tier.name, namespace, key, kept });
   }
 
   /**
@@ -481,11 +510,19 @@ export class LayeredStore {
             ...tree,
             send: async () => {
               const put = await tier.entries.putIfAbsent(r.namespace, r.key, bytes);
-              if (put.created) return bytes.length;
-              // Write-once, unless what the tier holds can never be served (tampered, foreign secret).
-              if (put.existing.equals(bytes) || (await this.cacheOf(tier).peek(r.namespace, r.key))) return 0;
-              await tier.entries.replace(r.namespace, r.key, bytes);
-              return bytes.length;
+              if (tier.entries.conditionalWrites === false && !this.toldUnconditional.has(tier.name)) {
+                this.toldUnconditional.add(tier.name);
+                this.warn(tier.name, 'E_CONFIG', 'this tier ignores conditional writes (S3 If-None-Match): two machines storing one task at the same moment can each keep their own output; every entry is read back after it is written to narrow that (AWS S3, GCS, MinIO and R2 honour the condition)', true);
+              }
+              if (put.created || put.existing.equals(bytes)) return put.created ? bytes.length : 0;
+              const theirs = this.cacheOf(tier).check(r.namespace, r.key, put.existing);
+              if (typeof theirs === 'string') {
+                // Write-once, unless what the tier holds can never be served (tampered, foreign secret).
+                await tier.entries.replace(r.namespace, r.key, bytes);
+                return bytes.length;
+              }
+              await this.yieldTo(tier, r.namespace, r.key, theirs, put.existing);
+              return 0;
             },
           });
         } else {

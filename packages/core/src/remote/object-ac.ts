@@ -10,9 +10,14 @@
  * tree's manifest, whose tree object (pack-store.ts) says where every chunk is; `onRead` lets the
  * tier load it as soon as the entry arrives.
  *
- * Write-once uses the backend's conditional put where it has one, after a read: a backend that
- * ignores the condition (some S3-protocol servers) can let two concurrent writers of one key race,
- * and the later write wins; both entries are signed and name complete trees, so either is correct.
+ * Write-once uses the backend's conditional put (S3 `If-None-Match: *`, GCS `ifGenerationMatch=0`)
+ * after a read, so of two writers of one key at once exactly one creates it and the other is told
+ * what won ({@link LayeredStore} then keeps the winner locally too). Some S3-protocol servers ignore
+ * the condition; the first entry this store creates finds out (the same conditional put once more
+ * must be refused) and {@link ObjectAcStore.conditionalWrites} says so. On such a backend every
+ * created entry is read back, and one that another writer replaced meanwhile is reported as not
+ * created: that narrows the race to the moment between a write and its read-back, which only the
+ * backend's condition can close.
  */
 import { assertNamespace, MAX_AC_ENTRY_BYTES, type AcStore } from '../action-cache';
 import { assertDigest, isDigest, type Digest } from '../digest';
@@ -39,6 +44,7 @@ export class ObjectAcStore implements AcStore {
   readonly name: string;
   private readonly objects: ObjectStore;
   private readonly onRead: ObjectAcStoreOptions['onRead'];
+  private honoured: boolean | undefined;
 
   constructor(options: ObjectAcStoreOptions) {
     this.objects = options.objects;
@@ -56,13 +62,31 @@ export class ObjectAcStore implements AcStore {
     return bytes;
   }
 
+  /**
+   * Whether the backend honours conditional puts: unknown (undefined) until this store first creates
+   * an entry, then learned once by putting the same bytes again under the condition.
+   */
+  get conditionalWrites(): boolean | undefined {
+    return this.honoured;
+  }
+
   async putIfAbsent(namespace: string, key: Digest, bytes: Buffer): Promise<{ created: true } | { created: false; existing: Buffer }> {
     const existing = await this.get(namespace, key);
     if (existing) return { created: false, existing };
-    const r = await this.objects.put(acKey(namespace, key), bytes, { ifAbsent: true });
-    if (r.created) return { created: true };
-    const now = await this.objects.get(acKey(namespace, key));
-    return now ? { created: false, existing: now } : { created: true };
+    const objectKey = acKey(namespace, key);
+    const r = await this.objects.put(objectKey, bytes, { ifAbsent: true });
+    if (!r.created) {
+      const now = await this.objects.get(objectKey);
+      return now ? { created: false, existing: now } : { created: true };
+    }
+    // The same bytes again, under the condition: a backend that honours it refuses (harmless
+    // either way: the object holds these bytes or a concurrent writer's, which the read-back sees).
+    if (this.honoured === undefined) this.honoured = !(await this.objects.put(objectKey, bytes, { ifAbsent: true })).created;
+    if (!this.honoured) {
+      const now = await this.objects.get(objectKey);
+      if (now && !now.equals(bytes)) return { created: false, existing: now };
+    }
+    return { created: true };
   }
 
   async replace(namespace: string, key: Digest, bytes: Buffer): Promise<void> {

@@ -85,6 +85,11 @@ export interface TierAcStore extends AcStore {
   listRuns?(prefix: string, limit: number): Promise<string[]>;
   /** A run record's bytes (not yet verified), or null. */
   getRun?(objectKey: string): Promise<Buffer | null>;
+  /**
+   * False when the backend was found to ignore conditional puts, so two writers of one key at once
+   * may both believe they created it (object-ac.ts); undefined until known or where it cannot be.
+   */
+  readonly conditionalWrites?: boolean;
 }
 
 /** A remote tier: blobs, AC entries and roots, behind one circuit breaker. */
