@@ -150,14 +150,15 @@ export class ArtifactService {
   }
 
   /**
-   * A hot body for the artifact, served only while its entry is still a hit here; null otherwise.
-   * Waits for a body of it still being stored first.
+   * A hot body for the artifact, served only while its entry here still names the manifest the body
+   * was kept for; null otherwise. Waits for a body of it still being stored first.
    */
   async hot(ref: ArtifactRef): Promise<{ stream: Readable | Buffer; size: number } | null> {
     await this.pending.get(ref.bodyId)?.done;
     const bodies = this.o.bodies;
-    if (!bodies?.has(ref.bodyId) || !(await this.o.actionCache.peek(ref.namespace, ref.key))) return null;
-    return bodies.open(ref.bodyId);
+    if (!bodies?.has(ref.bodyId)) return null;
+    const entry = await this.o.actionCache.peek(ref.namespace, ref.key);
+    return entry ? bodies.open(ref.bodyId, entry.manifest) : null;
   }
 
   /**
@@ -181,9 +182,9 @@ export class ArtifactService {
    * out. A chunk that fails verification mid-way cuts the response: only for clients that take a
    * cut body as a miss (turbo 2.x does); Nx's needs {@link wholeBody}.
    */
-  rebuiltBody(ref: ArtifactRef, tar: Readable, encoder: Transform): Readable {
+  rebuiltBody(ref: ArtifactRef, hit: AcHit, tar: Readable, encoder: Transform): Readable {
     const sent = new ByteCounter();
-    const capture = this.o.bodies?.capture(ref.bodyId);
+    const capture = this.o.bodies?.capture(ref.bodyId, hit.entry.manifest);
     const stages = capture ? [encoder, tee(capture)] : [encoder];
     return pipeline([tar, ...stages, sent], (err) => {
       if (err) this.o.log.error({ err }, `streaming ${ref.id} failed`);
@@ -205,7 +206,7 @@ export class ArtifactService {
    * @throws CascacheError `E_INTEGRITY` / `E_NOT_FOUND` for a damaged or vanished chunk (quarantined
    *   by the store), `E_IO` for the spool file. The spool file is removed on every failure.
    */
-  async wholeBody(ref: ArtifactRef, tar: Readable, encoder: Transform): Promise<{ stream: Readable | Buffer; size: number }> {
+  async wholeBody(ref: ArtifactRef, hit: AcHit, tar: Readable, encoder: Transform): Promise<{ stream: Readable | Buffer; size: number }> {
     mkdirSync(this.o.spoolDir, { recursive: true });
     const path = join(this.o.spoolDir, `get-${ref.bodyId}.${randomBytes(6).toString('hex')}`);
     const hashed = new DigestStream();
@@ -221,13 +222,13 @@ export class ArtifactService {
     this.o.metrics.served(ref.tool, size);
     if (bodies?.fits(size)) {
       // Another GET of it may have kept the same body meanwhile: serve that one (it is verified).
-      const other = bodies.has(ref.bodyId) ? await bodies.open(ref.bodyId) : null;
+      const other = bodies.has(ref.bodyId) ? await bodies.open(ref.bodyId, hit.entry.manifest) : null;
       if (other) {
         rmSync(path, { force: true });
         return other;
       }
-      bodies.keep(ref.bodyId, path, hashed.digest(), size, { hashed: true });
-      const kept = await bodies.open(ref.bodyId);
+      bodies.keep(ref.bodyId, hit.entry.manifest, path, hashed.digest(), size, { hashed: true });
+      const kept = await bodies.open(ref.bodyId, hit.entry.manifest);
       if (!kept) throw new CascacheError(ErrorCodes.IO, `the body of ${ref.id} could not be kept in ${bodies.dir}`);
       return kept;
     }
@@ -283,8 +284,6 @@ export class ArtifactService {
         return null;
       }
       this.o.atPoint?.('entry-written');
-      // A hot body kept for this key belonged to the entry this one replaced (a healed key): drop it.
-      this.o.bodies?.drop(ref.bodyId);
       if (this.o.layered) {
         // Stored locally already; a journal failure must not turn the upload into an error.
         await this.o.layered.recordUpload({ kind: 'ac', namespace: ref.namespace, key: ref.key }).catch((err) => this.o.log.warn({ err }, 'could not journal the upload to remote tiers'));
@@ -341,7 +340,7 @@ export class ArtifactService {
       .run(async () => {
         const stored = await store(file);
         // What the client sent is the body a GET would rebuild: keep it hot.
-        if (stored && this.o.bodies) this.o.bodies.keep(ref.bodyId, file, spooled.digest(), received.bytes);
+        if (stored && this.o.bodies) this.o.bodies.keep(ref.bodyId, stored.digest, file, spooled.digest(), received.bytes);
       })
       .catch((err) => this.o.log.warn({ err: { code: (err as { code?: string }).code, message: (err as Error).message }, hash: ref.id }, 'dropped an upload stored behind its answer'))
       .finally(() => {

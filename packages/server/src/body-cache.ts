@@ -5,8 +5,8 @@
  * truth: this is a bounded cache in front of it.
  *
  * ```
- * <dir>/<protocol>-<hash>.<blake3 of the body>.body    a body, named by what it must hash to
- * <dir>/tmp/                                         bodies being written
+ * <dir>/<protocol>-<hash>.<manifest>.<blake3 of the body>.body    a body: the entry it serves, what it must hash to
+ * <dir>/tmp/                                                      bodies being written
  * ```
  * - Bounded by `maxBytes`, least recently used out (access order kept in memory, rebuilt from write
  *   times at start). A body larger than a quarter of the bound is not kept.
@@ -14,8 +14,10 @@
  *   mtime changed; one that does not match its name (a damaged disk) is deleted and reported as
  *   absent, so the caller rebuilds it from the chunks. Bodies up to 1 MiB are then served from
  *   memory (64 MiB in all, least recently used back to files).
- * - The caller serves a body only for a key whose action-cache entry is still a hit, so GC, eviction
- *   and invalidation of the entry reach its body too.
+ * - A body is bound to the entry it was stored or served for (its manifest digest): it is served
+ *   only while the key's entry still names that manifest, so GC, eviction, invalidation, a healed
+ *   entry and one replaced by a shared tier's winner (layered.ts) all reach it. Files in an older
+ *   layout are deleted at start.
  */
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
@@ -23,7 +25,7 @@ import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { digestFile, DigestHasher, digestOf, isDigest } from '@cascache/core';
 
-const NAME_RE = /^([a-z]+-[0-9A-Za-z]{1,64})\.([0-9a-f]{64})\.body$/;
+const NAME_RE = /^([a-z]+-[0-9A-Za-z]{1,64})\.([0-9a-f]{64})\.([0-9a-f]{64})\.body$/;
 /** Bodies up to this size are served from memory once read, bytes. */
 const MEMORY_BODY_BYTES = 1024 * 1024;
 /** Memory all such bodies may take together, bytes. */
@@ -31,7 +33,7 @@ const MEMORY_BYTES = 64 * 1024 * 1024;
 
 export class BodyCache {
   /** Bodies by id (`nx-<hash>`), least recently used first. */
-  private readonly bodies = new Map<string, { file: string; digest: string; size: number; checked?: string; bytes?: Buffer }>();
+  private readonly bodies = new Map<string, { file: string; entry: string; digest: string; size: number; checked?: string; bytes?: Buffer }>();
   private total = 0;
   /** Bytes of bodies held in memory. */
   private memory = 0;
@@ -54,18 +56,24 @@ export class BodyCache {
     }
     this.tmp = join(tmpRoot, `${process.pid}.${randomBytes(4).toString('hex')}`);
     mkdirSync(this.tmp, { recursive: true });
-    const found: Array<{ id: string; file: string; digest: string; size: number; mtime: number }> = [];
+    const found: Array<{ id: string; file: string; entry: string; digest: string; size: number; mtime: number }> = [];
     for (const name of readdirSync(dir)) {
       const m = NAME_RE.exec(name);
-      if (!m || !isDigest(m[2])) continue;
+      if (!m || !isDigest(m[2]) || !isDigest(m[3])) {
+        if (name.endsWith('.body')) rmSync(join(dir, name), { force: true }); // an older layout: not bound to an entry
+        continue;
+      }
       try {
         const st = statSync(join(dir, name));
-        found.push({ id: m[1]!, file: join(dir, name), digest: m[2]!, size: st.size, mtime: st.mtimeMs });
+        found.push({ id: m[1]!, file: join(dir, name), entry: m[2]!, digest: m[3]!, size: st.size, mtime: st.mtimeMs });
       } catch {
         /* removed meanwhile */
       }
     }
-    for (const b of found.sort((x, y) => x.mtime - y.mtime)) this.add(b.id, b);
+    for (const b of found.sort((x, y) => x.mtime - y.mtime)) {
+      this.drop(b.id); // a body of the same key for an older entry
+      this.add(b.id, b);
+    }
     this.trim();
   }
 
@@ -75,12 +83,16 @@ export class BodyCache {
   }
 
   /**
-   * A kept body as a stream, after checking it hashes to its name; null when absent or damaged
-   * (then deleted). Marks it recently used.
+   * A kept body as a stream, after checking it hashes to its name; null when absent, damaged or
+   * kept for another entry than `entry` (a manifest digest; then deleted). Marks it recently used.
    */
-  async open(id: string): Promise<{ stream: ReadStream | Buffer; size: number } | null> {
+  async open(id: string, entry: string): Promise<{ stream: ReadStream | Buffer; size: number } | null> {
     const b = this.bodies.get(id);
     if (!b) return null;
+    if (b.entry !== entry) {
+      this.drop(id);
+      return null;
+    }
     if (b.bytes) {
       this.bodies.delete(id);
       this.bodies.set(id, b);
@@ -118,7 +130,7 @@ export class BodyCache {
    * Reads a small body into memory (verified), where it is served from next time without a file
    * operation: per GET, a file stream costs an open, a stat, reads and a close on the thread pool.
    */
-  private load(id: string, b: { file: string; digest: string; size: number; bytes?: Buffer }): { stream: Buffer; size: number } | null {
+  private load(id: string, b: { file: string; entry: string; digest: string; size: number; bytes?: Buffer }): { stream: Buffer; size: number } | null {
     let bytes: Buffer;
     try {
       bytes = readFileSync(b.file);
@@ -151,22 +163,24 @@ export class BodyCache {
   }
 
   /**
-   * Takes a finished body file (moved, not copied) whose bytes hash to `digest`. With `hashed`, the
+   * Takes a finished body file (moved, not copied) whose bytes hash to `digest`, the body of the
+   * entry naming manifest `entry`; it replaces a body kept for another entry. With `hashed`, the
    * caller hashed the bytes as it wrote them: the first `open` in this process need not hash again.
    */
-  keep(id: string, path: string, digest: string, size: number, options: { hashed?: boolean } = {}): void {
-    if (!this.fits(size) || this.bodies.has(id)) {
+  keep(id: string, entry: string, path: string, digest: string, size: number, options: { hashed?: boolean } = {}): void {
+    if (!this.fits(size) || this.bodies.get(id)?.entry === entry) {
       rmSync(path, { force: true });
       return;
     }
-    const file = join(this.dir, `${id}.${digest}.body`);
+    this.drop(id);
+    const file = join(this.dir, `${id}.${entry}.${digest}.body`);
     try {
       renameSync(path, file);
     } catch {
       rmSync(path, { force: true });
       return;
     }
-    this.add(id, { file, digest, size });
+    this.add(id, { file, entry, digest, size });
     if (options.hashed) {
       try {
         const st = statSync(file);
@@ -182,8 +196,8 @@ export class BodyCache {
    * A sink that copies a body as it is sent and keeps it if it ends whole and within bounds. Never
    * fails the stream it is fed from: on any error the copy is dropped.
    */
-  capture(id: string): Writable {
-    if (this.bodies.has(id)) return new PassThrough().resume();
+  capture(id: string, entry: string): Writable {
+    if (this.bodies.get(id)?.entry === entry) return new PassThrough().resume();
     const path = join(this.tmp, `${id}.${randomBytes(6).toString('hex')}`);
     const out = createWriteStream(path);
     const hasher = new DigestHasher();
@@ -216,7 +230,7 @@ export class BodyCache {
       final: (done) => {
         const finish = (): void => {
           if (failed) rmSync(path, { force: true });
-          else this.keep(id, path, hasher.digest(), size);
+          else this.keep(id, entry, path, hasher.digest(), size);
           done();
         };
         if (failed) {
@@ -242,8 +256,8 @@ export class BodyCache {
     rmSync(b.file, { force: true });
   }
 
-  private add(id: string, b: { file: string; digest: string; size: number }): void {
-    this.bodies.set(id, { file: b.file, digest: b.digest, size: b.size });
+  private add(id: string, b: { file: string; entry: string; digest: string; size: number }): void {
+    this.bodies.set(id, { file: b.file, entry: b.entry, digest: b.digest, size: b.size });
     this.total += b.size;
   }
 

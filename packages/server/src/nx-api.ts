@@ -108,7 +108,7 @@ export function registerNxApi(app: FastifyInstance, o: NxApiOptions): void {
       if (!hit) return miss(r);
       const tar = await materializeToTar(o.blobs, hit.manifest, { extraEntries: NX_EXTRAS_OUT });
       // Whole before the status line: Nx fails the run on a body that ends early.
-      const body = await service.wholeBody(r, tar, createGzip({ level: o.gzipLevel, flush: zlibConstants.Z_NO_FLUSH, chunkSize: GZIP_CHUNK_BYTES }));
+      const body = await service.wholeBody(r, hit, tar, createGzip({ level: o.gzipLevel, flush: zlibConstants.Z_NO_FLUSH, chunkSize: GZIP_CHUNK_BYTES }));
       activity.record(hash, { hits: 1 });
       o.metrics.lookup('nx', r.namespace, true);
       // Chunked, as hot bodies are: the client's read ends with the server's response, not before it.

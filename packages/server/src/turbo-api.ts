@@ -176,7 +176,7 @@ export function registerTurboApi(app: FastifyInstance, o: TurboApiOptions): void
         body = pipeline([Readable.from(readChunks(o.blobs, raw)), new PassThrough()], (err) => err && req.log.error({ err }, `streaming ${r.id} failed`));
         o.metrics.served('turbo', hit.entry.size);
       } else {
-        body = service.rebuiltBody(r, await materializeToTar(o.blobs, hit.manifest), zstdCompressStream(ZSTD_LEVEL));
+        body = service.rebuiltBody(r, hit, await materializeToTar(o.blobs, hit.manifest), zstdCompressStream(ZSTD_LEVEL));
       }
       activity.record(r.id, { hits: 1 });
       o.metrics.lookup('turbo', team, true);
