@@ -16,6 +16,9 @@
  * - `points`: three `cascache serve` processes writing to one store at once, one of them killed at
  *   a named point of its upload (`CASCACHE_CRASH_AT`): the others' uploads all serve, the victim's
  *   hash is a miss or whole, and `verify` finds nothing wrong.
+ * - `replicas`: two `cascache serve` replicas on one S3 tier (s3rver with S3's conditional PUT), the
+ *   same hash PUT to both at once with different outputs: after a flush, both and a third replica
+ *   serve the same one, and the bucket holds it.
  * - `store`: real nx runs with the agent's store directory deleted under it: the next run builds,
  *   the one after hits again, and the old agent does not linger.
  * - `agent`: real nx runs whose agent worker kills itself at a named point of every upload (one
@@ -50,7 +53,7 @@ import { startShapingProxyProcess } from './shaping-proxy';
 import { cascacheTurbo, installTurbo, removeTurboState, writeTurboWorkspace } from './turbo-workspace';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const { startS3Server } = require(resolve(__dirname, '../../tools/s3rver.js')) as { startS3Server: (buckets: string[]) => Promise<{ endpoint: string; close(): Promise<void> }> };
+const { startS3Server } = require(resolve(__dirname, '../../tools/s3rver.js')) as { startS3Server: (buckets: string[], options?: { conditionalWrites?: boolean }) => Promise<{ endpoint: string; close(): Promise<void> }> };
 
 const CLI = resolve(__dirname, '../../packages/cli/dist/bin.js');
 
@@ -72,7 +75,7 @@ export interface FaultRow {
 export interface FaultOptions {
   /** Fewer rounds (the version `npm test` runs). */
   short: boolean;
-  /** Run only these scenarios (`hostile`, `kill`, `points`, `agent`, `store`, `readonly`, `load`, `remote`); default all. */
+  /** Run only these scenarios (`hostile`, `kill`, `points`, `replicas`, `agent`, `store`, `readonly`, `load`, `remote`); default all. */
   only?: string[];
   log?: (line: string) => void;
 }
@@ -482,6 +485,72 @@ async function killAtPoints(o: FaultOptions): Promise<FaultRow> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scenario: two team-server replicas on one S3 tier, racing on one hash
+
+/**
+ * Two `cascache serve` replicas, each on its own store, sharing one S3 tier (s3rver with S3's
+ * conditional PUT, as AWS S3 has it), and a third replica that only reads. Each round both replicas
+ * receive a PUT of the same hash at the same moment, with different outputs (a task that is not
+ * reproducible, built on two CI machines at once); once their uploads are flushed, all three must
+ * serve the same output, one of the two, and the bucket must hold its entry: exactly one wins
+ * everywhere. Before the flush each replica serves what it was sent (write-behind).
+ */
+async function replicas(o: FaultOptions): Promise<FaultRow> {
+  const dir = mkdtempSync(join(tmpdir(), 'cascache-faults-replicas-'));
+  const s3 = await startS3Server([BUCKET], { conditionalWrites: true });
+  const row: FaultRow = { scenario: 'two cascache serve replicas on one S3 tier, the same hash PUT to both at once with different outputs', attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0 };
+  const remote = `s3://${BUCKET}/replicas?endpoint=${encodeURIComponent(s3.endpoint)}&forcePathStyle=true`;
+  const env = { CASCACHE_SECRET: SECRET, CASCACHE_REMOTE: remote, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', CASCACHE_LOG_LEVEL: 'warn' };
+  const servers = await Promise.all(['a', 'b', 'reader'].map((name) => serve(join(dir, name), env)));
+  const [a, b, reader] = servers as [(typeof servers)[0], (typeof servers)[0], (typeof servers)[0]];
+  const won = { a: 0, b: 0 };
+  try {
+    const bodyOf = (hash: number, side: string) => nxBody([{ name: 'dist/shared.js', body: 'export const shared = 1;\n'.repeat(3000) }, { name: 'dist/own.js', body: `export const builtOn = '${side}', hash = ${hash};\n`.repeat(300) }]);
+    const rounds = o.short ? 3 : 10;
+    for (let round = 0; round < rounds; round++) {
+      row.attempts++;
+      const hash = 91_000 + round;
+      const bodies = { a: await bodyOf(hash, 'a'), b: await bodyOf(hash, 'b') };
+      const expected = { a: JSON.stringify(await filesOf(bodies.a)), b: JSON.stringify(await filesOf(bodies.b)) };
+      const puts = await Promise.all([http(a.base, 'PUT', `/v1/cache/${hash}`, null, bodies.a), http(b.base, 'PUT', `/v1/cache/${hash}`, null, bodies.b)].map((p) => p.catch(() => ({ status: 0 }))));
+      const problems: string[] = [];
+      if (!puts.every((p) => p.status === 200 || p.status === 409)) problems.push(`PUTs answered ${puts.map((p) => p.status).join(', ')}`);
+      // Each serves what it was sent until its upload meets the other's (and keeps it as a hot body).
+      for (const r of [a, b]) if ((await http(r.base, 'GET', `/v1/cache/${hash}`, null)).status !== 200) problems.push('a GET before the flush missed');
+      for (const r of [a, b]) {
+        const f = await http(r.base, 'POST', '/_cascache/flush', null).catch(() => ({ status: 0, body: Buffer.alloc(0) }));
+        if (f.status !== 200 || !JSON.parse(f.body.toString() || '{}').drained) problems.push(`flush answered ${f.status} ${f.body.toString().slice(0, 200)}`);
+      }
+      const served: string[] = [];
+      for (const r of [a, b, reader]) {
+        const g = await http(r.base, 'GET', `/v1/cache/${hash}`, null);
+        served.push(g.status === 200 ? JSON.stringify(await filesOf(g.body)) : `status ${g.status}`);
+      }
+      const winner = served[0] === expected.a ? 'a' : served[0] === expected.b ? 'b' : null;
+      if (!winner || served.some((x) => x !== served[0])) problems.push(`served: ${served.map((x) => (x === expected.a ? 'a' : x === expected.b ? 'b' : x.slice(0, 40))).join(', ')}`);
+      else won[winner]++;
+      if (problems.length > 0) {
+        row.wrong++;
+        o.log?.(`replicas, round ${round}: ${problems.join('; ')}`);
+      } else row.handled++;
+    }
+    for (const r of servers) if (!alive(r.child)) row.crashes++;
+  } finally {
+    for (const r of servers) await stopped(r.child, 'SIGTERM');
+    await s3.close();
+  }
+  for (const name of ['a', 'b', 'reader']) {
+    if (!verifyClean(join(dir, name))) {
+      row.wrong++;
+      o.log?.(`replicas: verify found problems in ${name}'s store`);
+    }
+  }
+  row.notes = `won: replica a ${won.a}, replica b ${won.b}`;
+  rmSync(dir, { recursive: true, force: true });
+  return row;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Scenario: load
 
 /** Resident set of a process, bytes (Linux /proc). */
@@ -886,7 +955,7 @@ async function readOnlyStore(o: FaultOptions): Promise<FaultRow> {
 export async function runFaults(o: FaultOptions): Promise<FaultRow[]> {
   const rows: FaultRow[] = [];
   const wanted = (name: string) => !o.only || o.only.includes(name);
-  for (const [name, scenario] of [['hostile', hostile], ['kill', killMidUpload], ['points', killAtPoints], ['agent', agentKills], ['store', storeDeleted], ['readonly', readOnlyStore]] as const) {
+  for (const [name, scenario] of [['hostile', hostile], ['kill', killMidUpload], ['points', killAtPoints], ['replicas', replicas], ['agent', agentKills], ['store', storeDeleted], ['readonly', readOnlyStore]] as const) {
     if (!wanted(name)) continue;
     const row = await scenario(o);
     o.log?.(`${row.scenario}: ${row.handled}/${row.attempts} handled, ${row.wrong} wrong, ${row.crashes} crashes`);
