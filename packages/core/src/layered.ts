@@ -34,11 +34,8 @@ export type LayeredEvent =
   | { type: 'warning'; tier: string; code: string; message: string }
   | { type: 'uploaded'; tier: string; records: number; stats: UploadStats }
   | { type: 'promoted'; tier: string; blobs: number; bytes: number }
-  /**
-   * An upload found the tier holding another writer's entry for its key: the tier's entry is now the
-   * local one too (`kept`), or the local one was removed until a lookup fetches the tier's.
-   */
-  | { type: 'yielded'; tier: string; namespace: string; key: Digest; kept: boolean };
+  /** An upload found the tier holding another writer's entry for its key: the tier's entry is now the local one too. */
+  | { type: 'yielded'; tier: string; namespace: string; key: Digest };
 
 /** Counters of what uploads sent and what dedup saved. */
 export interface UploadStats {
@@ -296,23 +293,25 @@ export class LayeredStore {
   /**
    * Another writer stored this key in the tier first (two machines or replicas built it at once):
    * write-once makes the tier's entry the one every reader gets, so this store keeps it too. The
-   * same output needs nothing. Another output is fetched from that tier and replaces the local entry;
-   * when it cannot be fetched now, the local entry is removed, so the next lookup reads the tier's.
-   * Either way this store no longer serves the output that lost.
-   * @throws local `E_IO` (the record is then retried).
+   * same output needs nothing; another output is fetched from that tier and replaces the local
+   * entry, so this store no longer serves the output that lost.
+   * @returns false when the tier's entry can never be served (its tree is missing or damaged there):
+   *   the caller replaces it with this store's.
+   * @throws `E_UNAVAILABLE` (retryable: the record stays journaled) when the tier failed while its
+   *   tree was being fetched; local `E_IO`.
    */
-  private async yieldTo(tier: RemoteTier, namespace: string, key: Digest, theirs: AcEntry, bytes: Buffer): Promise<void> {
+  private async yieldTo(tier: RemoteTier, namespace: string, key: Digest, theirs: AcEntry, bytes: Buffer): Promise<boolean> {
     const ours = await this.local.actionCache.peek(namespace, key);
-    if (ours?.manifest === theirs.manifest) return;
-    let kept = false;
-    try {
-      kept = (await this.fetchTree(theirs.manifest, this.remotes.indexOf(tier))) && (await this.local.actionCache.adopt(namespace, key, bytes, { overServable: true }));
-    } catch (err) {
-      if (isCascacheError(err, ErrorCodes.IO)) throw err;
-      this.warnError(tier.name, err);
+    if (ours?.manifest === theirs.manifest) return true;
+    if (await this.fetchTree(theirs.manifest, this.remotes.indexOf(tier))) {
+      if (!(await this.local.actionCache.adopt(namespace, key, bytes, { overServable: true }))) return false;
+      this.opts.onEvent?.({ type: 'yielded', tier: tier.name, namespace, key });
+      return true;
     }
-    if (!kept) await this.local.actionCache.delete(namespace, key);
-    this.opts.onEvent?.({ type: 'yielded', tier: tier.name, namespace, key, kept });
+    // A tree the tier lists but could not deliver whole is distrusted by now (fetchTree): the
+    // tier's entry cannot be served. Otherwise the tier failed meanwhile: try again later.
+    if (!(await tier.blobs.hasTree(theirs.manifest))) return false;
+    throw new CascacheError(ErrorCodes.UNAVAILABLE, `${tier.name}: could not fetch the entry another writer stored for ${namespace}/${key}`, { retryable: true });
   }
 
   /**
@@ -515,14 +514,12 @@ export class LayeredStore {
                 this.warn(tier.name, 'E_CONFIG', 'this tier ignores conditional writes (S3 If-None-Match): two machines storing one task at the same moment can each keep their own output; every entry is read back after it is written to narrow that (AWS S3, GCS, MinIO and R2 honour the condition)', true);
               }
               if (put.created || put.existing.equals(bytes)) return put.created ? bytes.length : 0;
+              // Write-once, unless what the tier holds can never be served (tampered, foreign
+              // secret, a tree the tier lacks or holds damaged): then ours replaces it.
               const theirs = this.cacheOf(tier).check(r.namespace, r.key, put.existing);
-              if (typeof theirs === 'string') {
-                // Write-once, unless what the tier holds can never be served (tampered, foreign secret).
-                await tier.entries.replace(r.namespace, r.key, bytes);
-                return bytes.length;
-              }
-              await this.yieldTo(tier, r.namespace, r.key, theirs, put.existing);
-              return 0;
+              if (typeof theirs !== 'string' && (await this.yieldTo(tier, r.namespace, r.key, theirs, put.existing))) return 0;
+              await tier.entries.replace(r.namespace, r.key, bytes);
+              return bytes.length;
             },
           });
         } else {

@@ -131,6 +131,34 @@ describe('two writers of one action key on a shared tier', () => {
     }
   });
 
+  it("the first writer's entry names a tree the tier holds damaged: the second writer's entry replaces it, and both tiers' readers get the second", async () => {
+    const s3 = await startS3Server([TEST_BUCKET], { conditionalWrites: true });
+    try {
+      const objects = new S3ObjectStore({ bucket: TEST_BUCKET, prefix: 'damaged', endpoint: s3.endpoint, forcePathStyle: true, credentials: S3_CREDENTIALS });
+      const a = await writer('a', objects, 's3://cascache-test/damaged');
+      const b = await writer('b', objects, 's3://cascache-test/damaged');
+      const key = computeActionKey(['damaged']);
+      await build(a, key);
+      expect((await a.layered.drain({ timeoutMs: 30_000 })).drained).toBe(true);
+      for await (const o of objects.list('v1/packs/')) {
+        const bytes = (await objects.get(o.key))!;
+        for (let i = 64; i < bytes.length; i += 4096) bytes[i]! ^= 0xff;
+        await objects.put(o.key, bytes);
+      }
+      await build(b, key);
+      expect((await b.layered.drain({ timeoutMs: 30_000 })).drained).toBe(true);
+      const onTier = await new ObjectAcStore({ objects }).get(NS, key);
+      expect(onTier?.equals((await b.local.entries.get(NS, key))!)).toBe(true);
+      expect(b.events.filter((e) => e.type === 'yielded')).toEqual([]);
+      const c = await writer('c', objects, 's3://cascache-test/damaged');
+      const hit = await c.layered.lookup(NS, key);
+      await materializeToDirectory(c.local.blobs, hit!.manifest, join(dir, 'out-c'));
+      await expectSameFlatTree(b.src(key), join(dir, 'out-c'));
+    } finally {
+      await s3.close();
+    }
+  });
+
   it('GCS (ifGenerationMatch=0): concurrent uploads of one key leave one winner everywhere', async () => {
     const gcs = await startFakeGcsServer([TEST_BUCKET]);
     try {

@@ -135,7 +135,7 @@ export async function listen(options: ListenOptions): Promise<Listening> {
           onEvent: (e) => {
             if (e.type === 'warning') log?.warn({ tier: e.tier, code: e.code }, e.message);
             else if (e.type === 'uploaded') log?.info({ tier: e.tier, ...e.stats }, 'uploaded to remote tier');
-            else if (e.type === 'yielded') log?.info({ tier: e.tier, namespace: e.namespace, key: e.key, kept: e.kept }, 'another writer stored this key in the tier first: its entry replaces the one stored here');
+            else if (e.type === 'yielded') log?.info({ tier: e.tier, namespace: e.namespace, key: e.key }, 'another writer stored this key in the tier first: its entry replaces the one stored here');
           },
         })
       : undefined;
