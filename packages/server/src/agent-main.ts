@@ -37,6 +37,10 @@
  */
 import { join } from 'node:path';
 import { startFront } from './agent-front';
+import { stderrLogSink, tolerateStdioErrors } from './log-sink';
+
+// stderr is agent.log, on the store's disk: a full disk must cost log lines, never the agent.
+tolerateStdioErrors();
 
 // `CASCACHE_AGENT_FRONT=0`: no front, the worker alone on the port (one process less, and no
 // restart when it dies; bench/agent-front.mjs and bench/nx.mjs measure the difference).
@@ -51,7 +55,7 @@ if (process.env.CASCACHE_AGENT_ROLE === 'worker' || process.env.CASCACHE_AGENT_F
     process.exit(2);
   }
   const log = (level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}): void => {
-    process.stderr.write(`${JSON.stringify({ level: { info: 30, warn: 40, error: 50 }[level], time: Date.now(), pid: process.pid, name: 'front', ...fields, msg })}\n`);
+    stderrLogSink.write(`${JSON.stringify({ level: { info: 30, warn: 40, error: 50 }[level], time: Date.now(), pid: process.pid, name: 'front', ...fields, msg })}\n`);
   };
   const idleMs = Number(process.env.CASCACHE_AGENT_IDLE_MS ?? 30 * 60 * 1000);
   startFront({ workerScript: join(__dirname, 'agent-main.js'), env: process.env, token, log, idleMs }).then(

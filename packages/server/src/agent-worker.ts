@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { activeZstd, isCascacheError, LAYOUT_VERSION, parseByteSize, parseNamespaceList, parseTierConfigs, parseTrustedKeys, Trust, withDefaultToken } from '@cascache/core';
 import { parseCrashPoint } from './artifacts';
 import { listen } from './listen';
+import { stderrLogSink } from './log-sink';
 
 /** How often the agent checks that its store directory is still the one it opened, ms. */
 const STORE_CHECK_MS = 1000;
@@ -67,7 +68,7 @@ export async function runWorker(): Promise<void> {
     deferIngest: true,
     // The newest bodies Nx sent, served back as files (a clone on a shared store, nx reset).
     hotBodiesBytes: process.env.CASCACHE_HOT_BODIES ? parseByteSize(process.env.CASCACHE_HOT_BODIES) : 256 * 1024 ** 2,
-    logger: { level: process.env.CASCACHE_LOG_LEVEL ?? 'info', stream: process.stderr },
+    logger: { level: process.env.CASCACHE_LOG_LEVEL ?? 'info', stream: stderrLogSink },
     onRequest: touch,
     maxSizeBytes: process.env.CASCACHE_MAX_SIZE ? parseByteSize(process.env.CASCACHE_MAX_SIZE) : undefined,
     tiers,
