@@ -26,6 +26,9 @@
  *   Today the run fails: Nx's client fails a run on a refused connection (docs/reliability.md).
  * - `readonly`: real nx runs with the store on a read-only bind mount (`unshare -rm`): every run
  *   builds, with the outputs of a build without cache.
+ * - `fulldisk`: real nx runs with the store on a small tmpfs that fills up during the cold build,
+ *   then a run after `nx reset` on the full disk, then `verify`: every run builds with the outputs
+ *   of a build without cache, and verify finds nothing wrong.
  * - `load`: wrk on GETs and on a PUT/GET mix, then 200 slow-header connections beside GETs; every
  *   answer right, resident memory bounded; throughput and latency reported.
  * - `remote faults`: real nx runs and real turbo runs through `cascache turbo` (CI=true, empty local
@@ -39,7 +42,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { connect, createServer as createNetServer, type Socket } from 'node:net';
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
@@ -75,7 +78,7 @@ export interface FaultRow {
 export interface FaultOptions {
   /** Fewer rounds (the version `npm test` runs). */
   short: boolean;
-  /** Run only these scenarios (`hostile`, `kill`, `points`, `replicas`, `agent`, `store`, `readonly`, `load`, `remote`); default all. */
+  /** Run only these scenarios (`hostile`, `kill`, `points`, `replicas`, `agent`, `store`, `readonly`, `fulldisk`, `load`, `remote`); default all. */
   only?: string[];
   log?: (line: string) => void;
 }
@@ -951,11 +954,91 @@ async function readOnlyStore(o: FaultOptions): Promise<FaultRow> {
   return row;
 }
 
+/** Whether this machine lets us mount a tmpfs in a private user and mount namespace. */
+function canMountTmpfs(): boolean {
+  if (process.platform !== 'linux') return false;
+  const d = mkdtempSync(join(tmpdir(), 'cascache-probe-'));
+  try {
+    return spawnSync('unshare', ['-rm', 'sh', '-c', `mount -t tmpfs -o size=64k tmpfs ${d}`], { encoding: 'utf8' }).status === 0;
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Real nx runs with the workspace's store on a disk that fills up: a small tmpfs (a private user and
+ * mount namespace) filled with `dd` to a little slack before the first run, so the agent starts and
+ * then runs out of room while it stores the cold build's uploads. Then `nx reset` and a run on the
+ * still-full disk, then `cascache verify`. Every run must build, with the outputs of a build without
+ * cache, and verify must find nothing wrong (what did not fit is simply not stored).
+ */
+async function fullDisk(o: FaultOptions): Promise<FaultRow> {
+  const row: FaultRow = { scenario: 'store on a disk that fills up during the build: real nx runs', attempts: 0, handled: 0, wrong: 0, crashes: 0, buildsFailed: 0, worstMs: 0 };
+  if (!canMountTmpfs()) {
+    row.notes = 'skipped: this machine cannot mount a tmpfs in a user namespace (unshare -rm)';
+    o.log?.(row.notes);
+    return row;
+  }
+  await withNxWorkspace('cascache-faults-full-', ({ ws, dir, storeDir, env }) => {
+    ws.nx(['run-many', '-t', 'build', '--skip-nx-cache'], { ...env, CASCACHE_DISABLE: '1' });
+    const clean = JSON.stringify(snapshotOutputs(dir));
+    stopAgent(storeDir);
+    rmSync(storeDir, { recursive: true, force: true });
+    mkdirSync(storeDir);
+    const nxBin = join(dir, 'node_modules', '.bin', 'nx');
+    const served: string[] = [];
+    // Slack left before the first run, KiB: with less than ~200 the agent cannot start at all (Nx
+    // then runs on its own cache); with these it starts and runs out of room part way.
+    const slacks = o.short ? [512] : [256, 512, 768];
+    for (const slackKiB of slacks) {
+      // One namespace for the whole round: the tmpfs lives as long as it does.
+      const script = [
+        'set -e',
+        `mount -t tmpfs -o size=4m tmpfs ${storeDir}`,
+        `dd if=/dev/zero of=${storeDir}/filler bs=1k count=$(( $(df -k --output=avail ${storeDir} | tail -1) - ${slackKiB} )) 2>/dev/null`,
+        'set +e',
+        `rm -rf ${join(dir, '.nx')}; find packages -name dist -prune -exec rm -rf {} +`,
+        `echo "T0=$(date +%s%3N)"; ${nxBin} run-many -t build; echo "RUN1=$?"; echo "T1=$(date +%s%3N)"`,
+        `${nxBin} reset > /dev/null; find packages -name dist -prune -exec rm -rf {} +`,
+        `echo "T2=$(date +%s%3N)"; ${nxBin} run-many -t build; echo "RUN2=$?"; echo "T3=$(date +%s%3N)"`,
+        `node ${join(dir, 'node_modules', 'cascache', 'dist', 'bin.js')} verify --store-dir ${storeDir}; echo "VERIFY=$?"`,
+        `echo '== agent.log'; tail -n 20 ${storeDir}/agent.log; df -k ${storeDir} | tail -1`,
+        `kill $(node -e "try{console.log(require('${storeDir}/agent.json').pid)}catch{}") 2>/dev/null; true`,
+      ].join('\n');
+      row.attempts += 2;
+      const r = spawnSync('unshare', ['-rm', 'sh', '-c', script], { cwd: dir, encoding: 'utf8', timeout: 600_000, env: { ...cleanEnv(), NX_TUI: 'false', NX_INTERACTIVE: 'false', NX_NO_CLOUD: 'true', NX_DAEMON: 'false', ...env } });
+      const out = `${r.stdout}${r.stderr}`;
+      const t = [0, 1, 2, 3].map((i) => Number(new RegExp(`T${i}=(\\d+)`).exec(out)?.[1] ?? NaN));
+      row.worstMs = Math.max(row.worstMs!, t[1]! - t[0]!, t[3]! - t[2]!);
+      // The agent's front owns the port: a run told "Connection refused" lost its agent mid-run.
+      if (/Connection refused/.test(out)) row.crashes++;
+      const runs = [/RUN1=(\d+)/.exec(out)?.[1], /RUN2=(\d+)/.exec(out)?.[1]];
+      const failed = runs.filter((x) => x !== '0').length;
+      row.buildsFailed += failed;
+      if (failed > 0) o.log?.(`full disk, slack ${slackKiB} KiB: a run failed (${runs.join(', ')}):\n${out.slice(-3000)}`);
+      // Run 2's outputs are on disk now (run 1's were compared by the same build script's determinism).
+      if (JSON.stringify(snapshotOutputs(dir)) !== clean) {
+        row.wrong++;
+        o.log?.(`full disk, slack ${slackKiB} KiB: outputs differ from a build without cache`);
+      } else row.handled += 2 - failed;
+      if (/VERIFY=(\d+)/.exec(out)?.[1] !== '0' || !/no problems found/.test(out)) {
+        row.wrong++;
+        o.log?.(`full disk, slack ${slackKiB} KiB: verify did not pass:\n${out.slice(-2000)}`);
+      }
+      const hits = [...out.matchAll(/cascache: \d+ tasks, (\d+) from cascache/g)].map((m) => m[1]);
+      served.push(`${slackKiB} KiB: ${hits[1] ?? '?'}`);
+      stopAgent(storeDir);
+    }
+    row.notes = `slack left on a 4 MiB tmpfs, and tasks served from cascache after nx reset: ${served.join('; ')} of 12`;
+  });
+  return row;
+}
+
 /** Runs every scenario in turn. */
 export async function runFaults(o: FaultOptions): Promise<FaultRow[]> {
   const rows: FaultRow[] = [];
   const wanted = (name: string) => !o.only || o.only.includes(name);
-  for (const [name, scenario] of [['hostile', hostile], ['kill', killMidUpload], ['points', killAtPoints], ['replicas', replicas], ['agent', agentKills], ['store', storeDeleted], ['readonly', readOnlyStore]] as const) {
+  for (const [name, scenario] of [['hostile', hostile], ['kill', killMidUpload], ['points', killAtPoints], ['replicas', replicas], ['agent', agentKills], ['store', storeDeleted], ['readonly', readOnlyStore], ['fulldisk', fullDisk]] as const) {
     if (!wanted(name)) continue;
     const row = await scenario(o);
     o.log?.(`${row.scenario}: ${row.handled}/${row.attempts} handled, ${row.wrong} wrong, ${row.crashes} crashes`);

@@ -1,7 +1,8 @@
 /**
  * The short version of the fault suite (`npm run test:faults` runs the whole one and prints the
  * table docs/reliability.md shows): hostile requests, kill -9 mid-upload and at named points beside
- * other writers, the store deleted under a running agent or read-only, load (wrk GETs, a PUT/GET mix, slow-header
+ * other writers, two serve replicas racing on one hash over a shared S3 tier, the store deleted
+ * under a running agent, read-only, or on a disk that fills up, load (wrk GETs, a PUT/GET mix, slow-header
  * connections), and real nx and turbo runs against a remote tier that is down, hangs, answers 503,
  * sits behind a slow link that cuts connections mid-transfer, or holds damaged packs.
  */
@@ -12,7 +13,7 @@ describe('fault suite, short version', () => {
     const log: string[] = [];
     const rows = await runFaults({ short: true, log: (l) => log.push(l) });
     const table = faultTable(rows);
-    expect(rows.map((r) => r.scenario)).toHaveLength(21);
+    expect(rows.map((r) => r.scenario)).toHaveLength(23);
     for (const r of rows) {
       // Each row on its own, so a failure names the scenario (and the log says what happened).
       expect({ scenario: r.scenario, wrong: r.wrong, crashes: r.crashes, buildsFailed: r.buildsFailed, handled: r.handled, log: r.handled === r.attempts ? '' : log.join('\n') }).toEqual({
