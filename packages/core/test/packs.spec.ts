@@ -243,6 +243,30 @@ describe('local pack files', () => {
     );
   });
 
+  it('frames written to the pack in runs read back inside the batch (written or not yet) and after the seal', async () => {
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.integer({ min: 1, max: 300_000 }), { minLength: PACK_MIN_BLOBS + 1, maxLength: 40 }), async (sizes) => {
+        const root = join(dir, `runs${run++}`);
+        // Incompressible bytes, so the frames add up past the write runs' 1 MiB.
+        const items = sizes.map((n, i) => Buffer.concat(Array.from({ length: Math.ceil(n / 32) }, (_, j) => createHash('sha256').update(`${run}/${i}/${j}`).digest())).subarray(0, n));
+        const store = new FsBlobStore({ root });
+        await store.withBatch(async (s) => {
+          for (let i = 0; i < items.length; i++) {
+            await s.put(digestOf(items[i]!), items[i]!);
+            // Every blob so far, whether its frame is in the file yet or still in memory.
+            for (const j of [0, i >> 1, i]) expect((await store.getBuffer(digestOf(items[j]!)))?.equals(items[j]!)).toBe(true);
+          }
+        });
+        const other = new FsBlobStore({ root });
+        for (const b of items) expect((await other.getBuffer(digestOf(b)))?.equals(b)).toBe(true);
+        expect(files(root, 'packs')).toHaveLength(1);
+        expect(files(root, 'tmp')).toEqual([]);
+      }),
+      { numRuns: 12 },
+    );
+  });
+
   it('a streamed put body is accepted inside a batch', async () => {
     const store = new FsBlobStore({ root: dir });
     const b = blobs(1)[0]!;

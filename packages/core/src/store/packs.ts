@@ -46,7 +46,7 @@ import { toIoError } from '../errors';
 export const PACK_MIN_BLOBS = 16;
 /** A pack is sealed once its frames reach this many bytes, and a new one started. */
 export const PACK_TARGET_BYTES = 32 * 1024 * 1024;
-/** Frames kept in memory before the pack file is created (a batch may still end up loose). */
+/** Frames kept in memory before the pack file is created (a batch may still end up loose), and between writes to it, bytes. */
 const BUFFER_BYTES = 1024 * 1024;
 const PACK_MAGIC = Buffer.from('CASPACK1', 'ascii');
 const ROW_BYTES = 44;
@@ -76,9 +76,12 @@ interface OpenPack {
   size: number;
   rows: OpenRow[];
   hasher: DigestHasher;
+  /** Rows appended since the file was last written (their frames are still in memory), and their bytes. */
+  unwritten: OpenRow[];
+  unwrittenBytes: number;
 }
 
-/** A frame in the open pack; `frame` is kept until the pack file exists. */
+/** A frame in the open pack; `frame` is kept until it is written to the pack file. */
 interface OpenRow {
   digest: Digest;
   offset: number;
@@ -213,16 +216,22 @@ export class PackSet {
 
   /** Appends a frame to this process's open pack (started if needed). @throws CascacheError `E_IO`. */
   append(digest: Digest, frame: Buffer): void {
-    const open = (this.open ??= { fd: null, tmpPath: null, size: 0, rows: [], hasher: new DigestHasher() });
+    const open = (this.open ??= { fd: null, tmpPath: null, size: 0, rows: [], hasher: new DigestHasher(), unwritten: [], unwrittenBytes: 0 });
     const row: OpenRow = {
       digest,
       offset: open.size,
       length: frame.length,
       codec: frame[5] ?? 0,
       rawSize: frame.length >= BLOB_HEADER_BYTES ? Number(frame.readBigUInt64BE(8)) : 0,
-      frame: open.fd === null ? frame : null,
+      frame,
     };
-    if (open.fd !== null) writeFully(open.fd, frame, open.size, open.tmpPath!);
+    if (open.fd !== null) {
+      // Written in runs of ~1 MiB, not one write per frame (a cold ingest of small files made
+      // thousands); until then the frame is read from memory.
+      open.unwritten.push(row);
+      open.unwrittenBytes += frame.length;
+      if (open.unwrittenBytes >= BUFFER_BYTES) this.writeUnwritten(open);
+    }
     open.hasher.update(frame);
     open.size += frame.length;
     open.rows.push(row);
@@ -253,6 +262,7 @@ export class PackSet {
         this.discardFile(open);
         return;
       }
+      this.writeUnwritten(open);
       const index = Buffer.allocUnsafe(live.length * ROW_BYTES);
       live.forEach((r, i) => {
         Buffer.from(r.digest, 'hex').copy(index, i * ROW_BYTES);
@@ -466,15 +476,24 @@ export class PackSet {
     open.tmpPath = join(this.opts.tmpDir, `pack-${process.pid}-${randomBytes(6).toString('hex')}.tmp`);
     try {
       open.fd = openSync(open.tmpPath, 'wx+');
-      for (const r of open.rows) {
-        writeFully(open.fd, r.frame!, r.offset, open.tmpPath);
-        r.frame = null;
-      }
+      open.unwritten = [...open.rows];
+      open.unwrittenBytes = open.size;
+      this.writeUnwritten(open);
     } catch (err) {
       this.dropOpen(open);
       if (this.open === open) this.open = null;
       throw toIoError(err, 'starting a pack');
     }
+  }
+
+  /** Writes the frames appended since the last write, in one write. @throws CascacheError `E_IO`. */
+  private writeUnwritten(open: OpenPack): void {
+    const rows = open.unwritten;
+    if (rows.length === 0 || open.fd === null) return;
+    writeFully(open.fd, rows.length === 1 ? rows[0]!.frame! : Buffer.concat(rows.map((r) => r.frame!), open.unwrittenBytes), rows[0]!.offset, open.tmpPath!);
+    for (const r of rows) r.frame = null;
+    open.unwritten = [];
+    open.unwrittenBytes = 0;
   }
 
   private dropOpen(open: OpenPack): void {
