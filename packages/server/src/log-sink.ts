@@ -4,7 +4,7 @@
  * `ENOSPC`, and Node emits the failure as an `error` event on `process.stderr`; unhandled, it ends the
  * process. For the front, which owns the port, that ended the Nx run with it (the fault suite's
  * full-disk row found it: "Connection refused" mid-run). So lines are written here with one
- * synchronous `write(2)` each, and a line that cannot be written is dropped and counted: a log must
+ * synchronous `write(2)` each, and a line that cannot be written is dropped: a log must
  * never cost a build. Writing resumes by itself once there is room again.
  */
 import { writeSync } from 'node:fs';
@@ -14,8 +14,10 @@ export const stderrLogSink = {
   write(line: string): boolean {
     try {
       writeSync(2, line);
-    } catch {
-      /* dropped: a full disk or a closed descriptor */
+    } catch (err) {
+      // A pipe that is full right now (stderr not redirected to agent.log): Node's own stream
+      // queues the line. Anything else (a full disk, a closed descriptor) drops it.
+      if ((err as NodeJS.ErrnoException).code === 'EAGAIN') process.stderr.write(line);
     }
     return true;
   },
