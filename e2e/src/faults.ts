@@ -887,15 +887,19 @@ async function agentKills(o: FaultOptions): Promise<FaultRow> {
 // Scenario: a read-only store
 
 /** Whether this machine lets us bind-mount read-only in a private namespace (`unshare -rm`). */
-function canRemountReadOnly(): boolean {
+/** Whether `script(dir)` runs in a private user and mount namespace (`unshare -rm`) here, on a scratch dir. */
+function namespaceAllows(script: (dir: string) => string): boolean {
   if (process.platform !== 'linux') return false;
   const d = mkdtempSync(join(tmpdir(), 'cascache-probe-'));
   try {
-    return spawnSync('unshare', ['-rm', 'sh', '-c', `mount --bind ${d} ${d} && mount -o remount,bind,ro ${d}`], { encoding: 'utf8' }).status === 0;
+    return spawnSync('unshare', ['-rm', 'sh', '-c', script(d)], { encoding: 'utf8' }).status === 0;
   } finally {
     rmSync(d, { recursive: true, force: true });
   }
 }
+
+const canRemountReadOnly = (): boolean => namespaceAllows((d) => `mount --bind ${d} ${d} && mount -o remount,bind,ro ${d}`);
+const canMountTmpfs = (): boolean => namespaceAllows((d) => `mount -t tmpfs -o size=64k tmpfs ${d}`);
 
 /**
  * Real nx runs with the workspace's store on a read-only filesystem (a read-only bind mount in a
@@ -952,17 +956,6 @@ async function readOnlyStore(o: FaultOptions): Promise<FaultRow> {
     row.notes = `served from cascache after nx reset: ${served.join(', ')} of 12`;
   });
   return row;
-}
-
-/** Whether this machine lets us mount a tmpfs in a private user and mount namespace. */
-function canMountTmpfs(): boolean {
-  if (process.platform !== 'linux') return false;
-  const d = mkdtempSync(join(tmpdir(), 'cascache-probe-'));
-  try {
-    return spawnSync('unshare', ['-rm', 'sh', '-c', `mount -t tmpfs -o size=64k tmpfs ${d}`], { encoding: 'utf8' }).status === 0;
-  } finally {
-    rmSync(d, { recursive: true, force: true });
-  }
 }
 
 /**
