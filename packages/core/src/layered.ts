@@ -477,7 +477,10 @@ export class LayeredStore {
    * object; then every record's entry or root. A retryable failure leaves the records that did not
    * complete in the journal and rejects; a permanent one sets the record aside.
    */
-  private async pushBatch(tier: RemoteTier, items: JournalItem[]): Promise<void> {
+  private async pushBatch(tier: RemoteTier, given: JournalItem[]): Promise<void> {
+    // The worker and a flush each list the journal, then upload what is not in flight: a list read
+    // just before another pass finished a record would upload it again (and count it twice).
+    const items = (await Promise.all(given.map(async (it) => ((await this.journal.isPending(tier.name, it.id)) ? it : null)))).filter((it): it is JournalItem => it !== null);
     const stats = emptyStats();
     const finish = async (item: JournalItem) => {
       await this.journal.done(tier.name, item.id);

@@ -104,6 +104,14 @@ export class UploadJournal {
     return items;
   }
 
+  /** Whether a record is still pending (not done, not set aside). */
+  async isPending(tier: string, id: string): Promise<boolean> {
+    return fsp.access(join(this.dir, tierId(tier), id)).then(
+      () => true,
+      () => false,
+    );
+  }
+
   /** Removes a record once its upload is complete. */
   async done(tier: string, id: string): Promise<void> {
     await fsp.rm(join(this.dir, tierId(tier), id), { force: true }).catch((err) => {
