@@ -21,6 +21,7 @@
  */
 import { createHash } from 'node:crypto';
 import { CascacheError, ErrorCodes } from './errors';
+import { asBuffer } from './streams';
 
 /** Chunk size bounds in bytes. */
 export interface ChunkerParams {
@@ -220,7 +221,7 @@ export async function* chunkStream(
 
   for await (const piece of source) {
     if (piece.length === 0) continue;
-    pending.push(Buffer.isBuffer(piece) ? piece : Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength));
+    pending.push(asBuffer(piece));
     pendingBytes += piece.length;
     if (pendingBytes < threshold) continue;
     const buf = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);

@@ -18,6 +18,7 @@
  */
 import { digestOf, type Digest } from './digest';
 import { CascacheError, ErrorCodes } from './errors';
+import { asBuffer } from './streams';
 import { activeZstd, zstdFrameContentSize, zstdFrameEnd } from './zstd';
 
 export { zstdFrameContentSize } from './zstd';
@@ -182,6 +183,3 @@ function integrity(message: string): CascacheError {
   return new CascacheError(ErrorCodes.INTEGRITY, message);
 }
 
-function asBuffer(data: Uint8Array): Buffer {
-  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-}

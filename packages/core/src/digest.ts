@@ -9,6 +9,7 @@ import { createReadStream } from 'node:fs';
 import { Transform, type TransformCallback } from 'node:stream';
 import { blake3, Blake3Hasher } from '@napi-rs/blake-hash';
 import { CascacheError, ErrorCodes } from './errors';
+import { asBuffer } from './streams';
 
 /** A BLAKE3-256 digest: 64 lowercase hex characters. */
 export type Digest = string;
@@ -46,7 +47,7 @@ export function assertContentDigest(digest: Digest, bytes: Uint8Array): void {
 }
 
 export function digestOf(data: Uint8Array | string): Digest {
-  return blake3(typeof data === 'string' ? Buffer.from(data, 'utf8') : toBuffer(data)).toString('hex');
+  return blake3(typeof data === 'string' ? Buffer.from(data, 'utf8') : asBuffer(data)).toString('hex');
 }
 
 /** Incremental BLAKE3-256: `update()` any number of times, then `digest()` once. */
@@ -56,7 +57,7 @@ export class DigestHasher {
 
   /** Feeds bytes; returns `this`. */
   update(data: Uint8Array): this {
-    this.hasher.update(toBuffer(data));
+    this.hasher.update(asBuffer(data));
     this.bytes += data.length;
     return this;
   }
@@ -111,6 +112,3 @@ export async function digestStream(source: AsyncIterable<Uint8Array>): Promise<{
   return { digest: hasher.digest(), size: hasher.length };
 }
 
-function toBuffer(data: Uint8Array): Buffer {
-  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-}

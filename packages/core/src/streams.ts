@@ -2,6 +2,11 @@
 import { Readable } from 'node:stream';
 import { CascacheError, ErrorCodes } from './errors';
 
+/** The same bytes as a Buffer, without copying (a view on the array's memory). */
+export function asBuffer(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
 /**
  * Collects a body into one Buffer, refusing to hold more than `limit` bytes.
  * @throws CascacheError `E_TOO_LARGE` past `limit` (the source is destroyed).
@@ -9,7 +14,7 @@ import { CascacheError, ErrorCodes } from './errors';
 export async function readAll(body: Uint8Array | AsyncIterable<Uint8Array>, limit: number): Promise<Buffer> {
   if (body instanceof Uint8Array) {
     if (body.length > limit) throw tooLarge(body.length, limit);
-    return Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    return asBuffer(body);
   }
   const parts: Buffer[] = [];
   let total = 0;

@@ -20,6 +20,7 @@ import zlib from 'node:zlib';
 import { Decoder, Encoder } from '@toondepauw/node-zstd';
 import { Decompress } from 'fzstd';
 import { CascacheError, ErrorCodes } from './errors';
+import { asBuffer } from './streams';
 
 /** The implementations this module can use. */
 export type ZstdBackendName = 'zstd-napi' | '@toondepauw/node-zstd';
@@ -85,9 +86,6 @@ export function zstdFrameContentSize(buf: Uint8Array): number | null {
   }
 }
 
-function asBuffer(buf: Uint8Array): Buffer {
-  return Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-}
 
 /**
  * Offset just past the zstd frame at the start of `buf`, found by walking its block headers (RFC
