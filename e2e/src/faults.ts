@@ -38,7 +38,7 @@
  *   packs: the build succeeds with outputs identical to a clean build; the time is reported, beside
  *   a run with the tier healthy.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { connect, createServer as createNetServer, type Socket } from 'node:net';
@@ -898,6 +898,14 @@ function namespaceAllows(script: (dir: string) => string): boolean {
   }
 }
 
+/**
+ * Runs `script` (nx runs in the workspace `dir`) in a private user and mount namespace, so its
+ * mounts (and the agent it starts) see the store as the script arranged it; nx as the suite runs it.
+ */
+function inPrivateNamespace(dir: string, script: string, env: NodeJS.ProcessEnv, timeoutMs: number): SpawnSyncReturns<string> {
+  return spawnSync('unshare', ['-rm', 'sh', '-c', script], { cwd: dir, encoding: 'utf8', timeout: timeoutMs, env: { ...cleanEnv(), NX_TUI: 'false', NX_INTERACTIVE: 'false', NX_NO_CLOUD: 'true', NX_DAEMON: 'false', ...env } });
+}
+
 const canRemountReadOnly = (): boolean => namespaceAllows((d) => `mount --bind ${d} ${d} && mount -o remount,bind,ro ${d}`);
 const canMountTmpfs = (): boolean => namespaceAllows((d) => `mount -t tmpfs -o size=64k tmpfs ${d}`);
 
@@ -922,7 +930,7 @@ async function readOnlyStore(o: FaultOptions): Promise<FaultRow> {
     const readOnlyRun = (before: string): { ok: boolean; served: number; ms: number } => {
       const script = `set -e; mount --bind ${storeDir} ${storeDir}; mount -o remount,bind,ro ${storeDir}; ${before}; ${nxBin} run-many -t build`;
       const t0 = Date.now();
-      const r = spawnSync('unshare', ['-rm', 'sh', '-c', script], { cwd: dir, encoding: 'utf8', timeout: 300_000, env: { ...cleanEnv(), NX_TUI: 'false', NX_INTERACTIVE: 'false', NX_NO_CLOUD: 'true', NX_DAEMON: 'false', ...env } });
+      const r = inPrivateNamespace(dir, script, env, 300_000);
       const ms = Date.now() - t0;
       if (r.status !== 0) o.log?.(`read-only store: the run failed (${r.status}):\n${r.stdout.slice(-1500)}\n${r.stderr.slice(-1500)}`);
       stopAgent(storeDir); // an agent that started inside the namespace
@@ -999,7 +1007,7 @@ async function fullDisk(o: FaultOptions): Promise<FaultRow> {
         `kill $(node -e "try{console.log(require('${storeDir}/agent.json').pid)}catch{}") 2>/dev/null; true`,
       ].join('\n');
       row.attempts += 2;
-      const r = spawnSync('unshare', ['-rm', 'sh', '-c', script], { cwd: dir, encoding: 'utf8', timeout: 600_000, env: { ...cleanEnv(), NX_TUI: 'false', NX_INTERACTIVE: 'false', NX_NO_CLOUD: 'true', NX_DAEMON: 'false', ...env } });
+      const r = inPrivateNamespace(dir, script, env, 600_000);
       const out = `${r.stdout}${r.stderr}`;
       const t = [0, 1, 2, 3].map((i) => Number(new RegExp(`T${i}=(\\d+)`).exec(out)?.[1] ?? NaN));
       row.worstMs = Math.max(row.worstMs!, t[1]! - t[0]!, t[3]! - t[2]!);
